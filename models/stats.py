@@ -1,0 +1,38 @@
+"""The one collection through which layers report diagnostics to the trainer and the report.
+
+Layers `sow` into STATS (routing statistics, attention diagnostics); the trainer applies the
+model with `mutable=[STATS, base_layer.AUX_LOSS]` and reads them back keyed by layer path.
+Each call appends to a tuple, so a layer called several times (WideNet's shared MoE) reports
+once per call, in call order.
+"""
+
+from typing import Any
+
+import jax
+from praxis import base_layer
+
+STATS = "stats"
+
+
+def sow_stat(layer: base_layer.BaseLayer, name: str, value: jax.Array) -> None:
+    """Records `value` under `name` in the STATS collection at the layer's path."""
+    layer.sow(STATS, name, value)
+
+
+def flatten_stats(stats: Any, prefix: str = "") -> dict[str, jax.Array]:
+    """Flattens a STATS tree into {'path/to/layer/name': value}, one entry per call.
+
+    A value sown once keeps its name; a value sown n > 1 times becomes `name/0`...`name/n-1`.
+    """
+    flat: dict[str, jax.Array] = {}
+    for key, value in stats.items():
+        path = f"{prefix}/{key}" if prefix else str(key)
+        if isinstance(value, dict):
+            flat.update(flatten_stats(value, path))
+        elif isinstance(value, tuple) and len(value) == 1:
+            flat[path] = value[0]
+        elif isinstance(value, tuple):
+            flat.update({f"{path}/{i}": v for i, v in enumerate(value)})
+        else:
+            flat[path] = value
+    return flat
