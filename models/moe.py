@@ -1,0 +1,403 @@
+"""Sparse Mixture-of-Experts praxis layers: V-MoE/WideNet router + experts, and a pre-LN MoE FFN.
+
+`SparseMoe` is the bare sparse MLP (router, capacity-limited dispatch, E expert MLPs, combine);
+WideNet shares one of these across blocks. `MoeFeedForward` wraps it as a drop-in for praxis
+`StackedTransformer.moe_layer_tpl`, so V-MoE's "Every-2" / "Last-n" placement is just
+`StackedTransformer.moe_layers`. The routing math itself lives in `models.routing`.
+"""
+
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+from praxis import base_layer, pax_fiddle
+from praxis.layers import activations, normalizations, stochastics
+
+from models import routing
+from models.stats import sow_stat
+
+JTensor = base_layer.JTensor
+SplitDimsMapping = base_layer.SplitDimsMapping
+WeightHParams = base_layer.WeightHParams
+WeightInit = base_layer.WeightInit
+template_field = base_layer.template_field
+
+# Maps expert inputs [E, G, Cap, D] to expert outputs [E, G, Cap, D'].
+ExpertFn = Callable[[JTensor], JTensor]
+
+IMPORTANCE_LOSS_WEIGHT = 0.005  # V-MoE (Riquelme et al. 2021), section 3 / appendix.
+LOAD_LOSS_WEIGHT = 0.005
+SWITCH_LOSS_WEIGHT = 0.01  # WideNet (Xue et al. 2022).
+ROUTER_INIT_STD = 0.02  # Small, so initial routing is near uniform and every expert gets tokens.
+
+
+def einsum_dispatch(
+    dispatch: JTensor, combine: JTensor, inputs: JTensor, expert_fn: ExpertFn
+) -> JTensor:
+    """Gathers tokens into expert buffers, runs the experts, scatters weighted outputs back.
+
+    One-hot einsums cost O(G*S*E*Cap*D) but are plain matmuls that shard and differentiate
+    everywhere; a gather/scatter dispatch can replace this behind `SparseMoe.dispatch`.
+
+    Args:
+      dispatch: [G, S, E, Cap] 0/1.
+      combine: [G, S, E, Cap] gate weight of each kept assignment.
+      inputs: [G, S, D] tokens.
+      expert_fn: [E, G, Cap, D] -> [E, G, Cap, D'].
+
+    Returns:
+      [G, S, D'] the gate-weighted sum of each token's expert outputs (0 if none kept it).
+    """
+    expert_inputs = jnp.einsum("gsec,gsd->egcd", dispatch.astype(inputs.dtype), inputs)
+    expert_outputs = expert_fn(expert_inputs)
+    return jnp.einsum("gsec,egcd->gsd", combine.astype(expert_outputs.dtype), expert_outputs)
+
+
+DISPATCHERS: dict[str, Callable[[JTensor, JTensor, JTensor, ExpertFn], JTensor]] = {
+    "einsum": einsum_dispatch,
+}
+AUX_LOSSES = ("vmoe", "switch")
+
+
+class SparseMoe(base_layer.BaseLayer):
+    """Router + E expert MLPs: [B, N, D] -> [B, N, D]. No LayerNorm, no residual.
+
+    Router: g(x) = TOP_k(softmax(W x + eps)), W [D, E] bias-free, eps ~ N(0, noise_std^2) in
+    training only. Tokens are routed in groups; each expert takes at most
+    ceil(k * group_size * C / E) tokens per group, the rest skip it (in a block, the residual
+    carries them). k, C and BPR have separate eval values so capacity can be changed at inference
+    on the same parameters.
+
+    Attributes:
+      input_dims: D.
+      hidden_dims: hidden width H of each expert MLP.
+      num_experts: E.
+      num_selected_experts: k in training.
+      capacity_factor: C in training.
+      eval_num_selected_experts: k when `do_eval`; None = num_selected_experts.
+      eval_capacity_factor: C when `do_eval`; None = capacity_factor.
+      batch_priority: Batch Prioritized Routing in training.
+      eval_batch_priority: BPR when `do_eval`; None = batch_priority.
+      group_size: tokens per routing group; 0 = the N tokens of each image form one group.
+        Otherwise it must divide B * N.
+      noise_std: std of the training routing noise; None = 1 / E (V-MoE).
+      aux_loss: 'vmoe' (importance + load losses) or 'switch' (WideNet's balance loss).
+      importance_loss_weight, load_loss_weight, switch_loss_weight: aux loss weights.
+      activation_tpl: expert MLP activation.
+      relu_dropout_prob: dropout on the expert hidden activations (praxis's name for it).
+      dispatch: how tokens reach the experts; 'einsum' (one-hot einsums).
+    """
+
+    input_dims: int = 0
+    hidden_dims: int = 0
+    num_experts: int = 0
+    num_selected_experts: int = 2
+    capacity_factor: float = 1.05
+    eval_num_selected_experts: int | None = None
+    eval_capacity_factor: float | None = None
+    batch_priority: bool = False
+    eval_batch_priority: bool | None = None
+    group_size: int = 0
+    noise_std: float | None = None
+    aux_loss: str = "vmoe"
+    importance_loss_weight: float = IMPORTANCE_LOSS_WEIGHT
+    load_loss_weight: float = LOAD_LOSS_WEIGHT
+    switch_loss_weight: float = SWITCH_LOSS_WEIGHT
+    activation_tpl: pax_fiddle.Config[activations.BaseActivation] = template_field(activations.GELU)
+    relu_dropout_tpl: pax_fiddle.Config[stochastics.Dropout] = template_field(stochastics.Dropout)
+    relu_dropout_prob: float = 0.0
+    dispatch: str = "einsum"
+
+    class WeightSharding(base_layer.BaseLayer.WeightSharding):
+        """Experts on the 'expert' mesh axis, expert hidden dim on 'model', router replicated.
+
+        Axis names missing from the layer's `mesh_axis_names` are treated as replicated, and
+        nothing is annotated when `mesh_axis_names` is None (single device).
+        """
+
+        router: SplitDimsMapping = None
+        wi: SplitDimsMapping = ("expert", None, "model")
+        bi: SplitDimsMapping = ("expert", "model")
+        wo: SplitDimsMapping = ("expert", "model", None)
+        bo: SplitDimsMapping = ("expert", None)
+
+    class ActivationSharding(base_layer.BaseLayer.ActivationSharding):
+        """Expert-major activations: experts on 'expert', groups on 'data', hidden on 'model'.
+
+        Constraining the dispatched tensors this way turns dispatch/combine into all-to-alls over
+        'expert' instead of gathering every expert's buffer everywhere.
+        """
+
+        egcd: SplitDimsMapping = ("expert", "data", None, None)
+        egch: SplitDimsMapping = ("expert", "data", None, "model")
+
+    @property
+    def train_routing(self) -> tuple[int, float, bool]:
+        """(k, C, BPR) used when `do_eval` is False."""
+        return self.num_selected_experts, self.capacity_factor, self.batch_priority
+
+    @property
+    def eval_routing(self) -> tuple[int, float, bool]:
+        """(k, C, BPR) used when `do_eval` is True; unset eval values fall back to training's."""
+        k, c, bpr = self.train_routing
+        return (
+            k if self.eval_num_selected_experts is None else self.eval_num_selected_experts,
+            c if self.eval_capacity_factor is None else self.eval_capacity_factor,
+            bpr if self.eval_batch_priority is None else self.eval_batch_priority,
+        )
+
+    @property
+    def effective_noise_std(self) -> float:
+        return 1.0 / self.num_experts if self.noise_std is None else self.noise_std
+
+    def _validate(self) -> None:
+        if self.input_dims < 1 or self.hidden_dims < 1:
+            raise ValueError(
+                f"SparseMoe input_dims={self.input_dims}, hidden_dims={self.hidden_dims} must be "
+                ">= 1; set both to the model and expert MLP widths"
+            )
+        for k, c, _ in (self.train_routing, self.eval_routing):
+            routing.check_routing_config(self.num_experts, k, c)
+        if self.group_size < 0:
+            raise ValueError(
+                f"group_size={self.group_size} must be >= 0; use 0 for one group per image"
+            )
+        if self.dispatch not in DISPATCHERS:
+            raise ValueError(
+                f"dispatch={self.dispatch!r} is not supported; use one of {sorted(DISPATCHERS)}"
+            )
+        if self.aux_loss not in AUX_LOSSES:
+            raise ValueError(
+                f"aux_loss={self.aux_loss!r} is not supported; use one of {AUX_LOSSES}"
+            )
+        noise_std = self.effective_noise_std
+        if noise_std < 0 or (self.aux_loss == "vmoe" and noise_std == 0):
+            raise ValueError(
+                f"noise_std={noise_std} is invalid for aux_loss={self.aux_loss!r}; the load loss "
+                "needs noise_std > 0 (None = 1/E)"
+            )
+
+    def _for_mesh(self, mapping: SplitDimsMapping) -> SplitDimsMapping:
+        """Drops sharding on axes this layer's mesh lacks, so one default fits every mesh."""
+        names = self.mesh_axis_names
+        if names is None or mapping is None:
+            return None
+
+        def keep(axis: str | Sequence[str] | None) -> str | tuple[str, ...] | None:
+            if axis is None or isinstance(axis, str):
+                return axis if axis in names else None
+            kept = tuple(a for a in axis if a in names)
+            return kept or None
+
+        return tuple(keep(axis) for axis in mapping)
+
+    def _weight(self, name: str, shape: list[int], init: WeightInit, **kwargs: object) -> None:
+        mapping = self._for_mesh(getattr(self.weight_split_dims_mapping, name))
+        self.create_variable(
+            name,
+            WeightHParams(
+                shape=shape,
+                init=init,
+                mesh_shape=self.mesh_shape if mapping is not None else None,
+                tensor_split_dims_mapping=mapping,
+                **kwargs,
+            ),
+        )
+
+    def setup(self) -> None:
+        self._validate()
+        d, h, e = self.input_dims, self.hidden_dims, self.num_experts
+        self._weight("router", [d, e], WeightInit.Gaussian(ROUTER_INIT_STD))
+        # Explicit fan axes: each expert is initialised like a standalone [D, H] / [H, D] dense
+        # layer, instead of praxis treating E as a receptive field that shrinks the scale.
+        per_expert = {"fan_in_axes": [-2], "fan_out_axes": [-1]}
+        self._weight("wi", [e, d, h], WeightInit.Xavier(1.0), **per_expert)
+        self._weight("bi", [e, h], WeightInit.Constant(0.0))
+        self._weight("wo", [e, h, d], WeightInit.Xavier(1.0), **per_expert)
+        self._weight("bo", [e, d], WeightInit.Constant(0.0))
+        self.create_child("activation", self.activation_tpl.clone())
+        dropout = self.relu_dropout_tpl.clone()
+        dropout.keep_prob = 1.0 - self.relu_dropout_prob
+        self.create_child("relu_dropout", dropout)
+
+    def _shard(self, x: JTensor, mapping: SplitDimsMapping) -> JTensor:
+        return base_layer.maybe_shard(x, self._for_mesh(mapping), self.mesh_axis_names)
+
+    def _experts(self, x: JTensor) -> JTensor:
+        """All E expert MLPs at once on their buffers: [E, G, Cap, D] -> [E, G, Cap, D]."""
+        ap = self.activation_split_dims_mapping
+        theta = self.theta
+        x = self._shard(x, ap.egcd)
+        hidden = jnp.einsum("egcd,edh->egch", x, theta.wi) + theta.bi[:, None, None, :]
+        hidden = self.relu_dropout(self.activation(self._shard(hidden, ap.egch)))
+        out = jnp.einsum("egch,ehd->egcd", hidden, theta.wo) + theta.bo[:, None, None, :]
+        return self._shard(out, ap.egcd)
+
+    def _group(self, inputs: JTensor) -> JTensor:
+        batch, tokens, dims = inputs.shape
+        group_size = self.group_size or tokens
+        if (batch * tokens) % group_size:
+            raise ValueError(
+                f"group_size={group_size} does not divide batch*tokens={batch}*{tokens}="
+                f"{batch * tokens}; pick a divisor of it or 0 for one group per image"
+            )
+        return inputs.reshape(batch * tokens // group_size, group_size, dims)
+
+    def __call__(self, inputs: JTensor) -> JTensor:
+        """Routes each token of `inputs` [B, N, D] to its experts; returns [B, N, D]."""
+        if inputs.ndim != 3 or inputs.shape[-1] != self.input_dims:
+            raise ValueError(
+                f"SparseMoe expects inputs [B, N, {self.input_dims}], got {inputs.shape}; "
+                "reshape tokens to [batch, tokens, input_dims]"
+            )
+        training = not self.do_eval
+        k, capacity_factor, batch_priority = self.train_routing if training else self.eval_routing
+        x = self._group(inputs)
+        capacity = routing.expert_capacity(x.shape[1], self.num_experts, k, capacity_factor)
+
+        # The router runs in float32 whatever the activation dtype: top-k and the softmax are
+        # sensitive to rounding, and the matmul is tiny next to the experts.
+        clean_logits = jnp.einsum(
+            "gsd,de->gse", x.astype(jnp.float32), self.theta.router.astype(jnp.float32)
+        )
+        noise_std = self.effective_noise_std
+        noisy_logits = clean_logits
+        if training and noise_std > 0:
+            noise = jax.random.normal(self.next_prng_key(), clean_logits.shape, jnp.float32)
+            noisy_logits = clean_logits + noise_std * noise
+        gates = jax.nn.softmax(noisy_logits, axis=-1)
+        routed = routing.top_k_dispatch(gates, k, capacity, batch_priority)
+
+        outputs = DISPATCHERS[self.dispatch](
+            routed.dispatch.astype(x.dtype), routed.combine.astype(x.dtype), x, self._experts
+        )
+        self._report_routing(routed, k, inputs.shape[0])
+        self._aux_losses(gates, clean_logits, noisy_logits, k, noise_std, training)
+        return outputs.reshape(inputs.shape)
+
+    def _report_routing(self, routed: routing.Routing, k: int, batch: int) -> None:
+        num_tokens = routed.selected.shape[0] * routed.selected.shape[1]
+        kept = jnp.sum(routed.dispatch)
+        sow_stat(self, "dropped_fraction", 1.0 - kept / (k * num_tokens))
+        processed = jnp.sum(routed.dispatch, axis=(2, 3)) > 0
+        sow_stat(self, "unrouted_fraction", 1.0 - jnp.mean(processed.astype(jnp.float32)))
+        sow_stat(self, "expert_load", jnp.sum(routed.selected, axis=(0, 1)) / (k * num_tokens))
+        # Groups are consecutive tokens in [B, N] order, so this reshape recovers images.
+        per_token = routed.selected.reshape(batch, -1, self.num_experts)
+        sow_stat(self, "assignments_per_image", jnp.sum(per_token, axis=1))
+
+    def _aux_losses(
+        self,
+        gates: JTensor,
+        clean_logits: JTensor,
+        noisy_logits: JTensor,
+        k: int,
+        noise_std: float,
+        training: bool,
+    ) -> None:
+        if self.aux_loss == "vmoe":
+            losses = {
+                "importance_loss": (routing.importance_loss(gates), self.importance_loss_weight),
+                "load_loss": (
+                    routing.load_loss(clean_logits, noisy_logits, k, noise_std),
+                    self.load_loss_weight,
+                ),
+            }
+        else:
+            losses = {"switch_loss": (routing.switch_balance_loss(gates), self.switch_loss_weight)}
+        for name, (value, weight) in losses.items():
+            sow_stat(self, name, value)
+            # Eval must not regularise anything, and its losses would be summed into the metric.
+            if training:
+                self.add_aux_loss(name, weight * value)
+
+
+class MoeFeedForward(base_layer.BaseLayer):
+    """Pre-LN sparse MLP block: inputs + dropout(SparseMoe(LayerNorm(inputs))).
+
+    A drop-in for praxis `StackedTransformer.moe_layer_tpl` (and `Transformer.tr_fflayer_tpl`):
+    it accepts every field those set and Transformer's `ff_layer(inputs, paddings=...)` call.
+    Routing settings live on `moe_tpl`; input_dims, hidden_dims, num_experts and
+    relu_dropout_prob are passed down to it from here, overriding what `moe_tpl` says.
+
+    Accepted but ignored, because StackedTransformer sets them for its GShard MoE:
+      num_groups, min_group_size: grouping is `moe_tpl.group_size` (per image by default), which
+        is what V-MoE does; a device-count-based group count would change capacity semantics.
+      gating_func: routing is always V-MoE/WideNet top-k, configured on `moe_tpl`.
+    `norm_policy` must be 'pre' (V-MoE and WideNet blocks are pre-LN); others raise.
+    `paddings` zero the MoE output of padded tokens, but padded tokens still take capacity
+    (ViT inputs have no padding).
+
+    Attributes:
+      input_dims: model width D.
+      hidden_dims: expert MLP width H.
+      num_experts: E.
+      relu_dropout_prob: dropout on the expert hidden activations.
+      residual_dropout_prob: dropout on the MoE output before the residual add.
+      residual_droppath_prob: stochastic depth on the residual branch.
+      norm_policy: only 'pre'.
+      num_groups, min_group_size, gating_func: ignored (see above).
+      ln_tpl: the pre-LN.
+      residual_dropout_tpl: residual dropout layer.
+      moe_tpl: the SparseMoe (router + experts).
+    """
+
+    input_dims: int = 0
+    hidden_dims: int = 0
+    num_experts: int = 0
+    relu_dropout_prob: float = 0.0
+    residual_dropout_prob: float = 0.0
+    residual_droppath_prob: float = 0.0
+    norm_policy: str = "pre"
+    num_groups: int = 0
+    min_group_size: int | None = None
+    gating_func: str = "top2"
+    ln_tpl: pax_fiddle.Config[normalizations.BaseNormalization] = template_field(
+        normalizations.LayerNorm
+    )
+    residual_dropout_tpl: pax_fiddle.Config[stochastics.Dropout] = template_field(
+        stochastics.Dropout
+    )
+    moe_tpl: pax_fiddle.Config[SparseMoe] = template_field(SparseMoe)
+
+    def setup(self) -> None:
+        if self.norm_policy != "pre":
+            raise ValueError(
+                f"norm_policy={self.norm_policy!r} is not supported by MoeFeedForward; use 'pre' "
+                "(V-MoE and WideNet blocks are pre-LN)"
+            )
+        ln = self.ln_tpl.clone()
+        ln.dim = self.input_dims
+        self.create_child("layer_norm", ln)
+
+        moe = self.moe_tpl.clone()
+        moe.input_dims = self.input_dims
+        moe.hidden_dims = self.hidden_dims
+        moe.num_experts = self.num_experts
+        moe.relu_dropout_prob = self.relu_dropout_prob
+        self.create_child("moe", moe)
+
+        dropout = self.residual_dropout_tpl.clone()
+        dropout.keep_prob = 1.0 - self.residual_dropout_prob
+        self.create_child("residual_dropout", dropout)
+        if self.residual_droppath_prob > 0:
+            droppath = pax_fiddle.Config(
+                stochastics.StochasticResidual, survival_prob=1.0 - self.residual_droppath_prob
+            )
+            self.create_child("residual_droppath", droppath)
+
+    def __call__(
+        self,
+        inputs: JTensor,
+        paddings: JTensor | None = None,
+        segment_ids: JTensor | None = None,
+    ) -> JTensor:
+        """[B, N, D] -> [B, N, D]; `paddings` [B, N] (1 = padded) as Transformer passes them."""
+        del segment_ids  # Routing is per token; packed sequences need nothing special.
+        outputs = self.moe(self.layer_norm(inputs))
+        if paddings is not None:
+            outputs *= (1.0 - paddings[..., None]).astype(outputs.dtype)
+        outputs = self.residual_dropout(outputs)
+        if self.residual_droppath_prob > 0:
+            return self.residual_droppath(inputs, outputs)
+        return inputs + outputs
