@@ -171,10 +171,12 @@ class SparseMoe(base_layer.BaseLayer):
                 f"aux_loss={self.aux_loss!r} is not supported; use one of {AUX_LOSSES}"
             )
         noise_std = self.effective_noise_std
-        if noise_std < 0 or (self.aux_loss == "vmoe" and noise_std == 0):
+        if noise_std < 0:
+            raise ValueError(f"noise_std={noise_std} must be >= 0; set it >= 0 or None for 1/E")
+        if self.aux_loss == "vmoe" and noise_std == 0:
             raise ValueError(
-                f"noise_std={noise_std} is invalid for aux_loss={self.aux_loss!r}; the load loss "
-                "needs noise_std > 0 (None = 1/E)"
+                f"noise_std={noise_std} is invalid for aux_loss='vmoe'; its load loss needs "
+                "noise_std > 0 (None = 1/E)"
             )
 
     def _for_mesh(self, mapping: SplitDimsMapping) -> SplitDimsMapping:
