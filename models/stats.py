@@ -6,6 +6,7 @@ Each call appends to a tuple, so a layer called several times (WideNet's shared 
 once per call, in call order.
 """
 
+import re
 from typing import Any
 
 import jax
@@ -36,3 +37,25 @@ def flatten_stats(stats: Any, prefix: str = "") -> dict[str, jax.Array]:
         else:
             flat[path] = value
     return flat
+
+
+_BLOCK_IN_PATH = re.compile(r"x_layers_(\d+)/")
+_CALL_SUFFIX = re.compile(r"/(\d+)$")
+
+
+def per_block(stats: Any, name: str) -> dict[str, jax.Array]:
+    """Values of stat `name` keyed 'block_NN' by the transformer block that produced them.
+
+    A V-MoE reports from the MoE layer inside block NN (path '.../x_layers_NN/...'); WideNet's
+    shared MoE reports once per block, in block order, so the call index is the block.
+    """
+    result: dict[str, jax.Array] = {}
+    for path, value in flatten_stats(stats).items():
+        call = _CALL_SUFFIX.search(path)
+        base = path[: call.start()] if call else path
+        if base.rsplit("/", 1)[-1] != name:
+            continue
+        block = _BLOCK_IN_PATH.search(base + "/")
+        index = int(block.group(1)) if block else int(call.group(1)) if call else 0
+        result[f"block_{index:02d}"] = value
+    return result

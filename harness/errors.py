@@ -1,0 +1,29 @@
+"""User-facing errors: bad input becomes one line naming the value and the fix, exit code 2."""
+
+import sys
+from collections.abc import Callable
+from typing import NoReturn
+
+USAGE_EXIT_CODE = 2
+
+
+class UsageError(Exception):
+    """Bad input from the user (flags, gin, data). Its message is the one line they see."""
+
+
+def one_line(error: BaseException) -> str:
+    """Collapses an exception message (gin's span several lines) into one line."""
+    return " ".join(str(error).split())
+
+
+def exit_with_usage_error(error: BaseException) -> NoReturn:
+    print(f"error: {one_line(error)}", file=sys.stderr)
+    sys.exit(USAGE_EXIT_CODE)
+
+
+def run_cli(main: Callable[[], None]) -> None:
+    """Runs `main`, turning UsageError into a one-line message and exit code 2."""
+    try:
+        main()
+    except UsageError as error:
+        exit_with_usage_error(error)

@@ -1,0 +1,131 @@
+"""Model size and compute, with the one set of definitions used by inspect, report and runs.
+
+- params_total: every weight.
+- params_body: everything but the pre-logits layer and the classifier head, so counts compare
+  with the papers whatever the head.
+- params_active: weights a single token touches at inference; an MoE's experts count k of E
+  (k = the inference-time number of selected experts).
+- gflops_per_image: analytic forward FLOPs of one image, 2 FLOPs per multiply-add, counting
+  matmuls only (patch embedding, attention projections and score/value products, MLPs or k
+  experts per token plus the router, pre-logits and head). LayerNorm, softmax, GELU and the
+  MoE dispatch are left out, and capacity padding is not counted.
+- xla_gflops_per_image: XLA's own `cost_analysis()` count for the compiled inference forward
+  at batch 1, which does include the elementwise work and the one-hot dispatch einsums.
+"""
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from praxis import base_layer, pax_fiddle
+
+from models.builders import ModelSpec
+
+HEAD_LAYERS = ("head", "pre_logits_layer")
+BYTES_PER_PARAM = 4  # weights are kept in float32
+
+
+@dataclasses.dataclass(frozen=True)
+class ParamCounts:
+    total: int
+    body: int
+    active: int
+
+
+def abstract_variables(model_config: pax_fiddle.Config, spec: ModelSpec) -> dict[str, Any]:
+    """WeightHParams (shapes and sharding metadata) of every variable, without allocating."""
+    model = base_layer.instantiate(model_config)
+    images = jax.ShapeDtypeStruct(
+        (1, spec.vit.image_size, spec.vit.image_size, spec.vit.num_channels), jnp.float32
+    )
+    return model.abstract_init_with_metadata(images, do_eval=True)[base_layer.PARAMS]
+
+
+def weights_with_paths(variables: Mapping[str, Any]) -> list[tuple[str, base_layer.WeightHParams]]:
+    flat = jax.tree_util.tree_flatten_with_path(
+        variables, is_leaf=lambda x: isinstance(x, base_layer.WeightHParams)
+    )[0]
+    return [("/".join(str(getattr(k, "key", k)) for k in path), leaf) for path, leaf in flat]
+
+
+def is_expert_weight(weight: base_layer.WeightHParams) -> bool:
+    """Expert weights are the ones split over the 'expert' mesh axis on their leading dim."""
+    mapping = weight.tensor_split_dims_mapping
+    return bool(mapping) and mapping[0] == "expert"
+
+
+def count_params(variables: Mapping[str, Any], spec: ModelSpec) -> ParamCounts:
+    total = body = active = 0
+    for path, weight in weights_with_paths(variables):
+        size = math.prod(weight.shape)
+        total += size
+        if path.split("/")[0] not in HEAD_LAYERS:
+            body += size
+        if is_expert_weight(weight):
+            active += size * spec.moe.inference_k // spec.moe.num_experts
+        else:
+            active += size
+    return ParamCounts(total=total, body=body, active=active)
+
+
+def analytic_gflops_per_image(spec: ModelSpec) -> float:
+    """Forward GFLOPs of one image under the definition in this module's docstring."""
+    v = spec.vit
+    patches = (v.image_size // v.patch_size) ** 2
+    tokens = patches + (1 if spec.pooling == "token" else 0)
+    d = v.model_dims
+    macs = patches * v.patch_size**2 * v.num_channels * d
+    attention = 4 * tokens * d * d + 2 * tokens * tokens * d
+    dense_mlp = 2 * tokens * d * v.mlp_dims
+    expert_dims = spec.moe.expert_mlp_dims or v.mlp_dims
+    sparse_mlp = (
+        spec.moe.inference_k * 2 * tokens * d * expert_dims + tokens * d * spec.moe.num_experts
+    )
+    moe_layers = set(spec.moe_layers)
+    for i in range(v.num_layers):
+        macs += attention + (sparse_mlp if i in moe_layers else dense_mlp)
+    macs += d * v.num_classes + (d * d if v.pre_logits else 0)
+    return 2 * macs / 1e9
+
+
+def xla_gflops_per_image(model_config: pax_fiddle.Config, spec: ModelSpec) -> float | None:
+    """XLA's FLOP count of the compiled inference forward at batch 1 (None if unreported)."""
+    model = base_layer.instantiate(model_config)
+    images = jax.ShapeDtypeStruct(
+        (1, spec.vit.image_size, spec.vit.image_size, spec.vit.num_channels), jnp.float32
+    )
+    context = base_layer.JaxContext.HParams(do_eval=True)
+
+    def init(x):
+        with base_layer.JaxContext.new_context(hparams=context):
+            return model.init(jax.random.PRNGKey(0), x)
+
+    def forward(variables, x):
+        with base_layer.JaxContext.new_context(hparams=context):
+            return model.apply(variables, x, mutable=True)[0]
+
+    variables = jax.eval_shape(init, images)
+    cost = jax.jit(forward).lower(variables, images).compile().cost_analysis()
+    if isinstance(cost, list):  # older JAX returns one dict per computation
+        cost = cost[0] if cost else None
+    if not cost or "flops" not in cost:
+        return None
+    return float(cost["flops"]) / 1e9
+
+
+def param_bytes_per_device(
+    variables: Mapping[str, Any], mesh_shape: Sequence[int], axis_names: Sequence[str]
+) -> int:
+    """Bytes of weights each device holds when every weight is split as its metadata says."""
+    sizes = dict(zip(axis_names, mesh_shape, strict=True))
+    total = 0
+    for _, weight in weights_with_paths(variables):
+        shards = 1
+        for dim_axes in weight.tensor_split_dims_mapping or ():
+            for axis in (dim_axes,) if isinstance(dim_axes, str) else dim_axes or ():
+                shards *= sizes.get(axis, 1)
+        total += math.ceil(math.prod(weight.shape) / shards) * BYTES_PER_PARAM
+    return total

@@ -1,0 +1,86 @@
+"""A run's identity (config, devices, versions) and its results.json."""
+
+import dataclasses
+import importlib.metadata
+import json
+import os
+import platform
+import socket
+import tempfile
+import time
+from typing import Any
+
+import jax
+
+RESULTS_FILE = "results.json"
+PACKAGES = (
+    "jax",
+    "jaxlib",
+    "praxis",
+    "flax",
+    "optax",
+    "orbax-checkpoint",
+    "tensorflow-cpu",
+    "tensorflow-datasets",
+    "gin-config",
+    "clu",
+)
+
+
+def versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def devices() -> dict[str, Any]:
+    first = jax.devices()[0]
+    return {
+        "platform": first.platform,
+        "kind": first.device_kind,
+        "count": jax.device_count(),
+        "local_count": jax.local_device_count(),
+        "process_count": jax.process_count(),
+        "host": socket.gethostname(),
+        "cpu_count": os.cpu_count(),
+    }
+
+
+def hparams(experiment: Any) -> dict[str, Any]:
+    """Flat scalar hyperparameters for TensorBoard's HParams dashboard."""
+    flat: dict[str, Any] = {}
+    for section in dataclasses.fields(experiment):
+        value = getattr(experiment, section.name)
+        for key, item in _flatten(dataclasses.asdict(value), section.name).items():
+            if isinstance(item, bool | int | float | str):
+                flat[key] = item
+            elif item is not None:
+                flat[key] = str(item)
+    return flat
+
+
+def _flatten(tree: dict[str, Any], prefix: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}.{key}"))
+        else:
+            out[f"{prefix}.{key}"] = value
+    return out
+
+
+def write_json_atomically(path: str, payload: dict[str, Any]) -> None:
+    """Readers see the old file or the new one, never a half-written one."""
+    directory = os.path.dirname(os.path.abspath(path))
+    with tempfile.NamedTemporaryFile("w", dir=directory, delete=False, suffix=".tmp") as f:
+        json.dump(payload, f, indent=2, sort_keys=True, default=float)
+        tmp = f.name
+    os.replace(tmp, path)
+
+
+def timestamp() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")

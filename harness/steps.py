@@ -1,0 +1,123 @@
+"""Train and eval steps: pure functions of (state, batch), jitted with shardings by the trainer."""
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+from praxis import base_layer
+
+from harness.losses import classification_loss
+from models.stats import STATS, per_block
+
+ROUTING_SCALARS = ("dropped_fraction", "unrouted_fraction")
+
+
+class TrainState(struct.PyTreeNode):
+    step: jax.Array
+    params: Any
+    opt_state: Any
+
+
+def apply_model(
+    model: base_layer.BaseLayer, params: Any, images: jax.Array, rng: jax.Array | None
+) -> tuple[jax.Array, dict[str, Any]]:
+    """Logits and the sown collections (aux losses, stats). rng=None means inference mode:
+    no router noise, no dropout, and the eval-time routing settings."""
+    context = base_layer.JaxContext.HParams(do_eval=rng is None)
+    with base_layer.JaxContext.new_context(hparams=context):
+        rngs = None if rng is None else {base_layer.RANDOM: rng}
+        logits, collections = model.apply(
+            {base_layer.PARAMS: params},
+            images,
+            rngs=rngs,
+            mutable=[base_layer.AUX_LOSS, STATS],
+        )
+    return logits, collections
+
+
+def aux_losses_by_name(collections: dict[str, Any]) -> dict[str, jax.Array]:
+    """Weighted auxiliary losses summed over layers (and over WideNet's repeated calls)."""
+    totals: dict[str, jax.Array] = {}
+    flat = jax.tree_util.tree_flatten_with_path(
+        collections.get(base_layer.AUX_LOSS, {}),
+        is_leaf=lambda x: isinstance(x, base_layer.AuxLossStruct),
+    )[0]
+    for path, aux in flat:
+        name = str(getattr(path[-1], "key", path[-1]))
+        totals[name] = totals.get(name, 0.0) + jnp.sum(aux.value)
+    return totals
+
+
+def routing_metrics(collections: dict[str, Any], prefix: str) -> dict[str, jax.Array]:
+    metrics = {}
+    for name in ROUTING_SCALARS:
+        for block, value in per_block(collections.get(STATS, {}), name).items():
+            metrics[f"{prefix}/{name}/{block}"] = value
+    return metrics
+
+
+def make_train_step(
+    model: base_layer.BaseLayer,
+    optimizer: optax.GradientTransformation,
+    schedule: optax.Schedule,
+    loss_kind: str,
+    label_smoothing: float,
+    base_rng: jax.Array,
+) -> Callable[[TrainState, dict[str, jax.Array]], tuple[TrainState, dict[str, jax.Array]]]:
+    def train_step(state: TrainState, batch: dict[str, jax.Array]):
+        # Folding the step into one base key makes each step's randomness independent of
+        # how the run was split by restarts.
+        rng = jax.random.fold_in(base_rng, state.step)
+
+        def loss_fn(params):
+            logits, collections = apply_model(model, params, batch["image"], rng)
+            ce = jnp.mean(classification_loss(logits, batch["label"], loss_kind, label_smoothing))
+            aux = aux_losses_by_name(collections)
+            total = ce + sum(aux.values())
+            return total, (ce, aux, logits, collections)
+
+        (loss, (ce, aux, logits, collections)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params
+        )
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
+        metrics = {
+            "train/loss": loss,
+            "train/cross_entropy": ce,
+            "train/accuracy": accuracy,
+            "train/grad_norm": optax.global_norm(grads),
+            "train/learning_rate": schedule(state.step),
+            **{f"train/aux/{name}": value for name, value in aux.items()},
+            **routing_metrics(collections, "train/routing"),
+        }
+        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+        return new_state, metrics
+
+    return train_step
+
+
+def make_eval_step(
+    model: base_layer.BaseLayer, loss_kind: str
+) -> Callable[[Any, dict[str, jax.Array]], dict[str, jax.Array]]:
+    """Sums over the batch (masked), so the trainer adds batches up exactly."""
+
+    def eval_step(params: Any, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        logits, collections = apply_model(model, params, batch["image"], None)
+        mask = batch["mask"]
+        losses = classification_loss(logits, batch["label"], loss_kind)
+        sums = {
+            "correct": jnp.sum((jnp.argmax(logits, -1) == batch["label"]) * mask),
+            "loss": jnp.sum(losses * mask),
+            "count": jnp.sum(mask),
+        }
+        # Routing statistics are per-batch means; weighting by the batch's real examples
+        # keeps the padding of the last batch from counting.
+        for name, value in routing_metrics(collections, "routing").items():
+            sums[name] = value * jnp.sum(mask)
+        return sums
+
+    return eval_step

@@ -1,0 +1,305 @@
+"""The one pjit trainer every family runs under.
+
+gin -> ModelSpec/TrainSpec/MeshSpec/OptimizerSpec/DataConfig -> a praxis model on a
+('data', 'expert', 'model') mesh -> jit-compiled steps with explicit in/out shardings and a
+donated state -> checkpoints, TensorBoard events and results.json in the workdir.
+"""
+
+import dataclasses
+import itertools
+from collections.abc import Iterator
+from typing import Any
+
+import gin
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from clu import metric_writers
+from jax.experimental import multihost_utils
+from jax.sharding import NamedSharding, PartitionSpec
+from praxis import base_layer
+
+from harness import data, optimizer, results
+from harness.checkpointing import Checkpointer, abstract_like
+from harness.losses import LOSSES
+from harness.mesh import MeshSpec, batch_spec, make_mesh
+from harness.progress import Progress
+from harness.steps import TrainState, make_eval_step, make_train_step
+from models import builders
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class TrainSpec:
+    """How long and how to train. num_epochs, when set, overrides num_steps."""
+
+    num_steps: int = 1000
+    num_epochs: float | None = None
+    log_every_steps: int = 50
+    eval_every_steps: int = 0  # 0: evaluate once, at the end
+    checkpoint_every_steps: int = 500
+    keep_checkpoints: int = 3
+    seed: int = 0
+    loss: str = "softmax"
+    label_smoothing: float = 0.0
+    compute_dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"TrainSpec.loss={self.loss!r} is unknown; use one of {LOSSES}")
+        if self.compute_dtype not in ("float32", "bfloat16"):
+            raise ValueError(
+                f"TrainSpec.compute_dtype={self.compute_dtype!r} is unknown; "
+                "use 'float32' or 'bfloat16'"
+            )
+
+    def total_steps(self, batch_size: int, num_train_examples: int) -> int:
+        if self.num_epochs is None:
+            return self.num_steps
+        return max(1, int(self.num_epochs * num_train_examples / batch_size))
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """Everything gin decides, resolved and validated before any file is written."""
+
+    model: builders.ModelSpec
+    train: TrainSpec
+    mesh: MeshSpec
+    optimizer: optimizer.OptimizerSpec
+    data: data.DataConfig
+
+    @classmethod
+    def from_gin(cls) -> "Experiment":
+        return cls(
+            model=builders.ModelSpec(),
+            train=TrainSpec(),
+            mesh=MeshSpec(),
+            optimizer=optimizer.OptimizerSpec(),
+            data=data.DataConfig(),
+        )
+
+
+def validate(experiment: Experiment, device_count: int) -> tuple[int, int, int]:
+    """Checks what can be checked without training; returns the mesh shape.
+
+    Raises ValueError (one line: the value and the fix) on the first problem found.
+    """
+    mesh_shape = experiment.mesh.resolve(device_count)
+    _, expert_axis, _ = mesh_shape
+    spec = experiment.model
+    if spec.is_sparse and spec.moe.num_experts % expert_axis:
+        raise ValueError(
+            f"MoeSpec.num_experts={spec.moe.num_experts} is not divisible by the expert mesh "
+            f"axis ({expert_axis}); set MeshSpec.expert to a divisor of the expert count"
+        )
+    batch_devices = mesh_shape[0] * mesh_shape[1]
+    for name in ("batch_size", "eval_batch_size"):
+        size = getattr(experiment.data, name) or experiment.data.batch_size
+        if size % batch_devices:
+            raise ValueError(
+                f"DataConfig.{name}={size} is not divisible by the {batch_devices} devices "
+                f"of the data x expert mesh axes; use a multiple of {batch_devices}"
+            )
+    num_classes, image_shape, _, _ = data.dataset_info(experiment.data)
+    expected = (spec.vit.image_size, spec.vit.image_size, spec.vit.num_channels)
+    if tuple(image_shape) != expected:
+        raise ValueError(
+            f"the data gives images of shape {tuple(image_shape)} but VitSpec expects "
+            f"{expected}; set VitSpec.image_size/num_channels or DataConfig.image_size to agree"
+        )
+    if num_classes != spec.vit.num_classes:
+        raise ValueError(
+            f"the dataset has {num_classes} classes but VitSpec.num_classes="
+            f"{spec.vit.num_classes}; set VitSpec.num_classes={num_classes}"
+        )
+    return mesh_shape
+
+
+class Trainer:
+    """Builds the sharded model, then trains, evaluates, checkpoints and logs."""
+
+    def __init__(self, experiment: Experiment, workdir: str, mesh_shape: tuple[int, int, int]):
+        self.experiment = experiment
+        self.workdir = workdir
+        self.mesh = make_mesh(mesh_shape)
+        spec, train = experiment.model, experiment.train
+        self.model_config = builders.build_model(
+            spec, mesh_shape=mesh_shape, compute_dtype=train.compute_dtype
+        )
+        self.model = base_layer.instantiate(self.model_config)
+        info = data.dataset_info(experiment.data)
+        self.image_shape, self.num_train_examples = tuple(info.image_shape), info.num_train_examples
+        self.total_steps = train.total_steps(experiment.data.batch_size, self.num_train_examples)
+        self.schedule = optimizer.make_schedule(experiment.optimizer, self.total_steps)
+        self.tx = optimizer.make_optimizer(experiment.optimizer, self.total_steps)
+        self.init_rng, step_rng = jax.random.split(jax.random.PRNGKey(train.seed))
+        self._build_shardings()
+        self.train_step = jax.jit(
+            make_train_step(
+                self.model, self.tx, self.schedule, train.loss, train.label_smoothing, step_rng
+            ),
+            in_shardings=(self.state_shardings, self.batch_shardings),
+            out_shardings=(self.state_shardings, None),
+            donate_argnums=(0,),
+        )
+        self.eval_step = jax.jit(
+            make_eval_step(self.model, train.loss),
+            in_shardings=(self.state_shardings.params, self.eval_batch_shardings),
+        )
+
+    def _build_shardings(self) -> None:
+        images = jax.ShapeDtypeStruct((1, *self.image_shape), jnp.float32)
+        weight_specs = self.model.abstract_init_with_metadata(images)[base_layer.PARAMS]
+        partition = base_layer.var_partition_specs(
+            weight_specs, self.mesh.devices.shape, builders.MESH_AXES
+        )
+        param_shardings = jax.tree_util.tree_map(
+            lambda spec: NamedSharding(self.mesh, spec), partition
+        )
+        replicated = NamedSharding(self.mesh, PartitionSpec())
+        abstract_params = jax.eval_shape(self._init_params, self.init_rng)
+        opt_shardings = optax_state_shardings(self.tx, abstract_params, param_shardings, replicated)
+        self.state_shardings = TrainState(
+            step=replicated, params=param_shardings, opt_state=opt_shardings
+        )
+        self.batch_shardings = {
+            "image": NamedSharding(self.mesh, batch_spec(4)),
+            "label": NamedSharding(self.mesh, batch_spec(1)),
+        }
+        self.eval_batch_shardings = {
+            **self.batch_shardings,
+            "mask": NamedSharding(self.mesh, batch_spec(1)),
+        }
+
+    def _init_params(self, rng: jax.Array) -> Any:
+        images = jnp.zeros((1, *self.image_shape), jnp.float32)
+        params_rng, noise_rng = jax.random.split(rng)
+        variables = self.model.init(
+            {base_layer.PARAMS: params_rng, base_layer.RANDOM: noise_rng}, images
+        )
+        return variables[base_layer.PARAMS]
+
+    def _init_state(self, rng: jax.Array) -> TrainState:
+        params = self._init_params(rng)
+        return TrainState(
+            step=jnp.zeros((), jnp.int32), params=params, opt_state=self.tx.init(params)
+        )
+
+    def init_state(self) -> TrainState:
+        with self.mesh:
+            return jax.jit(self._init_state, out_shardings=self.state_shardings)(self.init_rng)
+
+    def abstract_state(self) -> TrainState:
+        """Shapes and shardings of the state, the layout checkpoints are restored into."""
+        return abstract_like(jax.eval_shape(self._init_state, self.init_rng), self.state_shardings)
+
+    def _global_batch(self, local: dict[str, np.ndarray], shardings) -> dict[str, jax.Array]:
+        specs = {k: s.spec for k, s in shardings.items()}
+        return multihost_utils.host_local_array_to_global_array(local, self.mesh, specs)
+
+    def evaluate(self, params: Any) -> dict[str, float]:
+        process_index, process_count = jax.process_index(), jax.process_count()
+        totals: dict[str, float] = {}
+        with self.mesh:
+            for local in data.eval_batches(self.experiment.data, process_index, process_count):
+                batch = self._global_batch(local, self.eval_batch_shardings)
+                for key, value in self.eval_step(params, batch).items():
+                    totals[key] = totals.get(key, 0.0) + float(value)
+        count = totals.pop("count")
+        metrics = {
+            "eval/top1": totals.pop("correct") / count,
+            "eval/loss": totals.pop("loss") / count,
+            "eval/num_examples": count,
+        }
+        metrics.update({f"eval/{k}": v / count for k, v in totals.items()})
+        return metrics
+
+    def train_batches(self, start_step: int) -> Iterator[dict[str, np.ndarray]]:
+        batches = data.train_batches(
+            self.experiment.data,
+            jax.process_index(),
+            jax.process_count(),
+            seed=self.experiment.train.seed,
+        )
+        # The pipeline is deterministic, so skipping what earlier attempts consumed gives a
+        # resumed run the very batches an uninterrupted one would have seen.
+        return itertools.islice(batches, start_step, None)
+
+    def run(self) -> dict[str, Any]:
+        train = self.experiment.train
+        is_chief = jax.process_index() == 0
+        writer = metric_writers.create_default_writer(
+            self.workdir, just_logging=not is_chief, asynchronous=False
+        )
+        checkpointer = Checkpointer(self.workdir, keep=train.keep_checkpoints)
+        start_step = checkpointer.latest_step() or 0
+        if start_step:
+            state = checkpointer.restore(start_step, self.abstract_state())
+            print(f"resuming from checkpoint at step {start_step} of {self.total_steps}")
+        else:
+            state = self.init_state()
+            writer.write_hparams(results.hparams(self.experiment))
+        progress = Progress(self.total_steps, start_step, self.experiment.data.batch_size)
+        eval_metrics: dict[str, float] = {}
+        last_eval_step = None
+        with self.mesh:
+            batches = self.train_batches(start_step)
+            for step in range(start_step + 1, self.total_steps + 1):
+                batch = self._global_batch(next(batches), self.batch_shardings)
+                state, metrics = self.train_step(state, batch)
+                if step == start_step + 1:
+                    jax.block_until_ready(metrics)
+                    progress.start_clock(step)
+                if step % train.log_every_steps == 0 or step == self.total_steps:
+                    scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                    scalars["train/images_per_second"] = progress.images_per_second(step)
+                    check_finite(scalars["train/loss"], step, checkpointer)
+                    writer.write_scalars(step, scalars)
+                    progress.report(step, scalars)
+                if train.eval_every_steps and step % train.eval_every_steps == 0:
+                    eval_metrics, last_eval_step = self.evaluate(state.params), step
+                    writer.write_scalars(step, eval_metrics)
+                    progress.report_eval(step, eval_metrics)
+                if step % train.checkpoint_every_steps == 0 or step == self.total_steps:
+                    checkpointer.save(step, state)
+        if last_eval_step != self.total_steps:
+            eval_metrics = self.evaluate(state.params)
+            writer.write_scalars(self.total_steps, eval_metrics)
+            progress.report_eval(self.total_steps, eval_metrics)
+        writer.flush()
+        checkpointer.close()
+        summary = {
+            "steps": self.total_steps,
+            "resumed_from_step": start_step,
+            "wall_seconds": progress.elapsed(),
+            "images_per_second": progress.overall_images_per_second(self.total_steps),
+        }
+        return {"train": summary, "eval": eval_metrics}
+
+
+def optax_state_shardings(tx, abstract_params, param_shardings, replicated):
+    """Optimiser moments follow their parameter's sharding; step counters are replicated."""
+    abstract_opt_state = jax.eval_shape(tx.init, abstract_params)
+    return optax.tree_map_params(
+        tx,
+        lambda _, sharding: sharding,
+        abstract_opt_state,
+        param_shardings,
+        transform_non_params=lambda _: replicated,
+    )
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+def check_finite(loss: float, step: int, checkpointer: Checkpointer) -> None:
+    if not np.isfinite(loss):
+        latest = checkpointer.latest_step()
+        kept = f"the last good checkpoint is step {latest}" if latest else "no checkpoint exists"
+        raise NonFiniteLossError(
+            f"loss became {loss} at step {step}; stopping ({kept}). Lower the learning rate "
+            "or enable gradient clipping (OptimizerSpec.grad_clip_norm)"
+        )
