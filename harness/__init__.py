@@ -1,0 +1,1 @@
+"""Sparse-vs-dense vision transformer harness: training, measurement and reports."""
