@@ -1,0 +1,390 @@
+"""Input pipeline: TFDS image-classification datasets as per-process numpy batches for JAX.
+
+Every dataset goes through TFDS. `fashion_mnist`, the embedded default, is prepared on first use
+from Debian's IDX files by `harness.datasets.fashion_mnist_local`; every other dataset must already
+be prepared in `DataConfig.data_dir`, since nothing here downloads. Batches are numpy dicts:
+'image' float32 [b, H, W, C] in [-1, 1], 'label' int32 [b] and, for eval only, 'mask' float32 [b].
+`b` is the process's part of the global batch; the trainer assembles the global array.
+"""
+
+import contextlib
+import dataclasses
+import fcntl
+import math
+import os
+from collections.abc import Iterator
+from typing import Any, NamedTuple
+
+import gin
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from harness.datasets import fashion_mnist_local
+from harness.errors import UsageError
+
+# TensorFlow is only the input pipeline: keep it off any GPU so JAX owns the accelerator memory.
+with contextlib.suppress(RuntimeError):  # Raised if TF already initialised its devices.
+    tf.config.set_visible_devices([], "GPU")
+
+AUGMENTATIONS = ("auto", "none", "pad_crop", "pad_crop_flip", "inception_crop_flip")
+_DEFAULT_VARIABLE_SIZE = 224  # Target size for datasets whose images vary in size (ImageNet).
+_CENTRAL_CROP_FRACTION = 0.875  # Eval crop of variable-size images: 224 out of 256, as usual.
+
+
+class DatasetNotFoundError(UsageError):
+    """The dataset is unknown or not prepared in the data_dir; the message says how to get it."""
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """What to read and how to preprocess it; bound from gin/data/*.gin.
+
+    The data seed is not here: `train_batches` takes it from the trainer, which owns the run seed.
+    """
+
+    # Any TFDS name ('cifar10', 'imagenet2012', 'oxford_iiit_pet:4.*.*', ...).
+    dataset: str = "fashion_mnist"
+    # TFDS data_dir; None = TFDS's default ($TFDS_DATA_DIR or ~/tensorflow_datasets).
+    data_dir: str | None = None
+    # Square side images are resized to; None = native size, or 224 for variable-size images.
+    image_size: int | None = None
+    # Global batch sizes over all processes; eval_batch_size None = batch_size.
+    batch_size: int = 128
+    eval_batch_size: int | None = None
+    # TFDS split specs; eval_split None = 'test', or 'validation' where there is no test split.
+    train_split: str = "train"
+    eval_split: str | None = None
+    shuffle_buffer: int = 10_000
+    # Train augmentation, one of AUGMENTATIONS. 'auto': 'inception_crop_flip' for variable-size
+    # images, 'pad_crop_flip' for cifar*, 'none' otherwise (Fashion-MNIST is not flip-invariant:
+    # shoes point one way).
+    augment: str = "auto"
+    crop_padding: int = 4  # Pixels of zero padding before the random crop of the pad_crop modes.
+    # Keep decoded train images in memory after the first epoch; right for datasets of a few
+    # hundred MB at most (Fashion-MNIST 47 MB, CIFAR 150 MB), wrong for ImageNet.
+    cache: bool = False
+
+
+class DataInfo(NamedTuple):
+    """What models and trainers need to know about the data, read from metadata only."""
+
+    num_classes: int
+    image_shape: tuple[int, int, int]  # (H, W, C) of the batches, after preprocessing.
+    num_train_examples: int
+    num_eval_examples: int
+
+
+def dataset_info(config: DataConfig) -> DataInfo:
+    """Classes, batch image shape and split sizes, from TFDS metadata without reading examples.
+
+    Like the batch functions, it prepares `fashion_mnist` on first use (about 15 s, once per
+    data_dir) and raises DatasetNotFoundError for any other dataset that is not prepared.
+    """
+    builder = _builder(config)
+    image_key, label_key = _keys(builder)
+    channels = builder.info.features[image_key].shape[-1]
+    height, width = _output_size(config, builder)
+    return DataInfo(
+        num_classes=builder.info.features[label_key].num_classes,
+        image_shape=(height, width, channels),
+        num_train_examples=builder.info.splits[config.train_split].num_examples,
+        num_eval_examples=builder.info.splits[_eval_split(config, builder)].num_examples,
+    )
+
+
+def train_batches(
+    config: DataConfig, process_index: int = 0, process_count: int = 1, seed: int = 0
+) -> Iterator[dict[str, np.ndarray]]:
+    """Endless shuffled, augmented batches of this process's shard of the train split.
+
+    Each process reads a disjoint, near-equal slice of the split (tfds.split_for_jax_process) and
+    yields batch_size // process_count examples per batch. Every epoch of a shard is one full,
+    reshuffled pass, and augmentation is drawn per (seed, process, example draw), so the stream
+    is reproducible for a seed and the same image gets fresh augmentation each epoch.
+    """
+    local_batch = _local_batch(config.batch_size, "batch_size", process_index, process_count)
+    builder = _builder(config)
+    image_key, label_key = _keys(builder)
+    augment = _augmentation(config, builder)
+    size = _output_size(config, builder)
+    jpeg = _is_jpeg(builder, image_key)
+    split = tfds.split_for_jax_process(
+        config.train_split, process_index=process_index, process_count=process_count
+    )
+    process_seed = seed * 1_000_003 + process_index  # Distinct file order per process.
+    ds = builder.as_dataset(
+        split=split,
+        shuffle_files=True,
+        decoders=_decoders(jpeg, image_key),
+        read_config=tfds.ReadConfig(shuffle_seed=process_seed),
+    )
+    ds = ds.map(lambda ex: (ex[image_key], ex[label_key]), num_parallel_calls=tf.data.AUTOTUNE)
+    if config.cache:
+        ds = ds.cache()
+    # Shuffle before repeat: epochs stay whole (each example once per epoch), at the cost of a
+    # refill of the buffer at each epoch boundary.
+    ds = ds.shuffle(config.shuffle_buffer, seed=process_seed, reshuffle_each_iteration=True)
+    ds = ds.repeat().enumerate()
+    base_rng = tf.constant([seed, process_index], tf.int64)
+
+    def preprocess(index: tf.Tensor, item: tuple[tf.Tensor, tf.Tensor]) -> dict[str, tf.Tensor]:
+        image, label = item
+        rng = tf.random.experimental.stateless_fold_in(base_rng, index)
+        image = _train_image(image, rng, augment, size, jpeg, config.crop_padding)
+        return {"image": _normalise(image), "label": tf.cast(label, tf.int32)}
+
+    ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(local_batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    return ds.as_numpy_iterator()
+
+
+def eval_batches(
+    config: DataConfig, process_index: int = 0, process_count: int = 1
+) -> Iterator[dict[str, np.ndarray]]:
+    """One pass over this process's shard of the eval split in file order, padded to full batches.
+
+    Padding examples are zeros with 'mask' 0; real ones have 'mask' 1. Every process yields the
+    same number of batches (enough for the largest shard), so multi-process eval steps stay in
+    lockstep and sum(mask) over all processes is exactly the split size.
+    """
+    eval_batch_size = config.eval_batch_size or config.batch_size
+    local_batch = _local_batch(eval_batch_size, "eval_batch_size", process_index, process_count)
+    builder = _builder(config)
+    image_key, label_key = _keys(builder)
+    size = _output_size(config, builder)
+    jpeg = _is_jpeg(builder, image_key)
+    split_name = _eval_split(config, builder)
+    shards = tfds.even_splits(split_name, n=process_count)
+    largest_shard = max(builder.info.splits[shard].num_examples for shard in shards)
+    num_batches = math.ceil(largest_shard / local_batch)
+    ds = builder.as_dataset(
+        split=shards[process_index], shuffle_files=False, decoders=_decoders(jpeg, image_key)
+    )
+
+    def preprocess(ex: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        return {
+            "image": _normalise(_eval_image(ex[image_key], size, jpeg)),
+            "label": tf.cast(ex[label_key], tf.int32),
+            "mask": tf.constant(1.0, tf.float32),
+        }
+
+    ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
+    padding = tf.data.Dataset.from_tensors(
+        tf.nest.map_structure(lambda spec: tf.zeros(spec.shape, spec.dtype), ds.element_spec)
+    ).repeat()
+    ds = ds.concatenate(padding).take(num_batches * local_batch)
+    ds = ds.batch(local_batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    return ds.as_numpy_iterator()
+
+
+# --- Finding the dataset -------------------------------------------------------------------------
+
+
+def _builder(config: DataConfig) -> tfds.core.DatasetBuilder:
+    """The prepared builder for config.dataset, or DatasetNotFoundError saying how to prepare it."""
+    if config.dataset == "fashion_mnist":
+        return _fashion_mnist_builder(config.data_dir)
+    try:
+        builder = tfds.builder(config.dataset, data_dir=config.data_dir)
+    except tfds.core.registered.DatasetNotFoundError as error:
+        raise DatasetNotFoundError(
+            f"unknown TFDS dataset DataConfig.dataset={config.dataset!r}; use a TFDS name such "
+            "as 'fashion_mnist', 'cifar10', 'cifar100' or 'imagenet2012'"
+        ) from error
+    # is_prepared only looks at the files: no download is ever attempted from here.
+    if not builder.is_prepared():
+        raise DatasetNotFoundError(_how_to_prepare(config.dataset, str(builder.data_dir_root), ""))
+    return builder
+
+
+def _fashion_mnist_builder(data_dir: str | None) -> tfds.core.DatasetBuilder:
+    builder = fashion_mnist_local.FashionMnistLocal(data_dir=data_dir)
+    if builder.is_prepared():
+        return builder
+    root = str(builder.data_dir_root)
+    if not fashion_mnist_local.idx_files_present(builder.idx_dir):
+        raise DatasetNotFoundError(_how_to_prepare("fashion_mnist", root, builder.idx_dir))
+    # Processes of one job on one machine would otherwise all prepare into the same directory at
+    # once; the lock makes the first prepare it and the others wait, then read it.
+    os.makedirs(root, exist_ok=True)
+    with open(os.path.join(root, ".fashion_mnist.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return fashion_mnist_local.prepare(data_dir)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _how_to_prepare(dataset: str, data_dir: str, idx_dir: str) -> str:
+    where = f"dataset {dataset!r} is not prepared in data_dir {data_dir}"
+    set_dir = "or point --gin_param=\"DataConfig.data_dir='/path'\" at a prepared copy"
+    if dataset == "fashion_mnist":
+        return (
+            f"{where} and its IDX files are not in {idx_dir}; run "
+            "'sudo apt-get install dataset-fashion-mnist' (or 'make setup'), or, online, "
+            f"'python -m harness.datasets.fashion_mnist_local --data_dir={data_dir}'"
+        )
+    if dataset.startswith("imagenet2012"):
+        return (
+            f"{where}; put ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar (from "
+            f"image-net.org) in {data_dir}/downloads/manual and run 'tfds build imagenet2012 "
+            f"--data_dir={data_dir}', {set_dir}"
+        )
+    return (
+        f"{where}; run 'tfds build {dataset} --data_dir={data_dir}' on a machine with internet "
+        f"access, {set_dir}"
+    )
+
+
+# --- Reading the metadata ------------------------------------------------------------------------
+
+
+def _keys(builder: tfds.core.DatasetBuilder) -> tuple[str, str]:
+    keys = builder.info.supervised_keys
+    return (keys[0], keys[1]) if keys and len(keys) == 2 else ("image", "label")
+
+
+def _variable_size(builder: tfds.core.DatasetBuilder) -> bool:
+    height, width, _ = builder.info.features[_keys(builder)[0]].shape
+    return height is None or width is None
+
+
+def _output_size(config: DataConfig, builder: tfds.core.DatasetBuilder) -> tuple[int, int]:
+    if config.image_size is not None:
+        if config.image_size < 1:
+            raise UsageError(f"DataConfig.image_size={config.image_size} must be positive")
+        return config.image_size, config.image_size
+    if _variable_size(builder):
+        return _DEFAULT_VARIABLE_SIZE, _DEFAULT_VARIABLE_SIZE
+    height, width, _ = builder.info.features[_keys(builder)[0]].shape
+    return height, width
+
+
+def _eval_split(config: DataConfig, builder: tfds.core.DatasetBuilder) -> str:
+    if config.eval_split is not None:
+        return config.eval_split
+    for name in ("test", "validation"):
+        if name in builder.info.splits:
+            return name
+    raise UsageError(
+        f"dataset {config.dataset!r} has no 'test' or 'validation' split (it has "
+        f"{sorted(builder.info.splits)}); set DataConfig.eval_split"
+    )
+
+
+def _augmentation(config: DataConfig, builder: tfds.core.DatasetBuilder) -> str:
+    if config.augment not in AUGMENTATIONS:
+        raise UsageError(f"DataConfig.augment={config.augment!r} is not one of {AUGMENTATIONS}")
+    if config.augment != "auto":
+        return config.augment
+    if _variable_size(builder):
+        return "inception_crop_flip"
+    return "pad_crop_flip" if config.dataset.startswith("cifar") else "none"
+
+
+def _is_jpeg(builder: tfds.core.DatasetBuilder, image_key: str) -> bool:
+    return getattr(builder.info.features[image_key], "encoding_format", None) == "jpeg"
+
+
+def _decoders(jpeg: bool, image_key: str) -> dict[str, Any] | None:
+    # JPEGs stay encoded so that crops decode only the window they keep (decode_and_crop_jpeg):
+    # for ImageNet that is most of the input pipeline's CPU time.
+    return {image_key: tfds.decode.SkipDecoding()} if jpeg else None
+
+
+def _local_batch(global_batch: int, name: str, process_index: int, process_count: int) -> int:
+    if process_count < 1 or not 0 <= process_index < process_count:
+        raise ValueError(
+            f"process_index={process_index} must be in [0, process_count={process_count})"
+        )
+    if global_batch < process_count or global_batch % process_count:
+        raise ValueError(
+            f"DataConfig.{name}={global_batch} is not divisible by process_count="
+            f"{process_count}; use a multiple of {process_count}"
+        )
+    return global_batch // process_count
+
+
+# --- Preprocessing -------------------------------------------------------------------------------
+
+
+def _normalise(image: tf.Tensor) -> tf.Tensor:
+    # Clip because antialiased resizing can overshoot [0, 255] by a hair.
+    return tf.clip_by_value(tf.cast(image, tf.float32) / 127.5 - 1.0, -1.0, 1.0)
+
+
+def _decode(image: tf.Tensor, jpeg: bool) -> tf.Tensor:
+    return tf.io.decode_jpeg(image, channels=3) if jpeg else image
+
+
+def _image_shape(image: tf.Tensor, jpeg: bool) -> tf.Tensor:
+    return tf.image.extract_jpeg_shape(image) if jpeg else tf.shape(image)
+
+
+def _crop(image: tf.Tensor, jpeg: bool, top: Any, left: Any, height: Any, width: Any) -> tf.Tensor:
+    if jpeg:
+        return tf.io.decode_and_crop_jpeg(image, tf.stack([top, left, height, width]), channels=3)
+    return tf.image.crop_to_bounding_box(image, top, left, height, width)
+
+
+def _resize(image: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
+    if image.shape[0] == size[0] and image.shape[1] == size[1]:
+        return image  # Native size (Fashion-MNIST at 28, CIFAR at 32): keep the exact pixels.
+    return tf.image.resize(image, size, method="bilinear", antialias=True)
+
+
+def _central_crop_resize(image: tf.Tensor, size: tuple[int, int], jpeg: bool) -> tf.Tensor:
+    """Central square of 87.5% of the short side, resized: ImageNet-style eval framing."""
+    shape = _image_shape(image, jpeg)
+    height, width = shape[0], shape[1]
+    side = tf.cast(
+        tf.cast(tf.minimum(height, width), tf.float32) * _CENTRAL_CROP_FRACTION, tf.int32
+    )
+    side = tf.maximum(side, 1)
+    top, left = (height - side) // 2, (width - side) // 2
+    return _resize(_crop(image, jpeg, top, left, side, side), size)
+
+
+def _eval_image(image: tf.Tensor, size: tuple[int, int], jpeg: bool) -> tf.Tensor:
+    if jpeg or image.shape[0] is None or image.shape[1] is None:
+        return _central_crop_resize(image, size, jpeg)
+    return _resize(image, size)
+
+
+def _inception_crop(image: tf.Tensor, rng: tf.Tensor, jpeg: bool) -> tf.Tensor:
+    """Random crop of 8%-100% of the area with aspect ratio in [3/4, 4/3] (Szegedy et al.)."""
+    begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
+        _image_shape(image, jpeg),
+        bounding_boxes=tf.constant([0.0, 0.0, 1.0, 1.0], tf.float32, [1, 1, 4]),
+        seed=rng,
+        min_object_covered=0.08,
+        aspect_ratio_range=(3 / 4, 4 / 3),
+        area_range=(0.08, 1.0),
+        max_attempts=10,
+        use_image_if_no_bounding_boxes=True,
+    )
+    return _crop(image, jpeg, begin[0], begin[1], crop_size[0], crop_size[1])
+
+
+def _train_image(
+    image: tf.Tensor,
+    rng: tf.Tensor,
+    augment: str,
+    size: tuple[int, int],
+    jpeg: bool,
+    padding: int,
+) -> tf.Tensor:
+    crop_rng, flip_rng = tf.unstack(tf.random.experimental.stateless_split(rng, num=2))
+    if augment == "inception_crop_flip":
+        image = _resize(_inception_crop(image, crop_rng, jpeg), size)
+    else:
+        image = _eval_image(image, size, jpeg)
+        if augment in ("pad_crop", "pad_crop_flip"):
+            channels = image.shape[-1]
+            padded = tf.pad(image, [[padding, padding], [padding, padding], [0, 0]])
+            image = tf.image.stateless_random_crop(padded, (*size, channels), seed=crop_rng)
+    if augment.endswith("_flip"):
+        image = tf.image.stateless_random_flip_left_right(image, seed=flip_rng)
+    return image
