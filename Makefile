@@ -17,8 +17,11 @@ $(STAMP): $(LOCK)
 	$(VENV)/bin/uv pip install --python $(PY) --no-deps -r $(LOCK)
 	@touch $@
 
+# Trains the tiny V-MoE on the embedded Fashion-MNIST; a second `make demo` resumes or, when
+# finished, re-evaluates. TensorBoard: .venv/bin/tensorboard --logdir runs
 demo: setup
 	$(PY) -m harness.inspect --gin_file=gin/vmoe_b16.gin
+	$(PY) -m harness.run --gin_file=gin/cpu/vmoe.gin --workdir=runs/demo_vmoe
 
 test: setup
 	$(PY) -m pytest tests

@@ -1,10 +1,10 @@
 r"""Size and compute of a gin-configured model, built abstractly (no weights in memory).
 
   python -m harness.inspect --gin_file=gin/vmoe_h14.gin [--gin_param=B ...] [--json]
-      [--mesh=DATA,EXPERT,MODEL] [--xla_flops=auto|on|off]
+      [--mesh=DATA,EXPERT,MODEL] [--noxla_flops]
 
-Prints params_total, params_body, params_active, gflops_per_image (definitions in
-harness/measure.py), XLA's FLOP count where compiling is affordable, and the bytes of weights
+Prints params_total, params_body, params_active, gflops_per_image and XLA's FLOP count
+(definitions in harness/measure.py), and the bytes of weights
 each device holds on the given mesh. A table for people; one JSON object with --json.
 """
 
@@ -22,13 +22,7 @@ flags.DEFINE_multi_string("gin_file", [], "Gin config file(s) describing the mod
 flags.DEFINE_multi_string("gin_param", [], "Extra gin bindings, e.g. MoeSpec.num_experts=8.")
 flags.DEFINE_bool("json", False, "Print one JSON object instead of a table.")
 flags.DEFINE_string("mesh", "1,1,1", "Mesh sizes DATA,EXPERT,MODEL for bytes per device.")
-flags.DEFINE_enum(
-    "xla_flops",
-    "auto",
-    ["auto", "on", "off"],
-    "Compile the forward to read XLA's FLOP count; auto skips models above --xla_max_params.",
-)
-flags.DEFINE_integer("xla_max_params", 2_000_000_000, "Largest model auto compiles for FLOPs.")
+flags.DEFINE_bool("xla_flops", True, "Also report XLA's FLOP count of the lowered forward.")
 
 
 def parse_mesh(text: str) -> list[int]:
@@ -40,7 +34,7 @@ def parse_mesh(text: str) -> list[int]:
     return [int(p) for p in parts]
 
 
-def inspect_model(spec: builders.ModelSpec, mesh: list[int], xla_flops: str, xla_max: int):
+def inspect_model(spec: builders.ModelSpec, mesh: list[int], xla_flops: bool = True) -> dict:
     """Returns the inspect record (a flat dict) for one model spec."""
     model_config = builders.build_model(spec, mesh_shape=mesh)
     variables = measure.abstract_variables(model_config, spec)
@@ -57,7 +51,7 @@ def inspect_model(spec: builders.ModelSpec, mesh: list[int], xla_flops: str, xla
             variables, mesh, builders.MESH_AXES
         ),
     }
-    if xla_flops == "on" or (xla_flops == "auto" and counts.total <= xla_max):
+    if xla_flops:
         flops = measure.xla_gflops_per_image(model_config, spec)
         record["xla_gflops_per_image"] = None if flops is None else round(flops, 4)
     return record
@@ -70,7 +64,7 @@ def format_table(record: dict) -> str:
         if isinstance(value, int) and not isinstance(value, bool):
             text = f"{value:,}"
         elif value is None:
-            text = "skipped (model above --xla_max_params; --xla_flops=on forces it)"
+            text = "not computed"
         else:
             text = str(value)
         lines.append(f"{key:<{width}}  {text}")
@@ -86,7 +80,7 @@ def main() -> None:
     try:
         spec = builders.ModelSpec()
         record = {"gin_files": FLAGS.gin_file}
-        record.update(inspect_model(spec, mesh, FLAGS.xla_flops, FLAGS.xla_max_params))
+        record.update(inspect_model(spec, mesh, FLAGS.xla_flops))
     except ValueError as error:  # invalid model settings (k > E, bad placement, ...)
         raise UsageError(str(error)) from error
     record["inspect_seconds"] = round(time.perf_counter() - start, 1)

@@ -12,7 +12,7 @@ import sys
 
 import gin
 import jax
-from absl import app, flags
+from absl import app, flags, logging
 
 from harness import config, data, measure, results
 from harness.errors import UsageError, one_line, run_cli
@@ -70,6 +70,9 @@ def prepare_workdir(workdir: str, config_text: str) -> None:
 
 def main() -> None:
     from harness import trainer  # after flags: imports JAX state that init_distributed sets
+
+    # praxis and orbax log every parameter and file at INFO; progress has its own line.
+    logging.set_verbosity(logging.WARNING)
 
     if not FLAGS.workdir:
         raise UsageError("--workdir is required; e.g. --workdir=/tmp/run")

@@ -46,6 +46,16 @@ class TrainSpec:
     compute_dtype: str = "float32"
 
     def __post_init__(self) -> None:
+        for name in ("num_steps", "log_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"TrainSpec.{name}={getattr(self, name)} must be >= 1")
+        if self.num_epochs is not None and self.num_epochs <= 0:
+            raise ValueError(f"TrainSpec.num_epochs={self.num_epochs} must be > 0 (or None)")
+        if self.eval_every_steps < 0:
+            raise ValueError(
+                f"TrainSpec.eval_every_steps={self.eval_every_steps} must be >= 0 "
+                "(0 evaluates at the end only)"
+            )
         if self.loss not in LOSSES:
             raise ValueError(f"TrainSpec.loss={self.loss!r} is unknown; use one of {LOSSES}")
         if self.compute_dtype not in ("float32", "bfloat16"):
@@ -195,7 +205,7 @@ class Trainer:
         """Shapes and shardings of the state, the layout checkpoints are restored into."""
         return abstract_like(jax.eval_shape(self._init_state, self.init_rng), self.state_shardings)
 
-    def _global_batch(self, local: dict[str, np.ndarray], shardings) -> dict[str, jax.Array]:
+    def global_batch(self, local: dict[str, np.ndarray], shardings) -> dict[str, jax.Array]:
         specs = {k: s.spec for k, s in shardings.items()}
         return multihost_utils.host_local_array_to_global_array(local, self.mesh, specs)
 
@@ -204,7 +214,7 @@ class Trainer:
         totals: dict[str, float] = {}
         with self.mesh:
             for local in data.eval_batches(self.experiment.data, process_index, process_count):
-                batch = self._global_batch(local, self.eval_batch_shardings)
+                batch = self.global_batch(local, self.eval_batch_shardings)
                 for key, value in self.eval_step(params, batch).items():
                     totals[key] = totals.get(key, 0.0) + float(value)
         count = totals.pop("count")
@@ -230,8 +240,12 @@ class Trainer:
     def run(self) -> dict[str, Any]:
         train = self.experiment.train
         is_chief = jax.process_index() == 0
-        writer = metric_writers.create_default_writer(
-            self.workdir, just_logging=not is_chief, asynchronous=False
+        # TensorBoard events from the chief only; the console gets the progress line instead
+        # of clu's per-scalar log lines.
+        writer = (
+            metric_writers.SummaryWriter(self.workdir)
+            if is_chief
+            else metric_writers.MultiWriter([])
         )
         checkpointer = Checkpointer(self.workdir, keep=train.keep_checkpoints)
         start_step = checkpointer.latest_step() or 0
@@ -247,22 +261,27 @@ class Trainer:
         with self.mesh:
             batches = self.train_batches(start_step)
             for step in range(start_step + 1, self.total_steps + 1):
-                batch = self._global_batch(next(batches), self.batch_shardings)
+                batch = self.global_batch(next(batches), self.batch_shardings)
                 state, metrics = self.train_step(state, batch)
                 if step == start_step + 1:
                     jax.block_until_ready(metrics)
                     progress.start_clock(step)
-                if step % train.log_every_steps == 0 or step == self.total_steps:
+                last = step == self.total_steps
+                should_log = step % train.log_every_steps == 0 or last
+                should_save = step % train.checkpoint_every_steps == 0 or last
+                if should_log or should_save:
+                    # Checked before every save too, so a checkpoint never holds a diverged run.
                     scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
-                    scalars["train/images_per_second"] = progress.images_per_second(step)
                     check_finite(scalars["train/loss"], step, checkpointer)
+                if should_log:
+                    scalars["train/images_per_second"] = progress.images_per_second(step)
                     writer.write_scalars(step, scalars)
                     progress.report(step, scalars)
                 if train.eval_every_steps and step % train.eval_every_steps == 0:
                     eval_metrics, last_eval_step = self.evaluate(state.params), step
                     writer.write_scalars(step, eval_metrics)
                     progress.report_eval(step, eval_metrics)
-                if step % train.checkpoint_every_steps == 0 or step == self.total_steps:
+                if should_save:
                     checkpointer.save(step, state)
         if last_eval_step != self.total_steps:
             eval_metrics = self.evaluate(state.params)
@@ -272,6 +291,7 @@ class Trainer:
         checkpointer.close()
         summary = {
             "steps": self.total_steps,
+            "batch_size": self.experiment.data.batch_size,
             "resumed_from_step": start_step,
             "wall_seconds": progress.elapsed(),
             "images_per_second": progress.overall_images_per_second(self.total_steps),

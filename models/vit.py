@@ -83,6 +83,7 @@ class VisionTransformerClassifier(base_layer.BaseLayer):
             WeightHParams(
                 shape=[1, self.num_tokens, self.model_dims],
                 init=WeightInit.Gaussian(0.02),
+                tensor_split_dims_mapping=[None, None, None],  # small: replicated
             ),
         )
         self.create_child("encoder", self.encoder_tpl.clone())

@@ -55,7 +55,7 @@ def test_every_paper_gin_file_is_listed():
 @pytest.mark.parametrize("name", PAPER_GIN_FILES)
 def test_paper_config_parameter_counts_match_the_architecture(name):
     spec = _spec(name)
-    record = inspect.inspect_model(spec, [1, 1, 1], xla_flops="off", xla_max=0)
+    record = inspect.inspect_model(spec, [1, 1, 1], xla_flops=False)
     assert record["params_body"] == param_formulas.body_params(spec)
     assert record["params_total"] == param_formulas.total_params(spec)
     if name in REFERENCE_VIT_PARAMS:

@@ -1,0 +1,179 @@
+"""The pjit trainer: every family trains on the simulated 8-device mesh, experts shard over
+'expert', runs resume, and two processes agree with one."""
+
+import glob
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import gin
+import jax
+import pytest
+from jax.sharding import PartitionSpec
+
+from harness import config, trainer
+from tests.tensorboard_events import read_scalars
+
+CPU_CONFIGS = sorted(glob.glob(os.path.join(config.REPO_ROOT, "gin/cpu/*.gin")))
+CPU_FAMILIES = {"vit": "vit", "vmoe": "vmoe", "widenet": "widenet", "vit22b": "vit22b"}
+
+
+@pytest.fixture(autouse=True)
+def _clear_gin():
+    yield
+    gin.clear_config()
+
+
+def _experiment(gin_file: str, *params: str) -> trainer.Experiment:
+    config.parse_gin([gin_file], list(params))
+    return trainer.Experiment.from_gin()
+
+
+def _train(workdir, gin_file: str, *params: str) -> tuple[trainer.Trainer, dict]:
+    experiment = _experiment(gin_file, *params)
+    mesh_shape = trainer.validate(experiment, jax.device_count())
+    run = trainer.Trainer(experiment, str(workdir), mesh_shape)
+    return run, run.run()
+
+
+@pytest.mark.parametrize("family", sorted(CPU_FAMILIES))
+def test_cpu_configs_name_their_family_and_validate(family):
+    experiment = _experiment(f"gin/cpu/{family}.gin")
+    assert experiment.model.family == family
+    assert trainer.validate(experiment, 8) == (8, 1, 1)
+    assert experiment.data.dataset == "fashion_mnist"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", sorted(CPU_FAMILIES))
+def test_tiny_training_loss_falls_and_accuracy_clears_chance(tmp_path, family):
+    _, outcome = _train(
+        tmp_path,
+        f"gin/cpu/{family}.gin",
+        "TrainSpec.num_epochs=None",
+        "TrainSpec.num_steps=150",
+        "TrainSpec.log_every_steps=25",
+        "OptimizerSpec.warmup_steps=30",
+    )
+    losses = [value for _, value in read_scalars(str(tmp_path))["train/loss"]]
+    assert len(losses) == 6
+    assert losses[-1] < 0.6 * losses[0]
+    assert outcome["eval"]["eval/num_examples"] == 10_000
+    assert outcome["eval"]["eval/top1"] > 0.5  # chance is 0.1
+    if family in ("vmoe", "widenet"):
+        dropped = [k for k in outcome["eval"] if k.startswith("eval/routing/dropped_fraction/")]
+        assert dropped, "sparse models report dropped tokens per MoE block"
+        assert all(0.0 <= outcome["eval"][k] < 1.0 for k in dropped)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mesh", [(2, 4, 1), (2, 2, 2)])
+def test_vmoe_trains_with_experts_sharded_over_the_expert_axis(tmp_path, mesh):
+    data_axis, expert_axis, model_axis = mesh
+    run, outcome = _train(
+        tmp_path,
+        "gin/cpu/vmoe.gin",
+        "TrainSpec.num_epochs=None",
+        "TrainSpec.num_steps=4",
+        "TrainSpec.log_every_steps=2",
+        f"MeshSpec.data={data_axis}",
+        f"MeshSpec.expert={expert_axis}",
+        f"MeshSpec.model={model_axis}",
+    )
+    assert run.mesh.shape == {"data": data_axis, "expert": expert_axis, "model": model_axis}
+    moe_params = run.state_shardings.params["encoder"]["x_layers_1"]["ff_layer"]["moe"]
+    assert moe_params["wi"].spec == PartitionSpec("expert", None, "model")
+    restored = run.abstract_state()
+    wi = restored.params["encoder"]["x_layers_1"]["ff_layer"]["moe"]["wi"]
+    experts, width, hidden = wi.shape
+    assert wi.sharding.shard_shape(wi.shape) == (
+        experts // expert_axis,
+        width,
+        hidden // model_axis,
+    )
+    assert outcome["eval"]["eval/num_examples"] == 10_000
+
+
+@pytest.mark.slow
+def test_second_run_on_the_same_workdir_resumes(tmp_path):
+    params = [
+        "TrainSpec.num_epochs=None",
+        "TrainSpec.log_every_steps=5",
+        "TrainSpec.checkpoint_every_steps=5",
+    ]
+    _, first = _train(tmp_path, "gin/cpu/vit.gin", *params, "TrainSpec.num_steps=10")
+    assert first["train"]["resumed_from_step"] == 0
+    gin.clear_config()
+    _, second = _train(tmp_path, "gin/cpu/vit.gin", *params, "TrainSpec.num_steps=20")
+    assert second["train"]["resumed_from_step"] == 10
+    steps = [step for step, _ in read_scalars(str(tmp_path))["train/loss"]]
+    assert steps == [5, 10, 15, 20]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_give_the_single_process_loss():
+    worker = os.path.join(config.REPO_ROOT, "tests/multihost_worker.py")
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one device per process
+
+    def launch(process_id: int, count: int, port: int) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, worker, str(process_id), str(count), str(port)],
+            cwd=config.REPO_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    def loss_of(process: subprocess.Popen) -> float:
+        output, _ = process.communicate(timeout=300)
+        assert process.returncode == 0, output[-3000:]
+        return float(
+            next(line for line in output.splitlines() if line.startswith("LOSS")).split()[1]
+        )
+
+    port = _free_port()
+    pair = [launch(i, 2, port) for i in range(2)]
+    single = launch(0, 1, port)
+    multi_losses = [loss_of(p) for p in pair]
+    assert multi_losses[0] == multi_losses[1]
+    assert multi_losses[0] == pytest.approx(loss_of(single), rel=1e-5)
+
+
+def test_results_json_written_by_cli_has_identity(tmp_path):
+    """The CLI end to end, briefly: config saved, results.json with the run's identity."""
+    workdir = tmp_path / "run"
+    process = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harness.run",
+            "--gin_file=gin/cpu/widenet.gin",
+            f"--workdir={workdir}",
+            "--gin_param=TrainSpec.num_epochs=None",
+            "--gin_param=TrainSpec.num_steps=3",
+            "--gin_param=TrainSpec.log_every_steps=1",
+        ],
+        cwd=config.REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert process.returncode == 0, process.stderr[-3000:]
+    assert "step 3/3" in process.stdout
+    results = json.loads((workdir / "results.json").read_text())
+    assert results["run"]["family"] == "widenet"
+    assert results["run"]["versions"]["praxis"] == "1.4.0"
+    assert results["run"]["devices"]["count"] == 8
+    assert results["model"]["params_total"] > results["model"]["params_active"]
+    assert results["eval"]["eval/num_examples"] == 10_000
+    assert (workdir / "config.gin").read_text().count("ModelSpec.family = 'widenet'") == 1
+    assert (workdir / "operative_config.gin").exists()
