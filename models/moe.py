@@ -115,7 +115,7 @@ class SparseMoe(base_layer.BaseLayer):
         nothing is annotated when `mesh_axis_names` is None (single device).
         """
 
-        router: SplitDimsMapping = None
+        router: SplitDimsMapping = (None, None)
         wi: SplitDimsMapping = ("expert", None, "model")
         bi: SplitDimsMapping = ("expert", "model")
         wo: SplitDimsMapping = ("expert", "model", None)
