@@ -68,43 +68,31 @@ def prepare_workdir(workdir: str, config_text: str) -> None:
             f.write(config_text)
 
 
-def main() -> None:
-    from harness import trainer  # after flags: imports JAX state that init_distributed sets
+def train(gin_files: list[str], gin_params: list[str], workdir: str) -> dict:
+    """Parses gin, validates everything, trains (or resumes) in `workdir` and records
+    results.json; returns its payload. Raises UsageError before writing anything on bad input."""
+    from harness import trainer  # after init_distributed: it imports JAX state
 
-    # praxis and orbax log every parameter and file at INFO; progress has its own line.
-    logging.set_verbosity(logging.WARNING)
-
-    if not FLAGS.workdir:
-        raise UsageError("--workdir is required; e.g. --workdir=/tmp/run")
-    if not FLAGS.gin_file:
-        raise UsageError("--gin_file is required; e.g. --gin_file=gin/cpu/vit.gin")
-    init_distributed()
-    config_text = config.parse_gin(FLAGS.gin_file, FLAGS.gin_param)
+    config_text = config.parse_gin(gin_files, gin_params)
     try:
         experiment = trainer.Experiment.from_gin()
         mesh_shape = trainer.validate(experiment, jax.device_count())
-        run = trainer.Trainer(experiment, FLAGS.workdir, mesh_shape)
+        run = trainer.Trainer(experiment, workdir, mesh_shape)
     except data.DatasetNotFoundError as error:
         raise UsageError(str(error)) from error
     except ValueError as error:  # one-line validation messages from specs and layers
         raise UsageError(one_line(error)) from error
-    prepare_workdir(FLAGS.workdir, config_text)
+    prepare_workdir(workdir, config_text)
     started = results.timestamp()
-    try:
-        outcome = run.run()
-    except trainer.NonFiniteLossError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
-    if jax.process_index() != 0:
-        return
+    outcome = run.run()
     counts = measure.count_params(
         measure.abstract_variables(run.model_config, experiment.model), experiment.model
     )
     payload = {
         "run": {
-            "workdir": os.path.abspath(FLAGS.workdir),
-            "gin_files": FLAGS.gin_file,
-            "gin_params": FLAGS.gin_param,
+            "workdir": os.path.abspath(workdir),
+            "gin_files": list(gin_files),
+            "gin_params": list(gin_params),
             "config": config_text,
             "family": experiment.model.family,
             "mesh": dict(zip(("data", "expert", "model"), mesh_shape, strict=True)),
@@ -121,10 +109,30 @@ def main() -> None:
         },
         **outcome,
     }
-    results.write_json_atomically(os.path.join(FLAGS.workdir, results.RESULTS_FILE), payload)
-    with open(os.path.join(FLAGS.workdir, OPERATIVE_CONFIG_FILE), "w") as f:
-        f.write(gin.operative_config_str())
-    print(f"results: {os.path.join(FLAGS.workdir, results.RESULTS_FILE)}")
+    if jax.process_index() == 0:
+        results.write_json_atomically(os.path.join(workdir, results.RESULTS_FILE), payload)
+        with open(os.path.join(workdir, OPERATIVE_CONFIG_FILE), "w") as f:
+            f.write(gin.operative_config_str())
+    return payload
+
+
+def main() -> None:
+    from harness import trainer
+
+    # praxis and orbax log every parameter and file at INFO; progress has its own line.
+    logging.set_verbosity(logging.WARNING)
+    if not FLAGS.workdir:
+        raise UsageError("--workdir is required; e.g. --workdir=/tmp/run")
+    if not FLAGS.gin_file:
+        raise UsageError("--gin_file is required; e.g. --gin_file=gin/cpu/vit.gin")
+    init_distributed()
+    try:
+        train(FLAGS.gin_file, FLAGS.gin_param, FLAGS.workdir)
+    except trainer.NonFiniteLossError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
+    if jax.process_index() == 0:
+        print(f"results: {os.path.join(FLAGS.workdir, results.RESULTS_FILE)}")
 
 
 if __name__ == "__main__":

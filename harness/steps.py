@@ -13,6 +13,7 @@ from harness.losses import classification_loss
 from models.stats import STATS, per_block
 
 ROUTING_SCALARS = ("dropped_fraction", "unrouted_fraction")
+EXPERT_CLASS_PREFIX = "expert_class"
 
 
 class TrainState(struct.PyTreeNode):
@@ -118,6 +119,12 @@ def make_eval_step(
         # keeps the padding of the last batch from counting.
         for name, value in routing_metrics(collections, "routing").items():
             sums[name] = value * jnp.sum(mask)
+        # Expert-by-class counts [classes, experts] per MoE block: how often images of each
+        # class chose each expert (top-k selections, before capacity).
+        classes = jax.nn.one_hot(batch["label"], logits.shape[-1]) * mask[:, None]
+        selections = per_block(collections.get(STATS, {}), "assignments_per_image")
+        for block, per_image in selections.items():
+            sums[f"{EXPERT_CLASS_PREFIX}/{block}"] = classes.T @ per_image
         return sums
 
     return eval_step

@@ -7,7 +7,7 @@ donated state -> checkpoints, TensorBoard events and results.json in the workdir
 
 import dataclasses
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import gin
@@ -20,12 +20,12 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 from praxis import base_layer
 
-from harness import data, optimizer, results
+from harness import data, optimizer, plots, results
 from harness.checkpointing import Checkpointer, abstract_like
 from harness.losses import LOSSES
 from harness.mesh import MeshSpec, batch_spec, make_mesh
 from harness.progress import Progress
-from harness.steps import TrainState, make_eval_step, make_train_step
+from harness.steps import EXPERT_CLASS_PREFIX, TrainState, make_eval_step, make_train_step
 from models import builders
 
 
@@ -127,6 +127,29 @@ def validate(experiment: Experiment, device_count: int) -> tuple[int, int, int]:
     return mesh_shape
 
 
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+    """Metrics of one pass over the eval split."""
+
+    metrics: dict[str, float]  # 'eval/top1', 'eval/loss', 'eval/routing/...'
+    expert_class_counts: dict[str, np.ndarray]  # 'block_NN' -> [classes, experts]
+
+    @classmethod
+    def from_sums(cls, totals: dict[str, np.ndarray]) -> "Evaluation":
+        count = float(totals.pop("count"))
+        metrics = {
+            "eval/top1": float(totals.pop("correct")) / count,
+            "eval/loss": float(totals.pop("loss")) / count,
+            "eval/num_examples": count,
+        }
+        prefix = f"{EXPERT_CLASS_PREFIX}/"
+        counts = {k[len(prefix) :]: v for k, v in totals.items() if k.startswith(prefix)}
+        metrics.update(
+            {f"eval/{k}": float(v) / count for k, v in totals.items() if not k.startswith(prefix)}
+        )
+        return cls(metrics=metrics, expert_class_counts=counts)
+
+
 class Trainer:
     """Builds the sharded model, then trains, evaluates, checkpoints and logs."""
 
@@ -154,10 +177,7 @@ class Trainer:
             out_shardings=(self.state_shardings, None),
             donate_argnums=(0,),
         )
-        self.eval_step = jax.jit(
-            make_eval_step(self.model, train.loss),
-            in_shardings=(self.state_shardings.params, self.eval_batch_shardings),
-        )
+        self.evaluate = self.make_evaluator()
 
     def _build_shardings(self) -> None:
         images = jax.ShapeDtypeStruct((1, *self.image_shape), jnp.float32)
@@ -209,22 +229,38 @@ class Trainer:
         specs = {k: s.spec for k, s in shardings.items()}
         return multihost_utils.host_local_array_to_global_array(local, self.mesh, specs)
 
-    def evaluate(self, params: Any) -> dict[str, float]:
-        process_index, process_count = jax.process_index(), jax.process_count()
-        totals: dict[str, float] = {}
-        with self.mesh:
-            for local in data.eval_batches(self.experiment.data, process_index, process_count):
-                batch = self.global_batch(local, self.eval_batch_shardings)
-                for key, value in self.eval_step(params, batch).items():
-                    totals[key] = totals.get(key, 0.0) + float(value)
-        count = totals.pop("count")
-        metrics = {
-            "eval/top1": totals.pop("correct") / count,
-            "eval/loss": totals.pop("loss") / count,
-            "eval/num_examples": count,
-        }
-        metrics.update({f"eval/{k}": v / count for k, v in totals.items()})
-        return metrics
+    def model_for(self, model_spec: builders.ModelSpec | None = None) -> base_layer.BaseLayer:
+        """The trained model, or a variant of it (other inference routing) for the same weights."""
+        if model_spec is None:
+            return self.model
+        config = builders.build_model(
+            model_spec,
+            mesh_shape=self.mesh.devices.shape,
+            compute_dtype=self.experiment.train.compute_dtype,
+        )
+        return base_layer.instantiate(config)
+
+    def make_evaluator(
+        self, model_spec: builders.ModelSpec | None = None
+    ) -> Callable[[Any], Evaluation]:
+        """One pass over the eval split with the trained weights; `model_spec` may change the
+        inference-time routing (k, C, BPR) of the same weights."""
+        step = jax.jit(
+            make_eval_step(self.model_for(model_spec), self.experiment.train.loss),
+            in_shardings=(self.state_shardings.params, self.eval_batch_shardings),
+        )
+
+        def evaluate(params: Any) -> Evaluation:
+            process_index, process_count = jax.process_index(), jax.process_count()
+            totals: dict[str, np.ndarray] = {}
+            with self.mesh:
+                for local in data.eval_batches(self.experiment.data, process_index, process_count):
+                    batch = self.global_batch(local, self.eval_batch_shardings)
+                    for key, value in jax.device_get(step(params, batch)).items():
+                        totals[key] = totals.get(key, 0.0) + np.asarray(value, np.float64)
+            return Evaluation.from_sums(totals)
+
+        return evaluate
 
     def train_batches(self, start_step: int) -> Iterator[dict[str, np.ndarray]]:
         batches = data.train_batches(
@@ -256,7 +292,7 @@ class Trainer:
             state = self.init_state()
             writer.write_hparams(results.hparams(self.experiment))
         progress = Progress(self.total_steps, start_step, self.experiment.data.batch_size)
-        eval_metrics: dict[str, float] = {}
+        evaluation: Evaluation | None = None
         last_eval_step = None
         with self.mesh:
             batches = self.train_batches(start_step)
@@ -278,15 +314,15 @@ class Trainer:
                     writer.write_scalars(step, scalars)
                     progress.report(step, scalars)
                 if train.eval_every_steps and step % train.eval_every_steps == 0:
-                    eval_metrics, last_eval_step = self.evaluate(state.params), step
-                    writer.write_scalars(step, eval_metrics)
-                    progress.report_eval(step, eval_metrics)
+                    evaluation, last_eval_step = self.evaluate(state.params), step
+                    write_evaluation(writer, step, evaluation)
+                    progress.report_eval(step, evaluation.metrics)
                 if should_save:
                     checkpointer.save(step, state)
-        if last_eval_step != self.total_steps:
-            eval_metrics = self.evaluate(state.params)
-            writer.write_scalars(self.total_steps, eval_metrics)
-            progress.report_eval(self.total_steps, eval_metrics)
+        if evaluation is None or last_eval_step != self.total_steps:
+            evaluation = self.evaluate(state.params)
+            write_evaluation(writer, self.total_steps, evaluation)
+            progress.report_eval(self.total_steps, evaluation.metrics)
         writer.flush()
         checkpointer.close()
         summary = {
@@ -296,7 +332,40 @@ class Trainer:
             "wall_seconds": progress.elapsed(),
             "images_per_second": progress.overall_images_per_second(self.total_steps),
         }
-        return {"train": summary, "eval": eval_metrics}
+        return {
+            "train": summary,
+            "eval": evaluation.metrics,
+            "routing": routing_summary(evaluation),
+        }
+
+
+def routing_summary(evaluation: Evaluation) -> dict[str, Any]:
+    """Expert-by-class counts of the first and last MoE block (for heatmaps) and every
+    block's per-expert load, small enough for results.json at any model size."""
+    counts = evaluation.expert_class_counts
+    if not counts:
+        return {}
+    blocks = sorted(counts)
+    return {
+        "expert_class_counts": {
+            b: counts[b].tolist() for b in dict.fromkeys([blocks[0], blocks[-1]])
+        },
+        "expert_load": {b: (counts[b].sum(0) / counts[b].sum()).tolist() for b in blocks},
+    }
+
+
+def write_evaluation(
+    writer: metric_writers.MetricWriter, step: int, evaluation: Evaluation
+) -> None:
+    writer.write_scalars(step, evaluation.metrics)
+    images = {
+        f"routing/expert_by_class/{block}": plots.figure_to_array(
+            plots.expert_class_heatmap(counts, f"{block}: expert choices by class")
+        )[None]
+        for block, counts in evaluation.expert_class_counts.items()
+    }
+    if images:
+        writer.write_images(step, images)
 
 
 def optax_state_shardings(tx, abstract_params, param_shardings, replicated):

@@ -91,7 +91,7 @@ def test_vmoe_routes_in_every_second_block():
 def test_eval_routing_is_set_at_inference_on_the_same_parameters():
     """A trained V-MoE re-evaluated with other k/C: the same weights, other routed tokens."""
     spec = _spec("vmoe")
-    model, params, images = _init(spec)
+    _, params, images = _init(spec)
     low_capacity = dataclasses.replace(
         spec, moe=dataclasses.replace(spec.moe, eval_capacity_factor=0.25)
     )
@@ -113,7 +113,9 @@ def test_eval_routing_is_set_at_inference_on_the_same_parameters():
 
 def test_active_params_count_k_of_e_experts():
     spec = _spec("vmoe")
-    counts = measure.count_params(measure.abstract_variables(builders.build_model(spec), spec), spec)
+    counts = measure.count_params(
+        measure.abstract_variables(builders.build_model(spec), spec), spec
+    )
     d, m, e, k = TINY.model_dims, TINY.mlp_dims, TINY_MOE.num_experts, 2
     per_expert = 2 * d * m + m + d
     assert counts.total - counts.active == 2 * (e - k) * per_expert  # 2 MoE blocks

@@ -14,7 +14,7 @@ import pytest
 from jax.sharding import PartitionSpec
 
 from harness import config, trainer
-from tests.tensorboard_events import read_scalars
+from harness.events import read_scalars
 
 CPU_CONFIGS = sorted(glob.glob(os.path.join(config.REPO_ROOT, "gin/cpu/*.gin")))
 CPU_FAMILIES = {"vit": "vit", "vmoe": "vmoe", "widenet": "widenet", "vit22b": "vit22b"}

@@ -1,4 +1,4 @@
-"""Reads a run's TensorBoard scalars with tensorboard's own event reader."""
+"""Reads TensorBoard scalars back with tensorboard's own event reader (report, tests)."""
 
 from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.util import tensor_util
@@ -21,3 +21,16 @@ def read_scalars(logdir: str) -> dict[str, list[tuple[int, float]]]:
         if all(v.ndim == 0 for _, v in values):
             scalars[tag] = [(step, float(v)) for step, v in values]
     return scalars
+
+
+def image_tags(logdir: str) -> list[str]:
+    """Tags of the image summaries (e.g. expert-by-class heatmaps) under `logdir`."""
+    accumulator = event_accumulator.EventAccumulator(
+        logdir, size_guidance={event_accumulator.TENSORS: 0}
+    )
+    accumulator.Reload()
+    return [
+        tag
+        for tag in accumulator.Tags().get("tensors", [])
+        if accumulator.SummaryMetadata(tag).plugin_data.plugin_name == "images"
+    ]

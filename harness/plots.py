@@ -1,0 +1,90 @@
+"""The figures runs and reports draw: expert-by-class heatmaps, accuracy curves and trade-offs.
+
+Each function returns a matplotlib Figure; `save` writes PNGs for reports and
+`figure_to_array` turns a figure into an image for TensorBoard.
+"""
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: reports and TensorBoard images, never a window
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+
+DPI = 110
+
+
+def figure_to_array(figure: Figure) -> np.ndarray:
+    """RGB uint8 [H, W, 3] of a rendered figure; closes the figure."""
+    figure.canvas.draw()
+    rgba = np.asarray(figure.canvas.buffer_rgba())
+    plt.close(figure)
+    return rgba[..., :3].copy()
+
+
+def save(figure: Figure, path: str) -> None:
+    figure.savefig(path, dpi=DPI, bbox_inches="tight")
+    plt.close(figure)
+
+
+def expert_class_heatmap(
+    counts: np.ndarray, title: str, class_names: Sequence[str] | None = None
+) -> Figure:
+    """Rows: classes; columns: experts; cell: share of that class's expert selections."""
+    counts = np.asarray(counts, dtype=np.float64)
+    shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1e-12)
+    num_classes, num_experts = shares.shape
+    figure, axes = plt.subplots(figsize=(1.2 + 0.35 * num_experts, 1.0 + 0.3 * num_classes))
+    image = axes.imshow(shares, aspect="auto", cmap="viridis", vmin=0.0)
+    axes.set_xlabel("expert")
+    axes.set_ylabel("class")
+    axes.set_xticks(range(num_experts))
+    axes.set_yticks(range(num_classes))
+    if class_names is not None:
+        axes.set_yticklabels(class_names, fontsize=7)
+    axes.set_title(title, fontsize=9)
+    figure.colorbar(image, ax=axes, label="share of the class's selections")
+    return figure
+
+
+def line_plot(
+    series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    logx: bool = False,
+    errors: Mapping[str, Sequence[float]] | None = None,
+) -> Figure:
+    """One line per named (xs, ys) series, with optional error bars."""
+    figure, axes = plt.subplots(figsize=(5.5, 3.6))
+    for name, (xs, ys) in series.items():
+        if errors and name in errors:
+            axes.errorbar(xs, ys, yerr=errors[name], marker="o", capsize=3, label=name)
+        else:
+            axes.plot(xs, ys, marker="o", markersize=3, label=name)
+    if logx:
+        axes.set_xscale("log", base=2)
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.set_title(title, fontsize=10)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    return figure
+
+
+def scatter_plot(
+    points: Mapping[str, tuple[float, float]], xlabel: str, ylabel: str, title: str
+) -> Figure:
+    """Labelled points, e.g. accuracy against GFLOPs per image, one per model."""
+    figure, axes = plt.subplots(figsize=(5.5, 3.6))
+    for name, (x, y) in points.items():
+        axes.scatter([x], [y], s=30)
+        axes.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.set_title(title, fontsize=10)
+    axes.grid(alpha=0.3)
+    return figure
