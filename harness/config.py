@@ -12,7 +12,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def register_configurables() -> None:
     """Imports the modules that declare gin configurables, so any gin file parses anywhere."""
-    import harness.data  # noqa: F401
+    import harness.trainer  # noqa: F401  (TrainSpec; imports data, mesh and optimizer specs)
     import models.builders  # noqa: F401
 
 

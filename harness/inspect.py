@@ -13,13 +13,11 @@ import time
 
 from absl import app, flags
 
-from harness import config, measure
+from harness import config, gin_flags, measure
 from harness.errors import UsageError, run_cli
 from models import builders
 
 FLAGS = flags.FLAGS
-flags.DEFINE_multi_string("gin_file", [], "Gin config file(s) describing the model.")
-flags.DEFINE_multi_string("gin_param", [], "Extra gin bindings, e.g. MoeSpec.num_experts=8.")
 flags.DEFINE_bool("json", False, "Print one JSON object instead of a table.")
 flags.DEFINE_string("mesh", "1,1,1", "Mesh sizes DATA,EXPERT,MODEL for bytes per device.")
 flags.DEFINE_bool("xla_flops", True, "Also report XLA's FLOP count of the lowered forward.")
@@ -72,14 +70,14 @@ def format_table(record: dict) -> str:
 
 
 def main() -> None:
-    if not FLAGS.gin_file:
+    if not gin_flags.GIN_FILES.value:
         raise UsageError("--gin_file is required; e.g. --gin_file=gin/vit_b16.gin")
     mesh = parse_mesh(FLAGS.mesh)
-    config.parse_gin(FLAGS.gin_file, FLAGS.gin_param)
+    config.parse_gin(gin_flags.GIN_FILES.value, gin_flags.GIN_PARAMS.value)
     start = time.perf_counter()
     try:
         spec = builders.ModelSpec()
-        record = {"gin_files": FLAGS.gin_file}
+        record = {"gin_files": gin_flags.GIN_FILES.value}
         record.update(inspect_model(spec, mesh, FLAGS.xla_flops))
     except ValueError as error:  # invalid model settings (k > E, bad placement, ...)
         raise UsageError(str(error)) from error

@@ -14,12 +14,10 @@ import gin
 import jax
 from absl import app, flags, logging
 
-from harness import config, data, measure, results
+from harness import config, data, gin_flags, measure, results
 from harness.errors import UsageError, one_line, run_cli
 
 FLAGS = flags.FLAGS
-flags.DEFINE_multi_string("gin_file", [], "Gin config file(s); later files override earlier.")
-flags.DEFINE_multi_string("gin_param", [], "Extra gin bindings, e.g. TrainSpec.num_steps=100.")
 flags.DEFINE_string("workdir", None, "Run directory: checkpoints, TensorBoard events, results.")
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host).")
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host).")
@@ -123,11 +121,11 @@ def main() -> None:
     logging.set_verbosity(logging.WARNING)
     if not FLAGS.workdir:
         raise UsageError("--workdir is required; e.g. --workdir=/tmp/run")
-    if not FLAGS.gin_file:
+    if not gin_flags.GIN_FILES.value:
         raise UsageError("--gin_file is required; e.g. --gin_file=gin/cpu/vit.gin")
     init_distributed()
     try:
-        train(FLAGS.gin_file, FLAGS.gin_param, FLAGS.workdir)
+        train(gin_flags.GIN_FILES.value, gin_flags.GIN_PARAMS.value, FLAGS.workdir)
     except trainer.NonFiniteLossError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)

@@ -96,14 +96,18 @@ def test_eval_routing_is_set_at_inference_on_the_same_parameters():
         spec, moe=dataclasses.replace(spec.moe, eval_capacity_factor=0.25)
     )
     top1 = dataclasses.replace(spec, moe=dataclasses.replace(spec.moe, eval_num_selected_experts=1))
-    dropped = {}
+    dropped, selections = {}, {}
     for name, variant in {"base": spec, "low_c": low_capacity, "k1": top1}.items():
         variant_model = base_layer.instantiate(builders.build_model(variant))
         _, collections = apply_model(variant_model, params, images, None)
         stats = per_block(collections[STATS], "dropped_fraction")
         dropped[name] = np.mean([float(v) for v in stats.values()])
+        chosen = per_block(collections[STATS], "assignments_per_image")
+        selections[name] = sum(float(jnp.sum(v)) for v in chosen.values())
     assert dropped["low_c"] > dropped["base"] + 0.3
-    assert dropped["k1"] < dropped["base"]
+    tokens = 3 * ((16 // 4) ** 2 + 1)  # images x (patches + class token), per MoE block
+    assert selections["base"] == 2 * 2 * tokens  # 2 MoE blocks, k=2
+    assert selections["k1"] == 2 * 1 * tokens  # same weights, k=1 at inference
     params_after = jax.tree_util.tree_leaves(params)
     assert all(np.isfinite(np.asarray(p)).all() for p in params_after)
     assert measure.count_params(

@@ -15,8 +15,8 @@ from harness.errors import UsageError
 
 SHORT = [
     "TrainSpec.num_epochs=None",
-    "TrainSpec.num_steps=20",
-    "TrainSpec.log_every_steps=10",
+    "TrainSpec.num_steps=12",
+    "TrainSpec.log_every_steps=6",
     "DataConfig.eval_split='test[:1000]'",
 ]
 
@@ -101,9 +101,10 @@ def test_report_numbers_equal_the_runs_and_plots_exist(runs, tmp_path):
     flags.FLAGS(["report", f"-o={output}", "--batch_sizes=4,8", "--timing_repeats=3"])
     report.main(["report", dirs["vit"], dirs["vmoe"], dirs["widenet"], str(broken)])
     markdown = output.read_text()
+    comparison = markdown.split("## Results", 1)[1].split("How each column", 1)[0]
     rows = {
         line.split("|")[1].strip(): [c.strip() for c in line.split("|")[1:-1]]
-        for line in markdown.splitlines()
+        for line in comparison.splitlines()
         if re.match(r"^\| (vit|vmoe|widenet) \|", line)
     }
     assert set(rows) == {"vit", "vmoe", "widenet"}
