@@ -10,6 +10,10 @@ def _clock(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
+def _rate(images_per_second: float | None) -> str:
+    return "?" if images_per_second is None else f"{images_per_second:.0f}"
+
+
 class Progress:
     """Throughput excludes compilation: the clock starts once the first step has finished."""
 
@@ -56,7 +60,7 @@ class Progress:
         line = (
             f"step {step}/{self.total_steps} ({100 * step / self.total_steps:.0f}%)"
             f" | loss {scalars['train/loss']:.4f} | acc {scalars['train/accuracy']:.3f}"
-            f" | {scalars.get('train/images_per_second', 0.0):.0f} img/s"
+            f" | {_rate(scalars.get('train/images_per_second'))} img/s"
             f" | elapsed {_clock(self.elapsed())}"
             f" | ETA {_clock(eta) if eta is not None else '?'}"
         )

@@ -270,6 +270,16 @@ def render(
     ]
     if timings:
         lines += ["### Inference timing, every batch size", "", timing_table(timings), ""]
+        from harness import timing
+
+        peak = timing.peak_memory_bytes()
+        lines += [
+            "Peak device memory of this process while timing all runs: "
+            + (
+                f"{peak / 2**20:,.0f} MiB." if peak is not None else "not reported by this backend."
+            ),
+            "",
+        ]
     points = {r.name: (r.results["model"]["gflops_per_image"], r.top1) for r in runs}
     plots.save(
         plots.scatter_plot(

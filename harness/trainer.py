@@ -294,23 +294,28 @@ class Trainer:
         progress = Progress(self.total_steps, start_step, self.experiment.data.batch_size)
         evaluation: Evaluation | None = None
         last_eval_step = None
+        interval = MetricsInterval()
         with self.mesh:
             batches = self.train_batches(start_step)
             for step in range(start_step + 1, self.total_steps + 1):
                 batch = self.global_batch(next(batches), self.batch_shardings)
                 state, metrics = self.train_step(state, batch)
+                interval.add(metrics)
                 if step == start_step + 1:
                     jax.block_until_ready(metrics)
                     progress.start_clock(step)
                 last = step == self.total_steps
-                should_log = step % train.log_every_steps == 0 or last
+                # Step 1 is logged too, so every curve starts from the untrained model.
+                should_log = step % train.log_every_steps == 0 or step == 1 or last
                 should_save = step % train.checkpoint_every_steps == 0 or last
-                if should_log or should_save:
-                    # Checked before every save too, so a checkpoint never holds a diverged run.
-                    scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
-                    check_finite(scalars["train/loss"], step, checkpointer)
+                if should_save:
+                    # Checked before every save, so a checkpoint never holds a diverged run.
+                    check_finite(float(metrics["train/loss"]), step, checkpointer)
                 if should_log:
-                    scalars["train/images_per_second"] = progress.images_per_second(step)
+                    scalars = interval.mean_and_reset()
+                    check_finite(scalars["train/loss"], step, checkpointer)
+                    if step > start_step + 1:
+                        scalars["train/images_per_second"] = progress.images_per_second(step)
                     writer.write_scalars(step, scalars)
                     progress.report(step, scalars)
                 if train.eval_every_steps and step % train.eval_every_steps == 0:
@@ -378,6 +383,29 @@ def optax_state_shardings(tx, abstract_params, param_shardings, replicated):
         param_shardings,
         transform_non_params=lambda _: replicated,
     )
+
+
+class MetricsInterval:
+    """Train metrics averaged over the steps since the last log, so a logged loss is not one
+    noisy batch. Values stay on the device until logged, keeping dispatch asynchronous; the
+    learning rate is the schedule's value at the logged step, not an average."""
+
+    INSTANTANEOUS = ("train/learning_rate",)
+
+    def __init__(self) -> None:
+        self._steps: list[dict[str, jax.Array]] = []
+
+    def add(self, metrics: dict[str, jax.Array]) -> None:
+        self._steps.append(metrics)
+
+    def mean_and_reset(self) -> dict[str, float]:
+        steps, self._steps = jax.device_get(self._steps), []
+        return {
+            name: float(steps[-1][name])
+            if name in self.INSTANTANEOUS
+            else float(np.mean([s[name] for s in steps], dtype=np.float64))
+            for name in steps[-1]
+        }
 
 
 class NonFiniteLossError(RuntimeError):
