@@ -1,12 +1,14 @@
 """Reads gin files and bindings, after registering every configurable the project defines."""
 
+import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import gin
 
 from harness.errors import UsageError, one_line
 
+GIN_ERRORS = (ValueError, KeyError, SyntaxError, TypeError, ImportError, OSError)
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -29,11 +31,22 @@ def parse_gin(gin_files: Sequence[str], gin_params: Sequence[str]) -> str:
         if not os.path.isfile(path) and not os.path.isfile(os.path.join(REPO_ROOT, path)):
             raise UsageError(f"--gin_file={path} does not exist; pass a path like gin/vit_b16.gin")
     files = [p if os.path.isfile(p) else os.path.join(REPO_ROOT, p) for p in gin_files]
-    try:
-        gin.parse_config_files_and_bindings(files, gin_params)
-    except (ValueError, KeyError, SyntaxError, TypeError, ImportError, OSError) as error:
-        raise UsageError(
-            f"bad gin config ({one_line(error)}); check the binding names against the "
-            "configurables in models/builders.py and harness/"
-        ) from error
+    with _usage_errors("bad gin config"):
+        gin.parse_config_files_and_bindings(files, None, finalize_config=False)
+    # One binding at a time, so an error names the binding the user typed.
+    for binding in gin_params:
+        with _usage_errors(f"--gin_param={binding} is invalid"):
+            gin.parse_config(binding)
+    gin.finalize()
     return gin.config_str()
+
+
+@contextlib.contextmanager
+def _usage_errors(what: str) -> Iterator[None]:
+    try:
+        yield
+    except GIN_ERRORS as error:
+        raise UsageError(
+            f"{what} ({one_line(error)}); check the names against the configurables in "
+            "models/builders.py and harness/, and the value's syntax"
+        ) from error

@@ -22,6 +22,7 @@ import tensorflow_datasets as tfds
 
 from harness.datasets import fashion_mnist_local
 from harness.errors import UsageError
+from models.spec import Spec
 
 # TensorFlow is only the input pipeline: keep it off any GPU so JAX owns the accelerator memory.
 with contextlib.suppress(RuntimeError):  # Raised if TF already initialised its devices.
@@ -38,7 +39,7 @@ class DatasetNotFoundError(UsageError):
 
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
-class DataConfig:
+class DataConfig(Spec):
     """What to read and how to preprocess it; bound from gin/data/*.gin.
 
     The data seed is not here: `train_batches` takes it from the trainer, which owns the run seed.

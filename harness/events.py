@@ -1,7 +1,13 @@
 """Reads TensorBoard scalars back with tensorboard's own event reader (report, tests)."""
 
+import os
+from collections.abc import Callable
+
 from tensorboard.backend.event_processing import event_accumulator
+from tensorboard.compat.proto import event_pb2
 from tensorboard.util import tensor_util
+
+EVENT_FILE_PREFIX = "events.out.tfevents."
 
 
 def read_scalars(logdir: str) -> dict[str, list[tuple[int, float]]]:
@@ -34,3 +40,36 @@ def image_tags(logdir: str) -> list[str]:
         for tag in accumulator.Tags().get("tensors", [])
         if accumulator.SummaryMetadata(tag).plugin_data.plugin_name == "images"
     ]
+
+
+def discard_events(logdir: str, orphaned: Callable[[event_pb2.Event], bool]) -> int:
+    """Rewrites the event files directly in `logdir` without the events `orphaned` picks, and
+    without a last record cut short by a kill; returns how many events were dropped.
+
+    A run killed after its last checkpoint has logged steps it will log again when it
+    resumes; TensorBoard purges such orphans only for old-style event files, so without this
+    it would show each of those steps twice. Each file is written to a temporary name and
+    renamed over the old one, so a second kill in here leaves every file whole.
+    """
+    import tensorflow as tf  # heavy; only resuming runs pay for it
+
+    dropped = 0
+    for name in sorted(os.listdir(logdir)):
+        path = os.path.join(logdir, name)
+        if not name.startswith(EVENT_FILE_PREFIX) or not os.path.isfile(path):
+            continue
+        records, complete = [], True
+        try:
+            records.extend(tf.data.TFRecordDataset(path).as_numpy_iterator())
+        except tf.errors.DataLossError:
+            complete = False
+        kept = [r for r in records if not orphaned(event_pb2.Event.FromString(r))]
+        if complete and len(kept) == len(records):
+            continue
+        dropped += len(records) - len(kept)
+        temporary = path + ".tmp"
+        with tf.io.TFRecordWriter(temporary) as writer:
+            for record in kept:
+                writer.write(record)
+        os.replace(temporary, path)
+    return dropped

@@ -14,13 +14,14 @@ from jax.experimental import mesh_utils
 from jax.sharding import Mesh, PartitionSpec
 
 from models.builders import MESH_AXES
+from models.spec import Spec
 
 BATCH_AXES = ("data", "expert")
 
 
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
-class MeshSpec:
+class MeshSpec(Spec):
     """Mesh axis sizes; -1 (on at most one axis) takes the devices the others leave."""
 
     data: int = -1

@@ -6,12 +6,14 @@ import gin
 import jax
 import optax
 
+from models.spec import Spec
+
 DECAYS = ("linear", "cosine")
 
 
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
-class OptimizerSpec:
+class OptimizerSpec(Spec):
     """Adam with decoupled weight decay, linear warm-up, then linear or cosine decay."""
 
     learning_rate: float = 1e-3
@@ -24,6 +26,7 @@ class OptimizerSpec:
     grad_clip_norm: float | None = None
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.decay not in DECAYS:
             raise ValueError(f"OptimizerSpec.decay={self.decay!r} is unknown; use one of {DECAYS}")
         if self.learning_rate <= 0:

@@ -14,7 +14,7 @@ import gin
 import jax
 from absl import app, flags, logging
 
-from harness import config, data, gin_flags, measure, results
+from harness import config, data, gin_flags, measure, preemption, results
 from harness.errors import UsageError, one_line, run_cli
 
 FLAGS = flags.FLAGS
@@ -129,6 +129,9 @@ def main() -> None:
     except trainer.NonFiniteLossError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
+    except preemption.Preempted as stopped:
+        print(stopped, file=sys.stderr)
+        sys.exit(preemption.PREEMPTED_EXIT_CODE)
     if jax.process_index() == 0:
         print(f"results: {os.path.join(FLAGS.workdir, results.RESULTS_FILE)}")
 

@@ -20,18 +20,20 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 from praxis import base_layer
 
-from harness import data, optimizer, plots, results
+from harness import data, events, optimizer, plots, results
 from harness.checkpointing import Checkpointer, abstract_like
 from harness.losses import LOSSES
 from harness.mesh import MeshSpec, batch_spec, make_mesh
+from harness.preemption import Preempted, PreemptionGuard
 from harness.progress import Progress
 from harness.steps import EXPERT_CLASS_PREFIX, TrainState, make_eval_step, make_train_step
 from models import builders
+from models.spec import Spec
 
 
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
-class TrainSpec:
+class TrainSpec(Spec):
     """How long and how to train. num_epochs, when set, overrides num_steps."""
 
     num_steps: int = 1000
@@ -46,6 +48,7 @@ class TrainSpec:
     compute_dtype: str = "float32"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         for name in ("num_steps", "log_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainSpec.{name}={getattr(self, name)} must be >= 1")
@@ -273,18 +276,40 @@ class Trainer:
         # resumed run the very batches an uninterrupted one would have seen.
         return itertools.islice(batches, start_step, None)
 
+    def redone_on_resume(self, start_step: int) -> Callable[[Any], bool]:
+        """Which TensorBoard events a run resuming from `start_step` will write again: all
+        after it, everything if it never checkpointed (hparams included), and the final
+        evaluation if training had finished."""
+        finished = start_step == self.total_steps
+
+        def orphaned(event) -> bool:
+            if event.WhichOneof("what") == "file_version":
+                return False
+            if event.step > start_step or start_step == 0:
+                return True
+            tags = [value.tag for value in event.summary.value]
+            return (
+                finished
+                and event.step == start_step
+                and not any(tag.startswith("train/") for tag in tags)
+            )
+
+        return orphaned
+
     def run(self) -> dict[str, Any]:
         train = self.experiment.train
         is_chief = jax.process_index() == 0
         # TensorBoard events from the chief only; the console gets the progress line instead
         # of clu's per-scalar log lines.
+        checkpointer = Checkpointer(self.workdir, keep=train.keep_checkpoints)
+        start_step = checkpointer.latest_step() or 0
+        if is_chief:
+            events.discard_events(self.workdir, self.redone_on_resume(start_step))
         writer = (
             metric_writers.SummaryWriter(self.workdir)
             if is_chief
             else metric_writers.MultiWriter([])
         )
-        checkpointer = Checkpointer(self.workdir, keep=train.keep_checkpoints)
-        start_step = checkpointer.latest_step() or 0
         if start_step:
             state = checkpointer.restore(start_step, self.abstract_state())
             print(f"resuming from checkpoint at step {start_step} of {self.total_steps}")
@@ -295,7 +320,7 @@ class Trainer:
         evaluation: Evaluation | None = None
         last_eval_step = None
         interval = MetricsInterval()
-        with self.mesh:
+        with self.mesh, PreemptionGuard() as preemption:
             batches = self.train_batches(start_step)
             for step in range(start_step + 1, self.total_steps + 1):
                 batch = self.global_batch(next(batches), self.batch_shardings)
@@ -324,6 +349,13 @@ class Trainer:
                     progress.report_eval(step, evaluation.metrics)
                 if should_save:
                     checkpointer.save(step, state)
+                if not last and preemption.requested(step):
+                    if not should_save:
+                        check_finite(float(metrics["train/loss"]), step, checkpointer)
+                        checkpointer.save(step, state)
+                    writer.flush()
+                    checkpointer.close()
+                    raise Preempted(step, checkpointer.directory)
         if evaluation is None or last_eval_step != self.total_steps:
             evaluation = self.evaluate(state.params)
             write_evaluation(writer, self.total_steps, evaluation)

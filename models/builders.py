@@ -19,6 +19,7 @@ from praxis import pax_fiddle
 from praxis.layers import activations, transformers
 
 from models import blocks, moe, vit, widenet
+from models.spec import Spec
 
 FAMILIES = ("vit", "vmoe", "widenet", "vit22b")
 MESH_AXES = ("data", "expert", "model")
@@ -26,7 +27,7 @@ MESH_AXES = ("data", "expert", "model")
 
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
-class VitSpec:
+class VitSpec(Spec):
     """Shape of the transformer and its input/output."""
 
     image_size: int = 224
@@ -44,7 +45,7 @@ class VitSpec:
 
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
-class MoeSpec:
+class MoeSpec(Spec):
     """Routing and expert settings (V-MoE and WideNet). eval_* = None means 'as in training'."""
 
     num_experts: int = 32
@@ -68,7 +69,7 @@ class MoeSpec:
 
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
-class Vit22bSpec:
+class Vit22bSpec(Spec):
     """ViT-22B block switches, one ablation each."""
 
     parallel: bool = True
@@ -173,7 +174,7 @@ def _encoder(family: str, spec: VitSpec, moe_spec: MoeSpec, block_spec: Vit22bSp
 
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
-class ModelSpec:
+class ModelSpec(Spec):
     """Everything that defines a model: gin sets `ModelSpec.family` and the sub-specs' fields."""
 
     family: str = "vit"
@@ -182,6 +183,7 @@ class ModelSpec:
     vit22b: Vit22bSpec = dataclasses.field(default_factory=Vit22bSpec)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.family not in FAMILIES:
             raise ValueError(f"ModelSpec.family={self.family!r} is unknown; use one of {FAMILIES}")
         if self.vit.model_dims % self.vit.num_heads:
