@@ -299,10 +299,15 @@ class Trainer:
     def run(self) -> dict[str, Any]:
         train = self.experiment.train
         is_chief = jax.process_index() == 0
-        # TensorBoard events from the chief only; the console gets the progress line instead
-        # of clu's per-scalar log lines.
         checkpointer = Checkpointer(self.workdir, keep=train.keep_checkpoints)
         start_step = checkpointer.latest_step() or 0
+        if start_step:
+            state = checkpointer.restore(start_step, self.abstract_state())
+            print(f"resuming from checkpoint at step {start_step} of {self.total_steps}")
+        else:
+            state = self.init_state()
+        # TensorBoard events from the chief only; the console gets the progress line instead
+        # of clu's per-scalar log lines.
         if is_chief:
             events.discard_events(self.workdir, self.redone_on_resume(start_step))
         writer = (
@@ -310,11 +315,7 @@ class Trainer:
             if is_chief
             else metric_writers.MultiWriter([])
         )
-        if start_step:
-            state = checkpointer.restore(start_step, self.abstract_state())
-            print(f"resuming from checkpoint at step {start_step} of {self.total_steps}")
-        else:
-            state = self.init_state()
+        if not start_step:
             writer.write_hparams(results.hparams(self.experiment))
         progress = Progress(self.total_steps, start_step, self.experiment.data.batch_size)
         evaluation: Evaluation | None = None

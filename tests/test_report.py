@@ -91,15 +91,22 @@ def test_sweep_covers_every_point_and_low_capacity_drops_tokens(runs):
 
 
 @pytest.mark.slow
-def test_report_numbers_equal_the_runs_and_plots_exist(runs, tmp_path):
+def test_report_numbers_equal_the_runs_and_plots_exist(runs, tmp_path, capsys):
     root, dirs = runs
     broken = root / "broken"
     broken.mkdir(exist_ok=True)
     (broken / "results.json").write_text("{not json")
+    unfinished = root / "unfinished"  # killed before it wrote results.json
+    (unfinished / "checkpoints").mkdir(parents=True, exist_ok=True)
     output = tmp_path / "compare.md"
     flags.FLAGS.unparse_flags()
     flags.FLAGS(["report", f"-o={output}", "--batch_sizes=4,8", "--timing_repeats=3"])
-    report.main(["report", dirs["vit"], dirs["vmoe"], dirs["widenet"], str(broken)])
+    report.main(
+        ["report", dirs["vit"], dirs["vmoe"], dirs["widenet"], str(broken), str(unfinished)]
+    )
+    warnings = capsys.readouterr().err
+    assert f"skipping {broken}: results.json is corrupt" in warnings
+    assert f"skipping {unfinished}: no results.json" in warnings
     markdown = output.read_text()
     comparison = markdown.split("## Results", 1)[1].split("How each column", 1)[0]
     rows = {
