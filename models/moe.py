@@ -32,30 +32,80 @@ ROUTER_INIT_STD = 0.02  # Small, so initial routing is near uniform and every ex
 
 
 def einsum_dispatch(
-    dispatch: JTensor, combine: JTensor, inputs: JTensor, expert_fn: ExpertFn
+    assignments: routing.Assignments,
+    inputs: JTensor,
+    expert_fn: ExpertFn,
+    num_experts: int,
+    capacity: int,
 ) -> JTensor:
-    """Gathers tokens into expert buffers, runs the experts, scatters weighted outputs back.
+    """Gathers tokens into expert buffers with one-hot einsums, runs the experts, and scatters
+    the gate-weighted outputs back.
 
-    One-hot einsums cost O(G*S*E*Cap*D) but are plain matmuls that shard and differentiate
-    everywhere; a gather/scatter dispatch can replace this behind `SparseMoe.dispatch`.
+    Costs O(G*S*E*Cap*D): plain matmuls that shard and differentiate everywhere, but growing
+    with E at fixed k and C. `gather_dispatch` computes the same with indices.
 
     Args:
-      dispatch: [G, S, E, Cap] 0/1.
-      combine: [G, S, E, Cap] gate weight of each kept assignment.
+      assignments: each token's k choices, [G, S, k].
       inputs: [G, S, D] tokens.
       expert_fn: [E, G, Cap, D] -> [E, G, Cap, D'].
+      num_experts: E.
+      capacity: Cap, buffer slots per expert and group.
 
     Returns:
       [G, S, D'] the gate-weighted sum of each token's expert outputs (0 if none kept it).
     """
-    expert_inputs = jnp.einsum("gsec,gsd->egcd", dispatch.astype(inputs.dtype), inputs)
+    dense = routing.to_dense(assignments, num_experts, capacity)
+    expert_inputs = jnp.einsum("gsec,gsd->egcd", dense.dispatch.astype(inputs.dtype), inputs)
     expert_outputs = expert_fn(expert_inputs)
-    return jnp.einsum("gsec,egcd->gsd", combine.astype(expert_outputs.dtype), expert_outputs)
+    return jnp.einsum("gsec,egcd->gsd", dense.combine.astype(expert_outputs.dtype), expert_outputs)
 
 
-DISPATCHERS: dict[str, Callable[[JTensor, JTensor, JTensor, ExpertFn], JTensor]] = {
-    "einsum": einsum_dispatch,
-}
+def gather_dispatch(
+    assignments: routing.Assignments,
+    inputs: JTensor,
+    expert_fn: ExpertFn,
+    num_experts: int,
+    capacity: int,
+) -> JTensor:
+    """`einsum_dispatch` with gathers: O(G*S*k*D) data movement plus the experts' matmuls.
+
+    Every buffer slot learns which token fills it (an integer scatter, no gradient), the
+    buffers gather their tokens, and each token gathers its k outputs back. Empty slots and
+    dropped choices read a zero row appended after the last token / slot.
+    """
+    groups, tokens, _ = inputs.shape
+    slots = num_experts * capacity
+    # Flat buffer position of each kept choice; dropped choices point at the zero row.
+    position = jnp.where(
+        assignments.kept, assignments.expert * capacity + assignments.slot, slots
+    )  # [G, S, k]
+    token_index = jnp.broadcast_to(
+        jnp.arange(tokens, dtype=jnp.int32)[None, :, None], position.shape
+    )
+    filled_by = jnp.full((groups, slots + 1), tokens, jnp.int32)
+    filled_by = filled_by.at[jnp.arange(groups)[:, None, None], position].set(token_index)
+    expert_inputs = jnp.take_along_axis(
+        _with_zero_row(inputs), filled_by[:, :slots, None], axis=1
+    )  # [G, E*Cap, D]
+    expert_inputs = expert_inputs.reshape(groups, num_experts, capacity, -1).swapaxes(0, 1)
+    expert_outputs = expert_fn(expert_inputs)  # [E, G, Cap, D']
+    flat_outputs = expert_outputs.swapaxes(0, 1).reshape(groups, slots, -1)
+    k = position.shape[-1]
+    chosen = jnp.take_along_axis(
+        _with_zero_row(flat_outputs), position.reshape(groups, tokens * k, 1), axis=1
+    ).reshape(groups, tokens, k, -1)
+    weights = jnp.where(assignments.kept, assignments.gate, 0).astype(chosen.dtype)
+    return jnp.einsum("gskd,gsk->gsd", chosen, weights)
+
+
+def _with_zero_row(x: JTensor) -> JTensor:
+    """[G, N, D] -> [G, N + 1, D], the extra row zero (jnp.pad, not concatenate: see
+    blocks.py on concatenation along sharded dims)."""
+    return jnp.pad(x, ((0, 0), (0, 1), (0, 0)))
+
+
+Dispatcher = Callable[[routing.Assignments, JTensor, ExpertFn, int, int], JTensor]
+DISPATCHERS: dict[str, Dispatcher] = {"einsum": einsum_dispatch, "gather": gather_dispatch}
 AUX_LOSSES = ("vmoe", "switch")
 
 
@@ -85,7 +135,8 @@ class SparseMoe(base_layer.BaseLayer):
       importance_loss_weight, load_loss_weight, switch_loss_weight: aux loss weights.
       activation_tpl: expert MLP activation.
       relu_dropout_prob: dropout on the expert hidden activations (praxis's name for it).
-      dispatch: how tokens reach the experts; 'einsum' (one-hot einsums).
+      dispatch: how tokens reach the experts: 'einsum' (one-hot einsums) or 'gather'
+        (indices); same outputs and gradients.
     """
 
     input_dims: int = 0
@@ -268,24 +319,22 @@ class SparseMoe(base_layer.BaseLayer):
             noise = jax.random.normal(self.next_prng_key(), clean_logits.shape, jnp.float32)
             noisy_logits = clean_logits + noise_std * noise
         gates = jax.nn.softmax(noisy_logits, axis=-1)
-        routed = routing.top_k_dispatch(gates, k, capacity, batch_priority)
-
+        assignments = routing.top_k_assignments(gates, k, capacity, batch_priority)
         outputs = DISPATCHERS[self.dispatch](
-            routed.dispatch.astype(x.dtype), routed.combine.astype(x.dtype), x, self._experts
+            assignments, x, self._experts, self.num_experts, capacity
         )
-        self._report_routing(routed, k, inputs.shape[0])
+        self._report_routing(assignments, inputs.shape[0])
         self._aux_losses(gates, clean_logits, noisy_logits, k, noise_std, training)
         return outputs.reshape(inputs.shape)
 
-    def _report_routing(self, routed: routing.Routing, k: int, batch: int) -> None:
-        num_tokens = routed.selected.shape[0] * routed.selected.shape[1]
-        kept = jnp.sum(routed.dispatch)
-        sow_stat(self, "dropped_fraction", 1.0 - kept / (k * num_tokens))
-        processed = jnp.sum(routed.dispatch, axis=(2, 3)) > 0
-        sow_stat(self, "unrouted_fraction", 1.0 - jnp.mean(processed.astype(jnp.float32)))
-        sow_stat(self, "expert_load", jnp.sum(routed.selected, axis=(0, 1)) / (k * num_tokens))
+    def _report_routing(self, assignments: routing.Assignments, batch: int) -> None:
+        kept = assignments.kept.astype(jnp.float32)
+        sow_stat(self, "dropped_fraction", 1.0 - jnp.mean(kept))
+        sow_stat(self, "unrouted_fraction", 1.0 - jnp.mean(jnp.max(kept, axis=-1)))
+        selected = assignments.selected(self.num_experts)  # [G, S, E]
+        sow_stat(self, "expert_load", jnp.sum(selected, axis=(0, 1)) / jnp.sum(selected))
         # Groups are consecutive tokens in [B, N] order, so this reshape recovers images.
-        per_token = routed.selected.reshape(batch, -1, self.num_experts)
+        per_token = selected.reshape(batch, -1, self.num_experts)
         sow_stat(self, "assignments_per_image", jnp.sum(per_token, axis=1))
 
     def _aux_losses(

@@ -44,8 +44,27 @@ def expert_capacity(group_size: int, num_experts: int, k: int, capacity_factor: 
     return max(1, math.ceil(k * group_size * capacity_factor / num_experts - 1e-9))
 
 
+class Assignments(NamedTuple):
+    """Where each of a token's k choices went, as indices: O(G*S*k), whatever E and Cap are.
+
+    expert: [G, S, k] int32, the token's j-th choice of expert (gates descending).
+    slot: [G, S, k] int32, its position in that expert's buffer (meaningless where not kept).
+    kept: [G, S, k] bool, whether the choice fit in the buffer.
+    gate: [G, S, k] the (unrenormalised) gate of the choice.
+    """
+
+    expert: jax.Array
+    slot: jax.Array
+    kept: jax.Array
+    gate: jax.Array
+
+    def selected(self, num_experts: int) -> jax.Array:
+        """[G, S, E] 0/1: the token's top-k choices before capacity is applied."""
+        return jax.nn.one_hot(self.expert, num_experts, dtype=self.gate.dtype).sum(axis=2)
+
+
 class Routing(NamedTuple):
-    """The result of routing one batch of groups.
+    """The dense (one-hot) form of `Assignments`, for the einsum dispatch and for tests.
 
     dispatch: [G, S, E, Cap] 0/1, token s of group g occupies slot c of expert e.
     combine: [G, S, E, Cap], dispatch times the token's (unrenormalised) gate for e.
@@ -57,28 +76,38 @@ class Routing(NamedTuple):
     selected: jax.Array
 
 
-def _route_in_order(gates: jax.Array, k: int, capacity: int) -> Routing:
-    """Top-k dispatch where token order within a group is the placement order."""
-    num_experts = gates.shape[-1]
-    _, top_index = jax.lax.top_k(gates, k)  # [G, S, k]
-    # [G, k, S, E]: choice-major so every token's top-1 is placed before any top-2, and so on.
-    choices = jax.nn.one_hot(jnp.swapaxes(top_index, 1, 2), num_experts, dtype=jnp.int32)
-    g, _, s, e = choices.shape
-    flat = choices.reshape(g, k * s, e)
-    # Slot of each assignment in its expert's buffer = number of earlier assignments to it.
-    position = jnp.cumsum(flat, axis=1) - 1
-    fits = (flat == 1) & (position < capacity)
-    slots = jax.nn.one_hot(jnp.where(fits, position, -1), capacity, dtype=gates.dtype)
+def to_dense(assignments: Assignments, num_experts: int, capacity: int) -> Routing:
+    a = assignments
+    # A dropped choice gets slot -1, whose one-hot row is all zeros.
+    slots = jax.nn.one_hot(jnp.where(a.kept, a.slot, -1), capacity, dtype=a.gate.dtype)
+    experts = jax.nn.one_hot(a.expert, num_experts, dtype=a.gate.dtype)
     # top_k never repeats an expert for one token, so summing over choices cannot collide.
-    dispatch = slots.reshape(g, k, s, e, capacity).sum(axis=1)
-    combine = dispatch * gates[..., None]
-    selected = choices.sum(axis=1).astype(gates.dtype)
-    return Routing(dispatch=dispatch, combine=combine, selected=selected)
+    dispatch = jnp.einsum("gske,gskc->gsec", experts, slots)
+    combine = jnp.einsum("gske,gskc,gsk->gsec", experts, slots, a.gate)
+    return Routing(dispatch=dispatch, combine=combine, selected=a.selected(num_experts))
 
 
-def top_k_dispatch(
+def _assign_in_order(gates: jax.Array, k: int, capacity: int) -> Assignments:
+    """Top-k assignments where token order within a group is the placement order."""
+    num_experts = gates.shape[-1]
+    top_gate, top_expert = jax.lax.top_k(gates, k)  # [G, S, k]
+    # [G, k, S, E]: choice-major so every token's top-1 is placed before any top-2, and so on.
+    choices = jax.nn.one_hot(jnp.swapaxes(top_expert, 1, 2), num_experts, dtype=jnp.int32)
+    g, _, s, e = choices.shape
+    # Slot of each assignment in its expert's buffer = number of earlier assignments to it.
+    position = jnp.cumsum(choices.reshape(g, k * s, e), axis=1).reshape(g, k, s, e) - 1
+    slot = jnp.swapaxes(jnp.sum(position * choices, axis=-1), 1, 2)  # [G, S, k]
+    return Assignments(
+        expert=top_expert.astype(jnp.int32),
+        slot=slot.astype(jnp.int32),
+        kept=slot < capacity,
+        gate=top_gate,
+    )
+
+
+def top_k_assignments(
     gates: jax.Array, k: int, capacity: int, batch_priority: bool = False
-) -> Routing:
+) -> Assignments:
     """Routes each token to its k highest-gate experts, dropping assignments past capacity.
 
     Vanilla routing places tokens in token order, so late tokens are the ones dropped when an
@@ -93,21 +122,26 @@ def top_k_dispatch(
       batch_priority: whether to use BPR.
 
     Returns:
-      Routing with dispatch/combine [G, S, E, capacity] and selected [G, S, E].
+      Assignments, each [G, S, k].
     """
     if not batch_priority:
-        return _route_in_order(gates, k, capacity)
+        return _assign_in_order(gates, k, capacity)
     priority = jnp.max(gates, axis=-1)  # [G, S]
     order = jnp.argsort(priority, axis=-1, stable=True, descending=True)
     inverse = jnp.argsort(order, axis=-1)
     sorted_gates = jnp.take_along_axis(gates, order[..., None], axis=1)
-    routed = _route_in_order(sorted_gates, k, capacity)
+    assigned = _assign_in_order(sorted_gates, k, capacity)
+    return Assignments(*(jnp.take_along_axis(x, inverse[..., None], axis=1) for x in assigned))
 
-    def unsort(x: jax.Array) -> jax.Array:
-        index = inverse.reshape(inverse.shape + (1,) * (x.ndim - 2))
-        return jnp.take_along_axis(x, index, axis=1)
 
-    return Routing(*(unsort(x) for x in routed))
+def top_k_dispatch(
+    gates: jax.Array, k: int, capacity: int, batch_priority: bool = False
+) -> Routing:
+    """`top_k_assignments` in dense form: dispatch/combine [G, S, E, capacity], selected
+    [G, S, E]."""
+    return to_dense(
+        top_k_assignments(gates, k, capacity, batch_priority), gates.shape[-1], capacity
+    )
 
 
 def _cv_squared(values: jax.Array) -> jax.Array:

@@ -247,7 +247,10 @@ def test_group_size_splits_tokens_across_images() -> None:
         ({"capacity_factor": 0.0}, r"capacity_factor C=0.0 must be > 0"),
         ({"eval_num_selected_experts": 6}, r"num_selected_experts k=6 exceeds num_experts E=4"),
         ({"eval_capacity_factor": -1.0}, r"capacity_factor C=-1.0 must be > 0"),
-        ({"dispatch": "scatter"}, r"dispatch='scatter' is not supported; use one of \['einsum'\]"),
+        (
+            {"dispatch": "scatter"},
+            r"dispatch='scatter' is not supported; use one of \['einsum', 'gather'\]",
+        ),
         ({"aux_loss": "gshard"}, r"aux_loss='gshard' is not supported"),
         ({"noise_std": 0.0}, r"noise_std=0.0 is invalid for aux_loss='vmoe'"),
     ],
@@ -399,3 +402,66 @@ def test_moe_feed_forward_dropouts_act_in_training_only() -> None:
     train_b, _ = _apply(ff, params, x, seed=2)
     assert bool(jnp.all(jnp.isfinite(train_a)))
     assert not np.allclose(train_a, train_b)
+
+
+@pytest.mark.parametrize("batch_priority", [False, True])
+@pytest.mark.parametrize("k, capacity_factor", [(1, 1.0), (2, 0.5), (2, 2.0)])
+def test_gather_dispatch_matches_einsum_outputs_and_gradients(
+    k: int, capacity_factor: float, batch_priority: bool
+) -> None:
+    """Same parameters, same noise: both dispatches give the same outputs, stats and
+    gradients for every weight (router included) and for the inputs, with drops and without."""
+    fields = dict(
+        num_selected_experts=k, capacity_factor=capacity_factor, batch_priority=batch_priority
+    )
+    einsum = base_layer.instantiate(_config(dispatch="einsum", **fields))
+    gather = base_layer.instantiate(_config(dispatch="gather", **fields))
+    x = _inputs(shape=(4, N, D))
+    params = _init(einsum, x)
+
+    def loss(layer):
+        def fn(p, inputs):
+            y, cols = _apply(layer, p, inputs)
+            return jnp.sum(jnp.sin(y)) + sum(a.value for a in cols[AUX].values()), cols
+
+        return jax.value_and_grad(fn, argnums=(0, 1), has_aux=True)
+
+    (want, want_cols), want_grads = loss(einsum)(params, x)
+    (got, got_cols), got_grads = loss(gather)(params, x)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    for name in ("dropped_fraction", "expert_load", "assignments_per_image"):
+        np.testing.assert_allclose(_stat(got_cols, name), _stat(want_cols, name))
+    if capacity_factor < 1:
+        assert _stat(got_cols, "dropped_fraction") > 0
+    jax.tree_util.tree_map(
+        lambda g, w: np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-6), got_grads, want_grads
+    )
+    assert float(jnp.abs(got_grads[0]["router"]).sum()) > 0
+
+
+def test_gather_dispatch_runs_sharded_over_experts() -> None:
+    axes = ("data", "expert", "model")
+    fields = dict(mesh_axis_names=axes, ici_mesh_shape=[2, 4, 1], capacity_factor=0.5)
+    layer = base_layer.instantiate(_config(dispatch="gather", **fields))
+    reference = base_layer.instantiate(_config(dispatch="einsum", **fields))
+    x = _inputs(shape=(8, N, D))
+    params = _init(layer, x)
+    specs = base_layer.var_partition_specs(
+        layer.abstract_init_with_metadata(x)["params"], [2, 4, 1], list(axes)
+    )
+    mesh = Mesh(np.array(jax.devices()).reshape(2, 4, 1), axes)
+    shardings = jax.tree_util.tree_map(lambda s: NamedSharding(mesh, s), specs)
+    sharded = jax.device_put(params, shardings)
+
+    def grads(layer, p, inputs):
+        return jax.grad(lambda p: jnp.sum(_apply(layer, p, inputs)[0] ** 2))(p)
+
+    with mesh:
+        inputs = jax.device_put(x, NamedSharding(mesh, PartitionSpec(axes[:2])))
+        step = jax.jit(lambda p, i: grads(layer, p, i), out_shardings=shardings)
+        got = step(sharded, inputs)
+    assert got["wi"].sharding.shard_shape(got["wi"].shape)[0] == E // 4
+    want = grads(reference, params, x)
+    jax.tree_util.tree_map(
+        lambda g, w: np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-6), got, want
+    )

@@ -127,3 +127,11 @@ def test_killed_and_terminated_run_ends_bit_identical_to_an_uninterrupted_one(tm
     theirs = json.loads((reference / "results.json").read_text())
     assert ours["train"]["resumed_from_step"] == stopped_at
     assert ours["eval"] == theirs["eval"]
+    assert ours["eval"]["eval/num_examples"] == 500
+    # The run's identity, as the CLI records it.
+    assert ours["run"]["family"] == "vit"
+    assert ours["run"]["versions"]["praxis"] == "1.4.0"
+    assert ours["run"]["devices"]["count"] == jax.device_count() == 8
+    assert ours["model"]["params_total"] == ours["model"]["params_active"] > 0
+    assert (interrupted / "config.gin").read_text().count("ModelSpec.family = 'vit'") == 1
+    assert "VitSpec.num_layers = 2" in (interrupted / "operative_config.gin").read_text()

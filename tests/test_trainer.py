@@ -2,7 +2,6 @@
 'expert', and two processes agree with one."""
 
 import glob
-import json
 import os
 import socket
 import subprocess
@@ -134,35 +133,3 @@ def test_two_processes_give_the_single_process_loss():
     multi_losses = [loss_of(p) for p in pair]
     assert multi_losses[0] == multi_losses[1]
     assert multi_losses[0] == pytest.approx(loss_of(single), rel=1e-5)
-
-
-def test_results_json_written_by_cli_has_identity(tmp_path):
-    """The CLI end to end, briefly: config saved, results.json with the run's identity."""
-    workdir = tmp_path / "run"
-    process = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "harness.run",
-            "--gin_file=gin/cpu/widenet.gin",
-            f"--workdir={workdir}",
-            "--gin_param=TrainSpec.num_epochs=None",
-            "--gin_param=TrainSpec.num_steps=3",
-            "--gin_param=TrainSpec.log_every_steps=1",
-            f"--gin_param={QUICK_EVAL}",
-        ],
-        cwd=config.REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert process.returncode == 0, process.stderr[-3000:]
-    assert "step 3/3" in process.stdout
-    results = json.loads((workdir / "results.json").read_text())
-    assert results["run"]["family"] == "widenet"
-    assert results["run"]["versions"]["praxis"] == "1.4.0"
-    assert results["run"]["devices"]["count"] == 8
-    assert results["model"]["params_total"] > results["model"]["params_active"]
-    assert results["eval"]["eval/num_examples"] == 1000
-    assert (workdir / "config.gin").read_text().count("ModelSpec.family = 'widenet'") == 1
-    assert (workdir / "operative_config.gin").exists()
