@@ -17,11 +17,15 @@ $(STAMP): $(LOCK)
 	$(VENV)/bin/uv pip install --python $(PY) --no-deps -r $(LOCK)
 	@touch $@
 
-# Trains the tiny V-MoE on the embedded Fashion-MNIST; a second `make demo` resumes or, when
-# finished, re-evaluates. TensorBoard: .venv/bin/tensorboard --logdir runs
+# The quick version of the paper-claims suite: one seed, a third of an epoch per model, on
+# the embedded Fashion-MNIST; writes reports/demo.md (under 10 minutes on 2 CPU cores).
 demo: setup
-	$(PY) -m harness.inspect --gin_file=gin/vmoe_b16.gin
-	$(PY) -m harness.run --gin_file=gin/cpu/vmoe.gin --workdir=runs/demo_vmoe
+	$(PY) -m harness.suite --gin_file=gin/suites/demo.gin
+
+# The full suite: 3 seeds per model; writes reports/paper_claims.md (about an hour on 2 CPU
+# cores). Interrupted, the same command resumes where it stopped.
+reproduce: setup
+	$(PY) -m harness.suite --gin_file=gin/suites/paper_claims.gin
 
 test: setup
 	$(PY) -m pytest tests

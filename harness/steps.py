@@ -60,6 +60,15 @@ def routing_metrics(collections: dict[str, Any], prefix: str) -> dict[str, jax.A
     return metrics
 
 
+def attention_metrics(collections: dict[str, Any]) -> dict[str, jax.Array]:
+    """The largest pre-softmax attention logit over all blocks (ViT-22B blocks report it):
+    the quantity QK-norm keeps from growing until training diverges."""
+    logits = per_block(collections.get(STATS, {}), "max_attention_logit")
+    if not logits:
+        return {}
+    return {"train/max_attention_logit": jnp.max(jnp.stack(list(logits.values())))}
+
+
 def make_train_step(
     model: base_layer.BaseLayer,
     optimizer: optax.GradientTransformation,
@@ -94,6 +103,7 @@ def make_train_step(
             "train/learning_rate": schedule(state.step),
             **{f"train/aux/{name}": value for name, value in aux.items()},
             **routing_metrics(collections, "train/routing"),
+            **attention_metrics(collections),
         }
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
         return new_state, metrics

@@ -419,11 +419,13 @@ def optax_state_shardings(tx, abstract_params, param_shardings, replicated):
 
 
 class MetricsInterval:
-    """Train metrics averaged over the steps since the last log, so a logged loss is not one
-    noisy batch. Values stay on the device until logged, keeping dispatch asynchronous; the
-    learning rate is the schedule's value at the logged step, not an average."""
+    """Train metrics over the steps since the last log, so a logged loss is not one noisy
+    batch. Values stay on the device until logged, keeping dispatch asynchronous. Most are
+    averaged; the learning rate is the schedule's value at the logged step, and a maximum
+    stays the maximum."""
 
-    INSTANTANEOUS = ("train/learning_rate",)
+    LAST = ("train/learning_rate",)
+    MAXIMA = ("train/max_attention_logit",)
 
     def __init__(self) -> None:
         self._steps: list[dict[str, jax.Array]] = []
@@ -433,12 +435,14 @@ class MetricsInterval:
 
     def mean_and_reset(self) -> dict[str, float]:
         steps, self._steps = jax.device_get(self._steps), []
-        return {
-            name: float(steps[-1][name])
-            if name in self.INSTANTANEOUS
-            else float(np.mean([s[name] for s in steps], dtype=np.float64))
-            for name in steps[-1]
-        }
+
+        def reduce(name: str) -> float:
+            values = np.asarray([s[name] for s in steps], np.float64)
+            if name in self.LAST:
+                return float(values[-1])
+            return float(values.max() if name in self.MAXIMA else values.mean())
+
+        return {name: reduce(name) for name in steps[-1]}
 
 
 class NonFiniteLossError(RuntimeError):

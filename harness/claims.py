@@ -1,0 +1,491 @@
+"""The suite's report: each paper claim, its evidence over seeds, and a plain verdict.
+
+Verdict rules are stated next to each claim and applied to the seed means; "spread" is the
+sample standard deviation over seeds (0 with one seed). A claim that does not hold at this
+scale is reported as not reproduced.
+"""
+
+import dataclasses
+import os
+import statistics
+from typing import Any
+
+from harness import carbon, plots, results
+from harness.report import footprint_of, load_run
+
+IMAGENET_TRAIN_IMAGES = 1_281_167
+# Parameter counts the papers publish, with where they say it.
+PUBLISHED_PARAMS = {
+    "vit_b16": (86e6, "Dosovitskiy et al. 2021, Table 1"),
+    "vit_l16": (307e6, "Dosovitskiy et al. 2021, Table 1"),
+    "vit_h14": (632e6, "Dosovitskiy et al. 2021, Table 1"),
+    "vmoe_b16": (979e6, "Riquelme et al. 2021 (with an 18,291-class JFT head)"),
+    "vmoe_l16": (3.4e9, "Riquelme et al. 2021"),
+    "vmoe_h14": (7.2e9, "Riquelme et al. 2021"),
+    "vmoe_h14_last5": (2.7e9, "Riquelme et al. 2021"),
+    "vmoe_15b": (14.7e9, "Riquelme et al. 2021"),
+    "widenet_b": (29e6, "Xue et al. 2022, Table 1"),
+    "widenet_l": (40e6, "Xue et al. 2022, Table 1"),
+    "widenet_h": (63e6, "Xue et al. 2022, Table 1"),
+    "vit22b": (21.743e9, "Dehghani et al. 2023, Table 1"),
+}
+ESTIMATE_DEVICE = "TPUv3"
+
+
+@dataclasses.dataclass
+class Seeds:
+    """One suite entry over its seeds: finished runs, and how many diverged."""
+
+    name: str
+    runs: list[Any]
+    diverged: int
+
+    def values(self, get) -> list[float]:
+        return [get(r) for r in self.runs]
+
+    def mean(self, get) -> float:
+        values = self.values(get)
+        return statistics.fmean(values) if values else float("nan")
+
+    def spread(self, get) -> float:
+        values = self.values(get)
+        return statistics.stdev(values) if len(values) > 1 else 0.0
+
+    def top1(self) -> tuple[float, float]:
+        return self.mean(_top1), self.spread(_top1)
+
+    @property
+    def first(self) -> Any:
+        return self.runs[0]
+
+
+def _top1(run: Any) -> float:
+    return run.results["eval"]["eval/top1"]
+
+
+def _images_per_s(run: Any) -> float:
+    return run.results["train"]["images_per_second"]
+
+
+def load(spec: Any) -> dict[str, Seeds]:
+    from harness.suite import DIVERGED_FILE, run_dir
+
+    loaded = {}
+    for name, _, _ in spec.runs:
+        runs, diverged = [], 0
+        for seed in range(spec.seeds):
+            path = run_dir(spec, name, seed)
+            if os.path.exists(os.path.join(path, DIVERGED_FILE)):
+                diverged += 1
+                continue
+            run = load_run(path)
+            if run is not None:
+                runs.append(run)
+        loaded[name] = Seeds(name, runs, diverged)
+    return loaded
+
+
+def _pm(mean: float, spread: float, digits: int = 4) -> str:
+    return f"{mean:.{digits}f} ± {spread:.{digits}f}"
+
+
+def _verdict(holds: bool | None) -> str:
+    if holds is None:
+        return "**not tested** (runs missing)"
+    return "**reproduced**" if holds else "**not reproduced**"
+
+
+class Writer:
+    """Collects markdown lines and plots for one report."""
+
+    def __init__(self, output: str) -> None:
+        self.output = output
+        self.plots_dir = os.path.splitext(output)[0] + "_plots"
+        self.rel = os.path.basename(self.plots_dir)
+        os.makedirs(self.plots_dir, exist_ok=True)
+        self.lines: list[str] = []
+        self.summary: list[tuple[str, str]] = []
+
+    def add(self, *lines: str) -> None:
+        self.lines.extend(lines)
+
+    def plot(self, figure: Any, name: str, alt: str) -> None:
+        plots.save(figure, os.path.join(self.plots_dir, name))
+        self.add(f"![{alt}]({self.rel}/{name})", "")
+
+
+def _available(seeds: dict[str, Seeds], *names: str) -> bool:
+    return all(name in seeds and seeds[name].runs for name in names)
+
+
+def claim_sparse_vs_dense(w: Writer, seeds: dict[str, Seeds]) -> None:
+    w.add("## 1. Sparse vs dense at matched inference compute", "")
+    w.add(
+        "Riquelme et al. (2021): V-MoE matches or beats dense ViTs at equal inference compute. "
+        "Rule: reproduced if V-MoE's mean top-1 beats the dense ViT of similar GFLOPs by more "
+        "than the larger of their spreads.",
+        "",
+    )
+    names = [n for n in ("vit", "vit_wide", "vmoe") if _available(seeds, n)]
+    rows = ["| model | GFLOPs/img | params total | params active | top-1 (mean ± spread) | seeds |"]
+    rows.append("|---|---:|---:|---:|---:|---:|")
+    series, errors = {}, {}
+    for name in names:
+        s = seeds[name]
+        model = s.first.results["model"]
+        mean, spread = s.top1()
+        rows.append(
+            f"| {name} | {model['gflops_per_image']:.4f} | {model['params_total']:,} | "
+            f"{model['params_active']:,} | {_pm(mean, spread)} | {len(s.runs)} |"
+        )
+        series[name] = ([model["gflops_per_image"]], [mean])
+        errors[name] = [spread]
+    w.add(*rows, "")
+    if series:
+        w.plot(
+            plots.line_plot(
+                series, "GFLOPs per image", "test top-1", "Accuracy vs compute", errors=errors
+            ),
+            "accuracy_vs_gflops.png",
+            "accuracy vs GFLOPs",
+        )
+    holds = None
+    if _available(seeds, "vit", "vmoe"):
+        (vit, vit_s), (moe, moe_s) = seeds["vit"].top1(), seeds["vmoe"].top1()
+        holds = moe - vit > max(vit_s, moe_s)
+        w.add(f"V-MoE - ViT: {moe - vit:+.4f} top-1 (spreads {moe_s:.4f}, {vit_s:.4f}).", "")
+    w.add(f"Verdict: {_verdict(holds)}.", "")
+    w.summary.append(("1. V-MoE beats a dense ViT of similar GFLOPs", _verdict(holds)))
+
+
+def _sweep_curve(s: Seeds, routing: str, k: int) -> tuple[list[float], list[float], list[float]]:
+    """(capacities, mean top-1, spread) over the seeds' sweeps for one routing and k."""
+    by_c: dict[float, list[float]] = {}
+    for run in s.runs:
+        for p in (run.sweep or {}).get("points", []):
+            if p["routing"] == routing and p["k"] == k:
+                by_c.setdefault(p["capacity_factor"], []).append(p["top1"])
+    cs = sorted(by_c, reverse=True)
+    means = [statistics.fmean(by_c[c]) for c in cs]
+    spreads = [statistics.stdev(by_c[c]) if len(by_c[c]) > 1 else 0.0 for c in cs]
+    return cs, means, spreads
+
+
+def claim_bpr(w: Writer, seeds: dict[str, Seeds]) -> None:
+    w.add("## 2. Batch Prioritized Routing at low capacity", "")
+    w.add(
+        "Riquelme et al. (2021): with BPR, accuracy degrades far more gracefully than with "
+        "vanilla routing as the capacity factor C falls. Same weights, inference C swept from "
+        "2 to 0.125, k=2. Rule: reproduced if BPR's mean top-1 beats vanilla's at every C <= 0.5.",
+        "",
+    )
+    s = seeds.get("vmoe")
+    if not s or not any(r.sweep for r in s.runs):
+        w.add("Verdict: **not tested** (no sweep).", "")
+        w.summary.append(("2. BPR degrades more gracefully than vanilla", _verdict(None)))
+        return
+    curves = {routing: _sweep_curve(s, routing, 2) for routing in ("vanilla", "bpr")}
+    rows = ["| C | vanilla top-1 | BPR top-1 | BPR - vanilla |", "|---:|---:|---:|---:|"]
+    cs = curves["bpr"][0]
+    for i, c in enumerate(cs):
+        van, bpr = curves["vanilla"][1][i], curves["bpr"][1][i]
+        rows.append(
+            f"| {c:g} | {_pm(van, curves['vanilla'][2][i])} | {_pm(bpr, curves['bpr'][2][i])} "
+            f"| {bpr - van:+.4f} |"
+        )
+    w.add(*rows, "")
+    w.plot(
+        plots.line_plot(
+            {r: (c[0], c[1]) for r, c in curves.items()},
+            "inference capacity factor C",
+            "test top-1",
+            "V-MoE, k=2: vanilla vs BPR",
+            logx=True,
+            errors={r: c[2] for r, c in curves.items()},
+        ),
+        "bpr_vs_vanilla.png",
+        "accuracy vs capacity, vanilla vs BPR",
+    )
+    low = [i for i, c in enumerate(cs) if c <= 0.5]
+    holds = bool(low) and all(curves["bpr"][1][i] > curves["vanilla"][1][i] for i in low)
+    w.add(f"Verdict: {_verdict(holds)}.", "")
+    w.summary.append(("2. BPR degrades more gracefully than vanilla", _verdict(holds)))
+
+
+def claim_adaptive_k(w: Writer, seeds: dict[str, Seeds]) -> None:
+    w.add("## 3. Adaptive compute: trained with k=2, evaluated with k=1", "")
+    w.add(
+        "Riquelme et al. (2021): a model trained with k=2 can run with k=1 at inference, "
+        "trading a little accuracy for compute. BPR routing, as trained. Rule: reproduced if "
+        "k=1 keeps at least 95% of k=2's mean top-1 at C=1.",
+        "",
+    )
+    s = seeds.get("vmoe")
+    if not s or not any(r.sweep for r in s.runs):
+        w.add("Verdict: **not tested** (no sweep).", "")
+        w.summary.append(("3. k=2-trained V-MoE runs at k=1", _verdict(None)))
+        return
+    curves = {f"k={k}": _sweep_curve(s, "bpr", k) for k in (1, 2)}
+    gflops = {p["k"]: p["gflops_per_image"] for r in s.runs for p in r.sweep["points"] if r.sweep}
+    rows = ["| C | k=1 top-1 | k=2 top-1 |", "|---:|---:|---:|"]
+    for i, c in enumerate(curves["k=2"][0]):
+        rows.append(
+            f"| {c:g} | {_pm(curves['k=1'][1][i], curves['k=1'][2][i])} | "
+            f"{_pm(curves['k=2'][1][i], curves['k=2'][2][i])} |"
+        )
+    w.add(*rows, "", f"GFLOPs per image: k=1 {gflops[1]:.4f}, k=2 {gflops[2]:.4f}.", "")
+    w.plot(
+        plots.line_plot(
+            {name: (c[0], c[1]) for name, c in curves.items()},
+            "inference capacity factor C",
+            "test top-1",
+            "V-MoE trained with k=2, BPR",
+            logx=True,
+            errors={name: c[2] for name, c in curves.items()},
+        ),
+        "k1_vs_k2.png",
+        "accuracy vs capacity, k=1 vs k=2",
+    )
+    at_one = curves["k=2"][0].index(1.0) if 1.0 in curves["k=2"][0] else None
+    holds = None
+    if at_one is not None:
+        holds = curves["k=1"][1][at_one] >= 0.95 * curves["k=2"][1][at_one]
+    w.add(f"Verdict: {_verdict(holds)}.", "")
+    w.summary.append(("3. k=2-trained V-MoE runs at k=1", _verdict(holds)))
+
+
+def claim_widenet(w: Writer, seeds: dict[str, Seeds]) -> None:
+    w.add("## 4. WideNet vs ViT vs V-MoE: accuracy per parameter", "")
+    w.add(
+        "Xue et al. (2022): WideNet beats ViT with fewer trainable parameters. Rule: "
+        "reproduced if WideNet's mean top-1 beats ViT's while having fewer parameters.",
+        "",
+    )
+    rows = ["| model | params total | top-1 | top-1 per million params |", "|---|---:|---:|---:|"]
+    points = {}
+    for name in ("vit", "widenet", "vmoe"):
+        if not _available(seeds, name):
+            continue
+        s = seeds[name]
+        params = s.first.results["model"]["params_total"]
+        mean, spread = s.top1()
+        rows.append(f"| {name} | {params:,} | {_pm(mean, spread)} | {mean / params * 1e6:.3f} |")
+        points[name] = (params / 1e6, mean)
+    w.add(*rows, "")
+    if points:
+        w.plot(
+            plots.scatter_plot(
+                points, "parameters (millions)", "test top-1", "Accuracy vs parameters"
+            ),
+            "accuracy_vs_params.png",
+            "accuracy vs parameters",
+        )
+    holds = None
+    if _available(seeds, "vit", "widenet"):
+        vit, wide = seeds["vit"], seeds["widenet"]
+        fewer = (
+            wide.first.results["model"]["params_total"] < vit.first.results["model"]["params_total"]
+        )
+        holds = fewer and wide.top1()[0] > vit.top1()[0]
+    w.add(f"Verdict: {_verdict(holds)}.", "")
+    w.summary.append(("4. WideNet beats ViT with fewer parameters", _verdict(holds)))
+
+
+def _final(run: Any, tag: str) -> float:
+    values = run.scalars.get(tag, [])
+    return values[-1][1] if values else float("nan")
+
+
+def claim_vit22b(w: Writer, seeds: dict[str, Seeds]) -> None:
+    w.add("## 5. ViT-22B block ablations", "")
+    w.add(
+        "Dehghani et al. (2023): parallel attention+MLP trains faster at no accuracy cost; "
+        "QK-norm keeps attention logits bounded so a high learning rate does not diverge; "
+        "dropping biases costs no accuracy. Rules: parallel is reproduced if it has higher "
+        "training images/s and mean top-1 within 1 point of sequential; QK-norm if, at the high "
+        "learning rate, the run without it diverges or ends with a higher max attention logit "
+        "and a higher training loss; no-bias if its mean top-1 is within 1 point of the biased "
+        "block's.",
+        "",
+    )
+    rows = [
+        "| variant | top-1 | train images/s | final train loss | max attention logit | diverged |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    names = [
+        "vit22b",
+        "vit22b_sequential",
+        "vit22b_bias",
+        "vit22b_high_lr",
+        "vit22b_high_lr_no_qknorm",
+    ]
+    for name in names:
+        s = seeds.get(name)
+        if s is None:
+            continue
+        if s.runs:
+            rows.append(
+                f"| {name} | {_pm(*s.top1())} | {s.mean(_images_per_s):.0f} | "
+                f"{s.mean(lambda r: _final(r, 'train/loss')):.4f} | "
+                f"{s.mean(lambda r: _final(r, 'train/max_attention_logit')):.1f} | "
+                f"{s.diverged}/{s.diverged + len(s.runs)} |"
+            )
+        else:
+            rows.append(f"| {name} | n/a | n/a | n/a | n/a | {s.diverged}/{s.diverged} |")
+    w.add(*rows, "")
+    curves = {
+        name: seeds[name].first.scalars
+        for name in ("vit22b_high_lr", "vit22b_high_lr_no_qknorm")
+        if _available(seeds, name)
+    }
+    for tag, title, file in (
+        ("train/loss", "Training loss at a high learning rate", "qknorm_loss.png"),
+        (
+            "train/max_attention_logit",
+            "Max attention logit at a high learning rate",
+            "qknorm_logits.png",
+        ),
+    ):
+        series = {
+            name: tuple(zip(*scalars[tag], strict=True))
+            for name, scalars in curves.items()
+            if scalars.get(tag)
+        }
+        if series:
+            w.plot(plots.line_plot(series, "step", tag, title + " (seed 0)"), file, title)
+
+    parallel = None
+    if _available(seeds, "vit22b", "vit22b_sequential"):
+        par, seq = seeds["vit22b"], seeds["vit22b_sequential"]
+        parallel = (
+            par.mean(_images_per_s) > seq.mean(_images_per_s)
+            and abs(par.top1()[0] - seq.top1()[0]) <= 0.01
+        )
+    qknorm = None
+    if "vit22b_high_lr" in seeds and "vit22b_high_lr_no_qknorm" in seeds:
+        with_norm, without = seeds["vit22b_high_lr"], seeds["vit22b_high_lr_no_qknorm"]
+        if without.diverged and not with_norm.diverged:
+            qknorm = True
+        elif with_norm.runs and without.runs:
+            qknorm = without.mean(
+                lambda r: _final(r, "train/max_attention_logit")
+            ) > with_norm.mean(lambda r: _final(r, "train/max_attention_logit")) and without.mean(
+                lambda r: _final(r, "train/loss")
+            ) > with_norm.mean(lambda r: _final(r, "train/loss"))
+        else:
+            qknorm = False
+    bias = None
+    if _available(seeds, "vit22b", "vit22b_bias"):
+        bias = abs(seeds["vit22b"].top1()[0] - seeds["vit22b_bias"].top1()[0]) <= 0.01
+    w.add(
+        f"Verdicts: parallel block {_verdict(parallel)}; QK-norm {_verdict(qknorm)}; "
+        f"no bias {_verdict(bias)}.",
+        "",
+    )
+    w.summary += [
+        ("5a. parallel block: faster, same accuracy", _verdict(parallel)),
+        ("5b. QK-norm stabilises a high learning rate", _verdict(qknorm)),
+        ("5c. no biases: same accuracy", _verdict(bias)),
+    ]
+
+
+def paper_scale(w: Writer, paper: dict[str, dict[str, Any]]) -> None:
+    w.add("## 6. Paper scale, without training", "")
+    w.add(
+        "Every paper config built abstractly by `python -m harness.inspect` (no weights in "
+        "memory): parameters next to the papers' published counts, analytic forward GFLOPs per "
+        "image, and the **estimated** energy and carbon of each gin file's training section "
+        f"(300 epochs of ImageNet-1k, {IMAGENET_TRAIN_IMAGES:,} images each, training FLOPs = "
+        f"3 x forward) on {ESTIMATE_DEVICE} at the default assumed utilisation. The papers "
+        "themselves trained on JFT for budgets they report in accelerator-days; those budgets "
+        "are not restated here.",
+        "",
+    )
+    rows = [
+        "| config | params (ours) | params (paper) | ours/paper | GFLOPs/img | train "
+        f"{ESTIMATE_DEVICE}-hours | kWh | tCO2e | paper source |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for name, record in paper.items():
+        published, source = PUBLISHED_PARAMS.get(name, (None, "n/a"))
+        flops = 3 * record["gflops_per_image"] * 1e9 * record["train_images"]
+        estimate = carbon.estimated_training_footprint(flops, ESTIMATE_DEVICE, 1)
+        ratio = f"{record['params_total'] / published:.3f}" if published else "n/a"
+        rows.append(
+            f"| {name} | {record['params_total']:,} | "
+            f"{f'{published:,.0f}' if published else 'n/a'} | {ratio} | "
+            f"{record['gflops_per_image']:.2f} | {estimate.hours:,.0f} | {estimate.kwh:,.0f} | "
+            f"{estimate.kg_co2e / 1000:,.2f} | {source} |"
+        )
+    w.add(*rows, "")
+    w.add(
+        "Estimate method (one row): "
+        + carbon.estimated_training_footprint(3e18, ESTIMATE_DEVICE, 1).method.replace(
+            "3e+18", "F"
+        ),
+        "",
+    )
+
+
+def write_report(spec: Any, paper: dict[str, dict[str, Any]], command: str, devices: dict) -> str:
+    seeds = load(spec)
+    w = Writer(spec.report)
+    claim_sparse_vs_dense(w, seeds)
+    claim_bpr(w, seeds)
+    claim_adaptive_k(w, seeds)
+    claim_widenet(w, seeds)
+    claim_vit22b(w, seeds)
+    paper_scale(w, paper)
+    trained = [run for s in seeds.values() for run in s.runs]
+    footprints = [footprint_of(run) for run in trained]
+    wall_minutes = sum(r.results["train"]["wall_seconds"] for r in trained) / 60
+    header = [
+        "# Paper claims at CPU scale",
+        "",
+        f"Generated {results.timestamp()} by `{command}` on {devices['count']} x "
+        f"{devices['kind']} ({devices['platform']}, {devices['cpu_count']} cores, host "
+        f"{devices['host']}). Each trained claim: {spec.seeds} seed(s) per model, "
+        f"{spec.num_epochs:g} epoch(s) of Fashion-MNIST each, evaluated on "
+        f"{spec.eval_split or 'the full test split'}; accuracy is mean ± sample standard "
+        "deviation over seeds. Models are the tiny CPU configs in `gin/cpu/`, variants as "
+        f"listed in the suite's gin file; run directories under `{spec.root}/`.",
+        "",
+        "| claim | verdict at this scale |",
+        "|---|---|",
+        *[f"| {claim} | {verdict} |" for claim, verdict in w.summary],
+        "",
+        f"Training all {len(trained)} runs took {wall_minutes:.1f} "
+        f"minutes of wall time; measured energy {sum(f.kwh for f in footprints):.4f} kWh, "
+        f"{sum(f.kg_co2e for f in footprints):.4f} kgCO2e "
+        "(wall time x the CPU row of the device table x default PUE and grid intensity).",
+        "",
+    ]
+    footer = [
+        "## How the numbers were made",
+        "",
+        "- top-1: each run's final evaluation (`results.json`); images/s: training throughput "
+        "after compilation, on this machine, runs one after another.",
+        "- sweeps: `python -m harness.sweep RUN_DIR` on the same weights (`sweep.json`).",
+        "- curves: the runs' TensorBoard events (train metrics averaged over each logging "
+        "interval; the max attention logit is the interval's maximum).",
+        "",
+        "## Regenerate",
+        "",
+        "```sh",
+        command,
+        "```",
+        "",
+        "It resumes where it stopped: finished runs are skipped, interrupted ones resume from "
+        "their checkpoints. `tensorboard --logdir " + spec.root + "` overlays every run.",
+        "",
+        "## Energy and carbon assumptions",
+        "",
+        carbon.device_table_markdown(),
+        "",
+    ]
+    text = "\n".join(header + w.lines + footer)
+    temporary = spec.report + ".tmp"
+    with open(temporary, "w") as f:
+        f.write(text)
+    os.replace(temporary, spec.report)
+    return text
