@@ -17,7 +17,7 @@ import shlex
 import sys
 from typing import Any
 
-from absl import app, flags
+from absl import app, flags, logging
 
 from harness import carbon, events, plots, results
 from harness.errors import UsageError, run_cli
@@ -339,6 +339,7 @@ def render(
 
 
 def main(argv: list[str]) -> None:
+    logging.set_verbosity(logging.WARNING)  # praxis and orbax log every parameter and file
     if not FLAGS.o:
         raise UsageError("-o is required, e.g. -o reports/compare.md")
     if len(argv) < 2:

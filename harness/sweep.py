@@ -15,7 +15,7 @@ from typing import Any
 
 import jax
 import numpy as np
-from absl import app, flags
+from absl import app, flags, logging
 
 from harness import config, measure, results, timing
 from harness.checkpointing import Checkpointer
@@ -131,6 +131,7 @@ def sweep(
 
 
 def main(argv: list[str]) -> None:
+    logging.set_verbosity(logging.WARNING)  # praxis logs every parameter at INFO
     if len(argv) != 2:
         raise UsageError("pass exactly one RUN_DIR, e.g. python -m harness.sweep runs/vmoe")
     try:
