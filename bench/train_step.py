@@ -16,12 +16,18 @@ per config, both after a compiling warm-up step:
 """
 
 import argparse
+import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 
 import gin
+
+# Run as a script from anywhere: the project's packages live one folder up.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 import jax
 
 from harness import config, trainer

@@ -60,7 +60,7 @@ class MoeSpec(Spec):
     expert_mlp_dims: int | None = None
     aux_loss: str = "vmoe"
     noise_std: float | None = None
-    dispatch: str = "einsum"
+    dispatch: str = "gather"
 
     @property
     def inference_k(self) -> int:
