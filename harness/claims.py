@@ -226,7 +226,7 @@ def claim_adaptive_k(w: Writer, seeds: dict[str, Seeds]) -> None:
         w.summary.append(("3. k=2-trained V-MoE runs at k=1", _verdict(None)))
         return
     curves = {f"k={k}": _sweep_curve(s, "bpr", k) for k in (1, 2)}
-    gflops = {p["k"]: p["gflops_per_image"] for r in s.runs for p in r.sweep["points"] if r.sweep}
+    gflops = {p["k"]: p["gflops_per_image"] for r in s.runs if r.sweep for p in r.sweep["points"]}
     rows = ["| C | k=1 top-1 | k=2 top-1 |", "|---:|---:|---:|"]
     for i, c in enumerate(curves["k=2"][0]):
         rows.append(
