@@ -450,6 +450,15 @@ def write_report(spec: Any, paper: dict[str, dict[str, Any]], command: str, devi
         "deviation over seeds. Models are the tiny CPU configs in `gin/cpu/`, variants as "
         f"listed in the suite's gin file; run directories under `{spec.root}/`.",
         "",
+        *(
+            [
+                "**One seed**: every spread below is 0 and no verdict is evidence; "
+                "`make reproduce` runs the 3-seed suite.",
+                "",
+            ]
+            if spec.seeds == 1
+            else []
+        ),
         "| claim | verdict at this scale |",
         "|---|---|",
         *[f"| {claim} | {verdict} |" for claim, verdict in w.summary],
@@ -464,7 +473,7 @@ def write_report(spec: Any, paper: dict[str, dict[str, Any]], command: str, devi
         "## How the numbers were made",
         "",
         "- top-1: each run's final evaluation (`results.json`); images/s: training throughput "
-        "after compilation, on this machine, runs one after another.",
+        "after compilation, evaluation excluded, on this machine, runs one after another.",
         "- sweeps: `python -m harness.sweep RUN_DIR` on the same weights (`sweep.json`).",
         "- curves: the runs' TensorBoard events (train metrics averaged over each logging "
         "interval; the max attention logit is the interval's maximum).",

@@ -1,7 +1,9 @@
 """The progress line a long run prints, with throughput and ETA."""
 
+import contextlib
 import sys
 import time
+from collections.abc import Iterator
 
 
 def _clock(seconds: float) -> str:
@@ -29,6 +31,18 @@ class Progress:
         """Call once the first step's result is ready (compilation done)."""
         self._first_step, self._first_time = step, time.perf_counter()
         self._window = (step, self._first_time)
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Work inside (evaluation) counts for neither throughput nor the ETA."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            gap = time.perf_counter() - start
+            self._first_time += gap
+            window_step, window_time = self._window
+            self._window = (window_step, window_time + gap)
 
     def elapsed(self) -> float:
         return time.perf_counter() - self._created

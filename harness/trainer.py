@@ -345,8 +345,9 @@ class Trainer:
                     writer.write_scalars(step, scalars)
                     progress.report(step, scalars)
                 if train.eval_every_steps and step % train.eval_every_steps == 0:
-                    evaluation, last_eval_step = self.evaluate(state.params), step
-                    write_evaluation(writer, step, evaluation)
+                    with progress.paused():  # throughput and ETA count training only
+                        evaluation, last_eval_step = self.evaluate(state.params), step
+                        write_evaluation(writer, step, evaluation)
                     progress.report_eval(step, evaluation.metrics)
                 if should_save:
                     checkpointer.save(step, state)
@@ -357,6 +358,7 @@ class Trainer:
                     writer.flush()
                     checkpointer.close()
                     raise Preempted(step, checkpointer.directory)
+        train_images_per_second = progress.overall_images_per_second(self.total_steps)
         if evaluation is None or last_eval_step != self.total_steps:
             evaluation = self.evaluate(state.params)
             write_evaluation(writer, self.total_steps, evaluation)
@@ -368,7 +370,7 @@ class Trainer:
             "batch_size": self.experiment.data.batch_size,
             "resumed_from_step": start_step,
             "wall_seconds": progress.elapsed(),
-            "images_per_second": progress.overall_images_per_second(self.total_steps),
+            "images_per_second": train_images_per_second,
         }
         return {
             "train": summary,
