@@ -79,7 +79,8 @@ def train(gin_files: list[str], gin_params: list[str], workdir: str) -> dict:
     except data.DatasetNotFoundError as error:
         raise UsageError(str(error)) from error
     except ValueError as error:  # one-line validation messages from specs and layers
-        raise UsageError(one_line(error)) from error
+        # gin appends "In call to configurable ..." lines; the first line is the message.
+        raise UsageError(one_line(str(error).splitlines()[0])) from error
     prepare_workdir(workdir, config_text)
     started = results.timestamp()
     outcome = run.run()
