@@ -171,6 +171,19 @@ def _sweep_curve(s: Seeds, routing: str, k: int) -> tuple[list[float], list[floa
     return cs, means, spreads
 
 
+def _plot_sweep(w: Writer, curves: dict[str, tuple], title: str, file: str, what: str) -> None:
+    """Mean top-1 against inference C (log scale), one line per curve, spreads as error bars."""
+    figure = plots.line_plot(
+        {name: (c[0], c[1]) for name, c in curves.items()},
+        "inference capacity factor C",
+        "test top-1",
+        title,
+        logx=True,
+        errors={name: c[2] for name, c in curves.items()},
+    )
+    w.plot(figure, file, f"accuracy vs capacity, {what}")
+
+
 def claim_bpr(w: Writer, seeds: dict[str, Seeds]) -> None:
     w.add("## 2. Batch Prioritized Routing at low capacity", "")
     w.add(
@@ -194,18 +207,7 @@ def claim_bpr(w: Writer, seeds: dict[str, Seeds]) -> None:
             f"| {bpr - van:+.4f} |"
         )
     w.add(*rows, "")
-    w.plot(
-        plots.line_plot(
-            {r: (c[0], c[1]) for r, c in curves.items()},
-            "inference capacity factor C",
-            "test top-1",
-            "V-MoE, k=2: vanilla vs BPR",
-            logx=True,
-            errors={r: c[2] for r, c in curves.items()},
-        ),
-        "bpr_vs_vanilla.png",
-        "accuracy vs capacity, vanilla vs BPR",
-    )
+    _plot_sweep(w, curves, "V-MoE, k=2: vanilla vs BPR", "bpr_vs_vanilla.png", "vanilla vs BPR")
     low = [i for i, c in enumerate(cs) if c <= 0.5]
     holds = bool(low) and all(curves["bpr"][1][i] > curves["vanilla"][1][i] for i in low)
     w.add(f"Verdict: {_verdict(holds)}.", "")
@@ -234,18 +236,7 @@ def claim_adaptive_k(w: Writer, seeds: dict[str, Seeds]) -> None:
             f"{_pm(curves['k=2'][1][i], curves['k=2'][2][i])} |"
         )
     w.add(*rows, "", f"GFLOPs per image: k=1 {gflops[1]:.4f}, k=2 {gflops[2]:.4f}.", "")
-    w.plot(
-        plots.line_plot(
-            {name: (c[0], c[1]) for name, c in curves.items()},
-            "inference capacity factor C",
-            "test top-1",
-            "V-MoE trained with k=2, BPR",
-            logx=True,
-            errors={name: c[2] for name, c in curves.items()},
-        ),
-        "k1_vs_k2.png",
-        "accuracy vs capacity, k=1 vs k=2",
-    )
+    _plot_sweep(w, curves, "V-MoE trained with k=2, BPR", "k1_vs_k2.png", "k=1 vs k=2")
     at_one = curves["k=2"][0].index(1.0) if 1.0 in curves["k=2"][0] else None
     holds = None
     if at_one is not None:

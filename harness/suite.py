@@ -25,21 +25,6 @@ from models import builders
 from models.spec import Spec
 
 DIVERGED_FILE = "diverged.json"
-PAPER_CONFIGS = (
-    "vit_b16",
-    "vit_l16",
-    "vit_h14",
-    "vmoe_s32",
-    "vmoe_b16",
-    "vmoe_l16",
-    "vmoe_h14",
-    "vmoe_h14_last5",
-    "vmoe_15b",
-    "widenet_b",
-    "widenet_l",
-    "widenet_h",
-    "vit22b",
-)
 
 
 @gin.configurable
@@ -64,7 +49,7 @@ class SuiteSpec(Spec):
     sweep_ks: Sequence[Any] = (1, 2)
     sweep_timing_batch_size: int = 256
     sweep_runs: Sequence[Any] = ("vmoe",)
-    paper_configs: Sequence[Any] = PAPER_CONFIGS
+    paper_configs: Sequence[Any] = config.PAPER_CONFIGS
 
     def __post_init__(self) -> None:
         super().__post_init__()

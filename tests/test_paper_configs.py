@@ -11,21 +11,7 @@ from harness import config, inspect, measure
 from models import builders
 from tests import param_formulas
 
-PAPER_GIN_FILES = (
-    "vit_b16",
-    "vit_l16",
-    "vit_h14",
-    "vmoe_s32",
-    "vmoe_b16",
-    "vmoe_l16",
-    "vmoe_h14",
-    "vmoe_h14_last5",
-    "vmoe_15b",
-    "widenet_b",
-    "widenet_l",
-    "widenet_h",
-    "vit22b",
-)
+PAPER_GIN_FILES = config.PAPER_CONFIGS
 
 # Exact counts of the reference ViT implementation with a 1000-class head and no
 # pre-logits layer (the original ViT checkpoints' fine-tuned ImageNet heads).
