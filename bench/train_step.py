@@ -39,6 +39,7 @@ CONFIGS = {
     "widenet": ("gin/cpu/widenet.gin", []),
     "vit22b": ("gin/cpu/vit22b.gin", []),
     "vit22b_sequential": ("gin/cpu/vit22b.gin", ["Vit22bSpec.parallel=False"]),
+    "vit22b_bias": ("gin/cpu/vit22b.gin", ["Vit22bSpec.use_bias=True"]),
 }
 
 

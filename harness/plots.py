@@ -76,15 +76,48 @@ def line_plot(
 
 
 def scatter_plot(
-    points: Mapping[str, tuple[float, float]], xlabel: str, ylabel: str, title: str
+    points: Mapping[str, tuple[float, float]],
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    errors: Mapping[str, float] | None = None,
 ) -> Figure:
-    """Labelled points, e.g. accuracy against GFLOPs per image, one per model."""
+    """Labelled points, e.g. accuracy against GFLOPs per image, one per model, with optional
+    vertical error bars."""
     figure, axes = plt.subplots(figsize=(5.5, 3.6))
     for name, (x, y) in points.items():
-        axes.scatter([x], [y], s=30)
+        if errors and name in errors:
+            axes.errorbar([x], [y], yerr=[errors[name]], marker="o", capsize=3)
+        else:
+            axes.scatter([x], [y], s=30)
         axes.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
     axes.set_xlabel(xlabel)
     axes.set_ylabel(ylabel)
     axes.set_title(title, fontsize=10)
     axes.grid(alpha=0.3)
+    return figure
+
+
+def seed_curves_plot(
+    groups: Mapping[str, Sequence[tuple[Sequence[float], Sequence[float]]]],
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    logy: bool = False,
+) -> Figure:
+    """One colour per named group, one line per (xs, ys) in it: e.g. every seed of a run."""
+    figure, axes = plt.subplots(figsize=(5.5, 3.6))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for index, (name, curves) in enumerate(groups.items()):
+        colour = colours[index % len(colours)]
+        for seed, (xs, ys) in enumerate(curves):
+            label = f"{name} ({len(curves)} seeds)" if seed == 0 else None
+            axes.plot(xs, ys, color=colour, marker="o", markersize=2, alpha=0.8, label=label)
+    if logy:
+        axes.set_yscale("log")
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.set_title(title, fontsize=10)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
     return figure

@@ -19,12 +19,23 @@ from typing import Any
 import gin
 from absl import app, logging
 
-from harness import claims, config, gin_flags, inspect, preemption, results, run, sweep
+from harness import (
+    claims,
+    config,
+    gin_flags,
+    inspect,
+    preemption,
+    results,
+    run,
+    step_timing,
+    sweep,
+)
 from harness.errors import UsageError, run_cli
 from models import builders
 from models.spec import Spec
 
 DIVERGED_FILE = "diverged.json"
+STEP_TIMES_FILE = "step_times.json"
 
 
 @gin.configurable
@@ -36,6 +47,9 @@ class SuiteSpec(Spec):
     num_epochs, eval_split: applied to every run (eval_split None = the full test split).
     sweep_runs, sweep_capacities, sweep_ks: which runs get the inference-time routing sweep
       (all their seeds), over which C and k.
+    step_time_runs, step_time_rounds, step_time_steps: runs whose train step is timed
+      interleaved in one process (harness/step_timing.py) for the speed claim, rather than
+      compared through the throughput of runs trained one after another.
     paper_configs: gin/NAME.gin files inspected (not trained) for claim 6.
     """
 
@@ -49,12 +63,20 @@ class SuiteSpec(Spec):
     sweep_ks: Sequence[Any] = (1, 2)
     sweep_timing_batch_size: int = 256
     sweep_runs: Sequence[Any] = ("vmoe",)
+    step_time_runs: Sequence[Any] = ("vit22b", "vit22b_sequential", "vit22b_bias")
+    step_time_rounds: int = 5
+    step_time_steps: int = 10
     paper_configs: Sequence[Any] = config.PAPER_CONFIGS
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.seeds < 1:
             raise ValueError(f"SuiteSpec.seeds={self.seeds} must be >= 1")
+        if self.step_time_rounds < 1 or self.step_time_steps < 1:
+            raise ValueError(
+                f"SuiteSpec.step_time_rounds={self.step_time_rounds} and step_time_steps="
+                f"{self.step_time_steps} must both be >= 1"
+            )
         if not self.runs:
             raise ValueError("SuiteSpec.runs is empty; list (name, gin_file, [bindings]) triples")
         for entry in self.runs:
@@ -125,6 +147,31 @@ def sweep_all(spec: SuiteSpec) -> None:
             gin.clear_config()
 
 
+def time_steps(spec: SuiteSpec) -> None:
+    """Interleaved train-step times of spec.step_time_runs, once per suite root."""
+    path = os.path.join(spec.root, STEP_TIMES_FILE)
+    entries = {name: (gin_file, extra) for name, gin_file, extra in spec.runs}
+    names = [name for name in spec.step_time_runs if name in entries]
+    if os.path.exists(path) or not names:
+        return
+    print(f"[suite] timing the train step of {', '.join(names)}", flush=True)
+    timed = step_timing.time_train_steps(
+        {name: (entries[name][0], bindings_for(spec, entries[name][1], 0)) for name in names},
+        spec.step_time_rounds,
+        spec.step_time_steps,
+    )
+    results.write_json_atomically(
+        path,
+        {
+            "method": step_timing.METHOD.format(
+                rounds=spec.step_time_rounds, steps=spec.step_time_steps
+            ),
+            "devices": results.devices(),
+            "times": {name: t.as_dict() for name, t in timed.items()},
+        },
+    )
+
+
 def inspect_paper_configs(names: Sequence[str]) -> dict[str, dict[str, Any]]:
     """Abstract parameter and FLOP counts of paper configs (no weights, no compile)."""
     records = {}
@@ -172,6 +219,7 @@ def main() -> None:
         print(f"{stopped} (the suite resumes with it too)", file=sys.stderr)
         sys.exit(preemption.PREEMPTED_EXIT_CODE)
     sweep_all(spec)
+    time_steps(spec)
     print("[suite] inspecting the paper configs", flush=True)
     paper = inspect_paper_configs(spec.paper_configs)
     claims.write_report(spec, paper, command, devices=results.devices())

@@ -308,11 +308,10 @@ class Vit22bBlock(base_layer.BaseLayer):
         th = self.theta
         a = self.attention_dims
         h = jnp.einsum("btd,dk->btk", x, th.w_in)
-        if self.use_bias:
-            h = h + th.b_in
-        q, k, v, mlp_pre = jnp.split(h, [a, 2 * a, 3 * a], axis=-1)
-        if not self.use_bias:
-            mlp_pre = mlp_pre + th.b_in
+        # Without use_bias, b_in covers only the MLP columns: zero-pad it over Q/K/V and add it
+        # before the split, so XLA fuses the add into the matmul's output as it does with bias.
+        b_in = th.b_in if self.use_bias else jnp.pad(th.b_in, (3 * a, 0))
+        q, k, v, mlp_pre = jnp.split(h + b_in, [a, 2 * a, 3 * a], axis=-1)
         context = self._attention(q, k, v, attention_mask)
         hidden = self._mlp_hidden(mlp_pre)
         # concat(heads, mlp hidden) @ W_out == heads @ W_out[:A] + hidden @ W_out[A:]: the two

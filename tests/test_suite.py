@@ -24,6 +24,9 @@ SuiteSpec.sweep_capacities = [1.0, 0.25]
 SuiteSpec.sweep_ks = [1, 2]
 SuiteSpec.sweep_timing_batch_size = 8
 SuiteSpec.paper_configs = ['vit_b16']
+SuiteSpec.step_time_runs = ['vit', 'not_a_run']
+SuiteSpec.step_time_rounds = 2
+SuiteSpec.step_time_steps = 2
 SuiteSpec.runs = [
     ('vit', 'gin/cpu/vit.gin', ['VitSpec.num_layers=2']),
     ('vmoe', 'gin/cpu/vmoe.gin', ['VitSpec.num_layers=2']),
@@ -71,7 +74,14 @@ def test_suite_trains_sweeps_reports_and_resumes(tmp_path, capsys):
         assert heading in report
     assert f"| vit | {vit['model']['gflops_per_image']:.4f} |" in report
     assert f"{vit['eval']['eval/top1']:.4f} ± 0.0000" in report
-    assert "| vit22b_high_lr_no_qknorm | n/a | n/a | n/a | n/a | 1/1 |" in report
+    assert "| vit22b_high_lr_no_qknorm | n/a | n/a | n/a | n/a | n/a | 1/1 |" in report
+    # Only listed runs that exist are timed, every round's steps each.
+    step_times = json.loads((runs / "step_times.json").read_text())["times"]
+    assert list(step_times) == ["vit"]
+    assert step_times["vit"]["timed_steps"] == 4
+    assert step_times["vit"]["images_per_s"] == pytest.approx(
+        step_times["vit"]["batch_size"] / (step_times["vit"]["step_ms"] / 1000)
+    )
     assert "| vit_b16 | 86,567,656 | 86,000,000 |" in report
     for plot in ("accuracy_vs_gflops.png", "bpr_vs_vanilla.png", "k1_vs_k2.png"):
         assert os.path.getsize(tmp_path / "claims_plots" / plot) > 1000
@@ -83,3 +93,13 @@ def test_suite_trains_sweeps_reports_and_resumes(tmp_path, capsys):
     output = capsys.readouterr().out
     assert output.count("done before, skipped") == 3
     assert os.path.getmtime(runs / "vit/seed_0/results.json") == before
+
+
+@pytest.mark.parametrize(("rounds", "steps"), [(0, 10), (5, 0)])
+def test_step_timing_needs_at_least_one_round_and_step(rounds, steps):
+    with pytest.raises(ValueError, match="step_time_rounds"):
+        suite.SuiteSpec(
+            runs=[("vit", "gin/cpu/vit.gin", [])],
+            step_time_rounds=rounds,
+            step_time_steps=steps,
+        )

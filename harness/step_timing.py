@@ -1,0 +1,91 @@
+"""Training-step time of several configs, measured interleaved in one process.
+
+Method (`METHOD`, printed next to every figure that uses it):
+- Each config's Trainer is built from its gin file and bindings, its state initialised, and
+  one real training batch put on the device; one untimed step compiles it.
+- Then `rounds` rounds; in each, every config in turn runs `steps` train steps, each timed on
+  its own: time.perf_counter() around the step plus jax.block_until_ready on its metrics.
+- Step time is the median over all of a config's timed steps; images/s = batch / median.
+
+Why interleaved: on a shared machine, load and clock speed drift over minutes. Runs trained
+one after another each see a different stretch of that drift, so their own images/s can
+differ by 25% for one architecture. Rounds spread the drift over every config alike.
+"""
+
+import dataclasses
+import statistics
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import gin
+import jax
+
+from harness import config
+
+METHOD = (
+    "train step of one real batch already on the device, {rounds} interleaved rounds x {steps} "
+    "steps per config in one process after a compiling step, each step timed alone "
+    "(perf_counter + block_until_ready); median step time, images/s = batch / median"
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class StepTime:
+    step_ms: float  # median over every timed step
+    images_per_s: float
+    batch_size: int
+    timed_steps: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _prepared(gin_file: str, bindings: Sequence[str], workdir: str) -> tuple[Any, Any, Any]:
+    """(trainer, compiled state, device batch) for one config; gin is cleared afterwards."""
+    from harness import trainer  # imports JAX state: only once absl has parsed flags
+
+    config.parse_gin([gin_file], [*bindings, "TrainSpec.num_epochs=None"])
+    try:
+        experiment = trainer.Experiment.from_gin()
+        mesh_shape = trainer.validate(experiment, jax.device_count())
+        run = trainer.Trainer(experiment, workdir, mesh_shape)
+    finally:
+        gin.clear_config()
+    with run.mesh:
+        state = run.init_state()
+        batch = run.global_batch(next(run.train_batches(0)), run.batch_shardings)
+        state, metrics = run.train_step(state, batch)  # compiles
+        jax.block_until_ready(metrics)
+    return run, state, batch
+
+
+def time_train_steps(
+    configs: Mapping[str, tuple[str, Sequence[str]]], rounds: int, steps: int
+) -> dict[str, StepTime]:
+    """Median train-step time of each named (gin file, bindings), measured round by round."""
+    if rounds < 1 or steps < 1:
+        raise ValueError(f"rounds={rounds} and steps={steps} must both be >= 1")
+    with tempfile.TemporaryDirectory(prefix="step_timing_") as workdir:
+        prepared = {
+            name: _prepared(gin_file, bindings, workdir)
+            for name, (gin_file, bindings) in configs.items()
+        }
+        times: dict[str, list[float]] = {name: [] for name in configs}
+        for _ in range(rounds):
+            for name, (run, state, batch) in prepared.items():
+                with run.mesh:
+                    for _ in range(steps):
+                        start = time.perf_counter()
+                        state, metrics = run.train_step(state, batch)
+                        jax.block_until_ready(metrics)
+                        times[name].append(time.perf_counter() - start)
+                # The step donates its input state: keep the new one for the next round.
+                prepared[name] = (run, state, batch)
+    result = {}
+    for name, (run, _, _) in prepared.items():
+        median = statistics.median(times[name])
+        batch_size = run.experiment.data.batch_size
+        result[name] = StepTime(1000 * median, batch_size / median, batch_size, len(times[name]))
+    return result
