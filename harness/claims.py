@@ -64,10 +64,6 @@ def _top1(run: Any) -> float:
     return run.results["eval"]["eval/top1"]
 
 
-def _images_per_s(run: Any) -> float:
-    return run.results["train"]["images_per_second"]
-
-
 def load(spec: Any) -> dict[str, Seeds]:
     from harness.suite import DIVERGED_FILE, run_dir
 
@@ -423,10 +419,8 @@ def claim_vit22b(
 
     times = step_times.get("times", {})
     parallel = None
-    if _available(seeds, "vit22b", "vit22b_sequential") and {
-        "vit22b",
-        "vit22b_sequential",
-    } <= set(times):
+    pair = ("vit22b", "vit22b_sequential")
+    if _available(seeds, *pair) and all(name in times for name in pair):
         par, seq = seeds["vit22b"], seeds["vit22b_sequential"]
         par_ms, seq_ms = times["vit22b"]["step_ms"], times["vit22b_sequential"]["step_ms"]
         parallel = par_ms < seq_ms and _no_worse(par, seq)

@@ -12,6 +12,7 @@ matplotlib.use("Agg")  # headless: reports and TensorBoard images, never a windo
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 DPI = 110
@@ -50,6 +51,16 @@ def expert_class_heatmap(
     return figure
 
 
+def _label(axes: Axes, xlabel: str, ylabel: str, title: str, legend: bool) -> None:
+    """The axis labels, title, grid and (optionally) legend every trade-off plot shares."""
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.set_title(title, fontsize=10)
+    axes.grid(alpha=0.3)
+    if legend:
+        axes.legend(fontsize=8)
+
+
 def line_plot(
     series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
     xlabel: str,
@@ -67,11 +78,7 @@ def line_plot(
             axes.plot(xs, ys, marker="o", markersize=3, label=name)
     if logx:
         axes.set_xscale("log", base=2)
-    axes.set_xlabel(xlabel)
-    axes.set_ylabel(ylabel)
-    axes.set_title(title, fontsize=10)
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize=8)
+    _label(axes, xlabel, ylabel, title, legend=True)
     return figure
 
 
@@ -91,10 +98,7 @@ def scatter_plot(
         else:
             axes.scatter([x], [y], s=30)
         axes.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    axes.set_xlabel(xlabel)
-    axes.set_ylabel(ylabel)
-    axes.set_title(title, fontsize=10)
-    axes.grid(alpha=0.3)
+    _label(axes, xlabel, ylabel, title, legend=False)
     return figure
 
 
@@ -115,9 +119,5 @@ def seed_curves_plot(
             axes.plot(xs, ys, color=colour, marker="o", markersize=2, alpha=0.8, label=label)
     if logy:
         axes.set_yscale("log")
-    axes.set_xlabel(xlabel)
-    axes.set_ylabel(ylabel)
-    axes.set_title(title, fontsize=10)
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize=8)
+    _label(axes, xlabel, ylabel, title, legend=True)
     return figure
