@@ -1,8 +1,10 @@
 r"""Train-step time and images/s of each family's CPU config, ViT-22B parallel vs sequential
 blocks, and the fraction of a training loop spent waiting for input data.
 
-  .venv/bin/python bench/train_step.py [--configs=vit,vmoe,widenet,vit22b,vit22b_sequential]
-      [--steps=40] [--dispatch=einsum|gather]
+  .venv/bin/python bench/train_step.py [--configs=NAME,...] [--steps=40]
+      [--dispatch=einsum|gather]
+
+NAME is any key of CONFIGS below (default: all of them).
 
 All configs run in this one process, one after another, on the devices JAX sees (one CPU
 device unless XLA_FLAGS says otherwise), with the batch size of the gin file. Two timings
@@ -23,14 +25,12 @@ import sys
 import tempfile
 import time
 
-import gin
-
 # Run as a script from anywhere: the project's packages live one folder up.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax
 
-from harness import config, trainer
+from harness import step_timing
 from harness.measure import analytic_gflops_per_image
 
 CONFIGS = {
@@ -43,47 +43,28 @@ CONFIGS = {
 }
 
 
-def _trainer(name: str, extra: list[str]) -> trainer.Trainer:
-    gin_file, bindings = CONFIGS[name]
-    config.parse_gin([gin_file], [*bindings, *extra, "TrainSpec.num_epochs=None"])
-    experiment = trainer.Experiment.from_gin()
-    mesh_shape = trainer.validate(experiment, jax.device_count())
-    return trainer.Trainer(experiment, tempfile.mkdtemp(prefix="bench_"), mesh_shape)
-
-
 def measure(name: str, steps: int, extra: list[str]) -> dict[str, float]:
-    run = _trainer(name, extra)
-    batches = run.train_batches(0)
-    with run.mesh:
-        state = run.init_state()
-        batch = run.global_batch(next(batches), run.batch_shardings)
-        state, metrics = run.train_step(state, batch)  # compile
-        jax.block_until_ready(metrics)
-        times = []
-        for _ in range(steps):
-            start = time.perf_counter()
-            state, metrics = run.train_step(state, batch)
-            jax.block_until_ready(metrics)
-            times.append(time.perf_counter() - start)
+    gin_file, bindings = CONFIGS[name]
+    with tempfile.TemporaryDirectory(prefix="bench_") as workdir:
+        prepared = step_timing.prepare(gin_file, [*bindings, *extra], workdir)
+        step_s = statistics.median(prepared.step() for _ in range(steps))
+        run = prepared.run
         waiting, loop_start = 0.0, time.perf_counter()
-        for _ in range(steps):
-            start = time.perf_counter()
-            batch = run.global_batch(next(batches), run.batch_shardings)
-            waiting += time.perf_counter() - start
-            state, metrics = run.train_step(state, batch)
-            jax.block_until_ready(metrics)
+        with run.mesh:
+            for _ in range(steps):
+                start = time.perf_counter()
+                prepared.batch = run.global_batch(next(prepared.batches), run.batch_shardings)
+                waiting += time.perf_counter() - start
+                prepared.step()
         loop = time.perf_counter() - loop_start
-    step_s = statistics.median(times)
     batch_size = run.experiment.data.batch_size
-    result = {
+    return {
         "gflops": analytic_gflops_per_image(run.experiment.model),
         "step_ms": 1000 * step_s,
         "images_per_s": batch_size / step_s,
         "data_wait": waiting / loop,
         "batch": batch_size,
     }
-    gin.clear_config()
-    return result
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ import dataclasses
 import statistics
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import gin
@@ -42,8 +42,27 @@ class StepTime:
         return dataclasses.asdict(self)
 
 
-def _prepared(gin_file: str, bindings: Sequence[str], workdir: str) -> tuple[Any, Any, Any]:
-    """(trainer, compiled state, device batch) for one config; gin is cleared afterwards."""
+@dataclasses.dataclass
+class PreparedStep:
+    """A config ready to time: its trainer, a compiled state and one batch on the device."""
+
+    run: Any  # harness.trainer.Trainer
+    state: Any
+    batch: Any
+    batches: Iterator[Any]  # the run's own training input, for timing the real loop
+
+    def step(self) -> float:
+        """Seconds for one train step on `batch`, waited for; keeps the new state."""
+        with self.run.mesh:
+            start = time.perf_counter()
+            # The step donates its input state: keep the new one for the next call.
+            self.state, metrics = self.run.train_step(self.state, self.batch)
+            jax.block_until_ready(metrics)
+            return time.perf_counter() - start
+
+
+def prepare(gin_file: str, bindings: Sequence[str], workdir: str) -> PreparedStep:
+    """Build, initialise and compile one config's train step; gin is cleared afterwards."""
     from harness import trainer  # imports JAX state: only once absl has parsed flags
 
     config.parse_gin([gin_file], [*bindings, "TrainSpec.num_epochs=None"])
@@ -53,12 +72,13 @@ def _prepared(gin_file: str, bindings: Sequence[str], workdir: str) -> tuple[Any
         run = trainer.Trainer(experiment, workdir, mesh_shape)
     finally:
         gin.clear_config()
+    batches = run.train_batches(0)
     with run.mesh:
         state = run.init_state()
-        batch = run.global_batch(next(run.train_batches(0)), run.batch_shardings)
-        state, metrics = run.train_step(state, batch)  # compiles
-        jax.block_until_ready(metrics)
-    return run, state, batch
+        batch = run.global_batch(next(batches), run.batch_shardings)
+    prepared = PreparedStep(run, state, batch, batches)
+    prepared.step()  # compiles
+    return prepared
 
 
 def time_train_steps(
@@ -69,23 +89,16 @@ def time_train_steps(
         raise ValueError(f"rounds={rounds} and steps={steps} must both be >= 1")
     with tempfile.TemporaryDirectory(prefix="step_timing_") as workdir:
         prepared = {
-            name: _prepared(gin_file, bindings, workdir)
+            name: prepare(gin_file, bindings, workdir)
             for name, (gin_file, bindings) in configs.items()
         }
         times: dict[str, list[float]] = {name: [] for name in configs}
         for _ in range(rounds):
-            for name, (run, state, batch) in prepared.items():
-                with run.mesh:
-                    for _ in range(steps):
-                        start = time.perf_counter()
-                        state, metrics = run.train_step(state, batch)
-                        jax.block_until_ready(metrics)
-                        times[name].append(time.perf_counter() - start)
-                # The step donates its input state: keep the new one for the next round.
-                prepared[name] = (run, state, batch)
+            for name, config_step in prepared.items():
+                times[name].extend(config_step.step() for _ in range(steps))
     result = {}
-    for name, (run, _, _) in prepared.items():
+    for name, config_step in prepared.items():
         median = statistics.median(times[name])
-        batch_size = run.experiment.data.batch_size
+        batch_size = config_step.run.experiment.data.batch_size
         result[name] = StepTime(1000 * median, batch_size / median, batch_size, len(times[name]))
     return result
