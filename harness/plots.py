@@ -16,6 +16,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 DPI = 110
+# Sideways nudge between series with error bars on a log2 x axis, in octaves.
+DODGE_OCTAVES = 0.06
 
 
 def figure_to_array(figure: Figure) -> np.ndarray:
@@ -68,14 +70,26 @@ def line_plot(
     title: str,
     logx: bool = False,
     errors: Mapping[str, Sequence[float]] | None = None,
+    reference: tuple[str, float] | None = None,
 ) -> Figure:
-    """One line per named (xs, ys) series, with optional error bars."""
+    """One line per named (xs, ys) series, with optional error bars and a dashed horizontal
+    (label, y) reference line.
+
+    On a log-x axis with error bars, each series is nudged sideways by a few percent of an
+    octave so that bars at the same x do not hide each other; the caption should say so.
+    """
     figure, axes = plt.subplots(figsize=(5.5, 3.6))
-    for name, (xs, ys) in series.items():
+    for index, (name, (xs, ys)) in enumerate(series.items()):
         if errors and name in errors:
+            if logx:
+                nudge = 2.0 ** (DODGE_OCTAVES * (index - (len(series) - 1) / 2))
+                xs = [x * nudge for x in xs]
             axes.errorbar(xs, ys, yerr=errors[name], marker="o", capsize=3, label=name)
         else:
             axes.plot(xs, ys, marker="o", markersize=3, label=name)
+    if reference is not None:
+        label, y = reference
+        axes.axhline(y, color="grey", linestyle="--", linewidth=1, label=label)
     if logx:
         axes.set_xscale("log", base=2)
     _label(axes, xlabel, ylabel, title, legend=True)
@@ -92,12 +106,23 @@ def scatter_plot(
     """Labelled points, e.g. accuracy against GFLOPs per image, one per model, with optional
     vertical error bars."""
     figure, axes = plt.subplots(figsize=(5.5, 3.6))
+    rightmost = max(x for x, _ in points.values())
     for name, (x, y) in points.items():
         if errors and name in errors:
             axes.errorbar([x], [y], yerr=[errors[name]], marker="o", capsize=3)
         else:
             axes.scatter([x], [y], s=30)
-        axes.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        # The rightmost label goes on the left of its point so that it stays inside the frame.
+        left = x == rightmost and len(points) > 1
+        axes.annotate(
+            name,
+            (x, y),
+            textcoords="offset points",
+            xytext=(-5, 4) if left else (5, 4),
+            ha="right" if left else "left",
+            fontsize=8,
+        )
+    axes.margins(x=0.12, y=0.12)
     _label(axes, xlabel, ylabel, title, legend=False)
     return figure
 
