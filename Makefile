@@ -17,7 +17,7 @@ $(STAMP): $(LOCK)
 	$(VENV)/bin/uv pip install --python $(PY) --no-deps -r $(LOCK)
 	@touch $@
 
-# The quick version of the paper-claims suite: one seed, a third of an epoch per model, on
+# The quick version of the paper-claims suite: one seed, a fifth of an epoch per model, on
 # the embedded Fashion-MNIST; writes reports/demo.md (under 10 minutes on 2 CPU cores).
 demo: setup
 	$(PY) -m harness.suite --gin_file=gin/suites/demo.gin
