@@ -140,7 +140,8 @@ def seed_curves_plot(
     for index, (name, curves) in enumerate(groups.items()):
         colour = colours[index % len(colours)]
         for seed, (xs, ys) in enumerate(curves):
-            label = f"{name} ({len(curves)} seeds)" if seed == 0 else None
+            count = f"{len(curves)} seed{'s' if len(curves) != 1 else ''}"
+            label = f"{name} ({count})" if seed == 0 else None
             axes.plot(xs, ys, color=colour, marker="o", markersize=2, alpha=0.8, label=label)
     if logy:
         axes.set_yscale("log")
