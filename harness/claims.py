@@ -539,11 +539,12 @@ def paper_scale(w: Writer, paper: dict[str, dict[str, Any]]) -> None:
             f"{estimate.kg_co2e / 1000:,.2f} | {source} |"
         )
     w.add(*rows, "")
+    # The method string spells out one worked example; every row repeats it with its own
+    # training FLOPs F = 3 x forward GFLOPs x 1e9 x images seen.
+    example = carbon.estimated_training_footprint(3e18, ESTIMATE_DEVICE, 1)
     w.add(
-        "Estimate method (one row): "
-        + carbon.estimated_training_footprint(3e18, ESTIMATE_DEVICE, 1).method.replace(
-            "3e+18", "F"
-        ),
+        "Estimate method, each row with its own training FLOPs F = 3 x forward FLOPs per "
+        f"image x images seen; worked here for F = 3e18: {example.method}",
         "",
     )
 
