@@ -153,12 +153,13 @@ def claim_sparse_vs_dense(w: Writer, seeds: dict[str, Seeds]) -> None:
     holds, narrow = None, False
     if _available(seeds, "vit", "vmoe"):
         (vit, vit_s), (moe, moe_s) = seeds["vit"].top1(), seeds["vmoe"].top1()
-        margin = moe - vit - max(vit_s, moe_s)
+        larger_spread = max(vit_s, moe_s)
+        margin = moe - vit - larger_spread
         holds = margin > 0
         # A margin under half a spread is one seed away from flipping: say so next to the verdict.
-        narrow = holds and margin < 0.5 * max(vit_s, moe_s)
+        narrow = holds and margin < 0.5 * larger_spread
         reading = (
-            f"V-MoE - ViT: {moe - vit:+.4f} top-1; the larger spread is {max(vit_s, moe_s):.4f}, "
+            f"V-MoE - ViT: {moe - vit:+.4f} top-1; the larger spread is {larger_spread:.4f}, "
             f"so the difference clears it by {margin:+.5f}."
         )
         if narrow:
