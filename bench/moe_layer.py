@@ -34,8 +34,9 @@ import jax.numpy as jnp
 from praxis import base_layer, pax_fiddle
 from praxis.layers import transformers
 
-from models import routing
-from models.moe import MoeFeedForward, SparseMoe
+from models.moe import routing
+from models.moe.layers import MoeFeedForward, SparseMoe
+from models.specs import MoeSpec
 
 LAYERS = ("dense", "einsum", "gather", "gshard")
 
@@ -47,13 +48,14 @@ def _dense(d: int, hidden: int) -> pax_fiddle.Config:
 
 
 def _ours(d: int, h: int, e: int, k: int, c: float, group: int, dispatch: str):
-    moe = pax_fiddle.Config(
-        SparseMoe,
+    routing = MoeSpec(
+        num_experts=e,
         num_selected_experts=k,
         capacity_factor=c,
         group_size=group,
         dispatch=dispatch,
     )
+    moe = pax_fiddle.Config(SparseMoe, spec=routing)
     return pax_fiddle.Config(
         MoeFeedForward, name=dispatch, input_dims=d, hidden_dims=h, num_experts=e, moe_tpl=moe
     )

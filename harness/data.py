@@ -22,7 +22,7 @@ import tensorflow_datasets as tfds
 
 from harness.datasets import fashion_mnist_local
 from harness.errors import UsageError
-from models.spec import Spec
+from models.specs import Spec
 
 # TensorFlow is only the input pipeline: keep it off any GPU so JAX owns the accelerator memory.
 with contextlib.suppress(RuntimeError):  # Raised if TF already initialised its devices.

@@ -15,7 +15,7 @@ from absl import app, flags
 
 from harness import config, gin_flags, measure
 from harness.errors import UsageError, run_cli
-from models import builders
+from models import builders, specs
 
 FLAGS = flags.FLAGS
 flags.DEFINE_bool("json", False, "Print one JSON object instead of a table.")
@@ -32,7 +32,7 @@ def parse_mesh(text: str) -> list[int]:
     return [int(p) for p in parts]
 
 
-def inspect_model(spec: builders.ModelSpec, mesh: list[int], xla_flops: bool = True) -> dict:
+def inspect_model(spec: specs.ModelSpec, mesh: list[int], xla_flops: bool = True) -> dict:
     """Returns the inspect record (a flat dict) for one model spec."""
     model_config = builders.build_model(spec, mesh_shape=mesh)
     variables = measure.abstract_variables(model_config, spec)
@@ -44,10 +44,8 @@ def inspect_model(spec: builders.ModelSpec, mesh: list[int], xla_flops: bool = T
         "params_active": counts.active,
         "gflops_per_image": round(measure.analytic_gflops_per_image(spec), 4),
         "xla_gflops_per_image": None,
-        "mesh": dict(zip(builders.MESH_AXES, mesh, strict=True)),
-        "param_bytes_per_device": measure.param_bytes_per_device(
-            variables, mesh, builders.MESH_AXES
-        ),
+        "mesh": dict(zip(specs.MESH_AXES, mesh, strict=True)),
+        "param_bytes_per_device": measure.param_bytes_per_device(variables, mesh, specs.MESH_AXES),
     }
     if xla_flops:
         flops = measure.xla_gflops_per_image(model_config, spec)
@@ -76,7 +74,7 @@ def main() -> None:
     config.parse_gin(gin_flags.GIN_FILES.value, gin_flags.GIN_PARAMS.value)
     start = time.perf_counter()
     try:
-        spec = builders.ModelSpec()
+        spec = specs.ModelSpec()
         record = {"gin_files": gin_flags.GIN_FILES.value}
         record.update(inspect_model(spec, mesh, FLAGS.xla_flops))
     except ValueError as error:  # invalid model settings (k > E, bad placement, ...)

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 from praxis import base_layer, pax_fiddle
 
-from models.builders import ModelSpec
+from models.specs import ModelSpec
 
 HEAD_LAYERS = ("head", "pre_logits_layer")
 BYTES_PER_PARAM = 4  # weights are kept in float32

@@ -13,8 +13,7 @@ import numpy as np
 from jax.experimental import mesh_utils
 from jax.sharding import Mesh, PartitionSpec
 
-from models.builders import MESH_AXES
-from models.spec import Spec
+from models.specs import MESH_AXES, Spec
 
 BATCH_AXES = ("data", "expert")
 

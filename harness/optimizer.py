@@ -6,7 +6,7 @@ import gin
 import jax
 import optax
 
-from models.spec import Spec
+from models.specs import Spec
 
 DECAYS = ("linear", "cosine")
 

@@ -31,8 +31,8 @@ from harness import (
     sweep,
 )
 from harness.errors import UsageError, run_cli
-from models import builders
-from models.spec import Spec
+from models import specs
+from models.specs import Spec
 
 DIVERGED_FILE = "diverged.json"
 STEP_TIMES_FILE = "step_times.json"
@@ -177,7 +177,7 @@ def inspect_paper_configs(names: Sequence[str]) -> dict[str, dict[str, Any]]:
     records = {}
     for name in names:
         config.parse_gin([f"gin/{name}.gin"], [])
-        records[name] = inspect.inspect_model(builders.ModelSpec(), [1, 1, 1], xla_flops=False)
+        records[name] = inspect.inspect_model(specs.ModelSpec(), [1, 1, 1], xla_flops=False)
         records[name]["train_images"] = _train_images()
         gin.clear_config()
     return records

@@ -20,7 +20,7 @@ from absl import app, flags, logging
 from harness import config, measure, results, timing
 from harness.checkpointing import Checkpointer
 from harness.errors import UsageError, run_cli
-from models import builders
+from models import specs
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("capacities", ["2", "1", "0.5", "0.25", "0.125"], "Eval capacity factors C.")
@@ -63,8 +63,8 @@ def load_trained(run_dir: str) -> TrainedRun:
 
 
 def with_eval_routing(
-    spec: builders.ModelSpec, k: int, capacity: float, batch_priority: bool
-) -> builders.ModelSpec:
+    spec: specs.ModelSpec, k: int, capacity: float, batch_priority: bool
+) -> specs.ModelSpec:
     moe = dataclasses.replace(
         spec.moe,
         eval_num_selected_experts=k,

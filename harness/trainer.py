@@ -27,8 +27,8 @@ from harness.mesh import MeshSpec, batch_spec, make_mesh
 from harness.preemption import Preempted, PreemptionGuard
 from harness.progress import Progress
 from harness.steps import EXPERT_CLASS_PREFIX, TrainState, make_eval_step, make_train_step
-from models import builders
-from models.spec import Spec
+from models import builders, specs
+from models.specs import Spec
 
 
 @gin.configurable
@@ -77,7 +77,7 @@ class TrainSpec(Spec):
 class Experiment:
     """Everything gin decides, resolved and validated before any file is written."""
 
-    model: builders.ModelSpec
+    model: specs.ModelSpec
     train: TrainSpec
     mesh: MeshSpec
     optimizer: optimizer.OptimizerSpec
@@ -86,7 +86,7 @@ class Experiment:
     @classmethod
     def from_gin(cls) -> "Experiment":
         return cls(
-            model=builders.ModelSpec(),
+            model=specs.ModelSpec(),
             train=TrainSpec(),
             mesh=MeshSpec(),
             optimizer=optimizer.OptimizerSpec(),
@@ -186,7 +186,7 @@ class Trainer:
         images = jax.ShapeDtypeStruct((1, *self.image_shape), jnp.float32)
         weight_specs = self.model.abstract_init_with_metadata(images)[base_layer.PARAMS]
         partition = base_layer.var_partition_specs(
-            weight_specs, self.mesh.devices.shape, builders.MESH_AXES
+            weight_specs, self.mesh.devices.shape, specs.MESH_AXES
         )
         param_shardings = jax.tree_util.tree_map(
             lambda spec: NamedSharding(self.mesh, spec), partition
@@ -232,7 +232,7 @@ class Trainer:
         specs = {k: s.spec for k, s in shardings.items()}
         return multihost_utils.host_local_array_to_global_array(local, self.mesh, specs)
 
-    def model_for(self, model_spec: builders.ModelSpec | None = None) -> base_layer.BaseLayer:
+    def model_for(self, model_spec: specs.ModelSpec | None = None) -> base_layer.BaseLayer:
         """The trained model, or a variant of it (other inference routing) for the same weights."""
         if model_spec is None:
             return self.model
@@ -244,7 +244,7 @@ class Trainer:
         return base_layer.instantiate(config)
 
     def make_evaluator(
-        self, model_spec: builders.ModelSpec | None = None
+        self, model_spec: specs.ModelSpec | None = None
     ) -> Callable[[Any], Evaluation]:
         """One pass over the eval split with the trained weights; `model_spec` may change the
         inference-time routing (k, C, BPR) of the same weights."""

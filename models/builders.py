@@ -1,118 +1,28 @@
-"""Gin-configurable specs and the one function that turns them into a praxis model config.
+"""The one function that turns a ModelSpec (models/specs.py) into a praxis model config.
 
-A gin file sets `ModelSpec.family` and fields of VitSpec (the transformer shape), MoeSpec
-(routing) and Vit22bSpec (block switches); `build_model(ModelSpec())` returns a pax_fiddle
-config of VisionTransformerClassifier. Families:
+`build_model(ModelSpec())` returns a pax_fiddle config of VisionTransformerClassifier. Families:
   vit     dense ViT: praxis StackedTransformer of pre-LN Transformer layers.
-  vmoe    V-MoE: the same stack with models.moe.MoeFeedForward in the blocks MoeSpec.placement
-          names ('every_2' = blocks 1, 3, 5, ...; 'last_5' = the last 5 odd blocks).
+  vmoe    V-MoE: the same stack with models.moe.layers.MoeFeedForward in the blocks
+          MoeSpec.placement names ('every_2' = blocks 1, 3, 5, ...; 'last_5' = the last 5 odd
+          blocks).
   widenet WideNet: models.widenet.WideNetEncoder (shared attention and MoE in every block).
-  vit22b  ViT-22B-style blocks (models.blocks.Vit22bBlock) with global average pooling.
+  vit22b  ViT-22B-style blocks (models.vit22b.Vit22bBlock) with global average pooling.
 """
 
 import dataclasses
 from collections.abc import Sequence
 
-import gin
 import jax.numpy as jnp
 from praxis import pax_fiddle
 from praxis.layers import activations, transformers
 
-from models import blocks, moe, vit, widenet
-from models.spec import Spec
-
-FAMILIES = ("vit", "vmoe", "widenet", "vit22b")
-MESH_AXES = ("data", "expert", "model")
-
-
-@gin.configurable
-@dataclasses.dataclass(frozen=True)
-class VitSpec(Spec):
-    """Shape of the transformer and its input/output."""
-
-    image_size: int = 224
-    patch_size: int = 16
-    num_channels: int = 3
-    num_classes: int = 1000
-    model_dims: int = 768
-    num_layers: int = 12
-    mlp_dims: int = 3072
-    num_heads: int = 12
-    pooling: str = "token"
-    pre_logits: bool = False
-    dropout_prob: float = 0.0
-
-
-@gin.configurable
-@dataclasses.dataclass(frozen=True)
-class MoeSpec(Spec):
-    """Routing and expert settings (V-MoE and WideNet). eval_* = None means 'as in training'."""
-
-    num_experts: int = 32
-    num_selected_experts: int = 2
-    capacity_factor: float = 1.05
-    eval_num_selected_experts: int | None = None
-    eval_capacity_factor: float | None = None
-    batch_priority: bool = False
-    eval_batch_priority: bool | None = None
-    group_size: int = 0
-    placement: str = "every_2"
-    expert_mlp_dims: int | None = None
-    aux_loss: str = "vmoe"
-    noise_std: float | None = None
-    dispatch: str = "gather"
-
-    @property
-    def inference_k(self) -> int:
-        return self.eval_num_selected_experts or self.num_selected_experts
-
-
-@gin.configurable
-@dataclasses.dataclass(frozen=True)
-class Vit22bSpec(Spec):
-    """ViT-22B block switches, one ablation each."""
-
-    parallel: bool = True
-    qk_norm: bool = True
-    use_bias: bool = False
-    fused: bool = True
-
-
-def moe_layer_indices(placement: str, num_layers: int) -> list[int]:
-    """Blocks that get an MoE: 'every_n' = every n-th block counting from block n-1
-    (every_2 -> 1, 3, 5, ...), 'last_n' = the last n odd-indexed blocks (V-MoE "Last-n")."""
-    kind, _, count = placement.partition("_")
-    if kind not in ("every", "last") or not count.isdigit() or int(count) < 1:
-        raise ValueError(
-            f"MoeSpec.placement={placement!r} is not understood; use 'every_N' or 'last_N' "
-            "with N >= 1, e.g. 'every_2' or 'last_5'"
-        )
-    n = int(count)
-    if kind == "every":
-        return list(range(n - 1, num_layers, n))
-    odd = list(range(1, num_layers, 2))
-    if n > len(odd):
-        raise ValueError(
-            f"MoeSpec.placement={placement!r} asks for {n} MoE blocks but only {len(odd)} of "
-            f"{num_layers} blocks are odd-indexed; use last_N with N <= {len(odd)}"
-        )
-    return odd[-n:]
+from models import vit, vit22b, widenet
+from models.moe import layers as moe
+from models.specs import MESH_AXES, ModelSpec, MoeSpec, Vit22bSpec, VitSpec, moe_layer_indices
 
 
 def _sparse_moe(spec: MoeSpec) -> pax_fiddle.Config:
-    return pax_fiddle.Config(
-        moe.SparseMoe,
-        num_selected_experts=spec.num_selected_experts,
-        capacity_factor=spec.capacity_factor,
-        eval_num_selected_experts=spec.eval_num_selected_experts,
-        eval_capacity_factor=spec.eval_capacity_factor,
-        batch_priority=spec.batch_priority,
-        eval_batch_priority=spec.eval_batch_priority,
-        group_size=spec.group_size,
-        noise_std=spec.noise_std,
-        aux_loss=spec.aux_loss,
-        dispatch=spec.dispatch,
-    )
+    return pax_fiddle.Config(moe.SparseMoe, spec=spec)
 
 
 def _dense_block() -> pax_fiddle.Config:
@@ -146,7 +56,7 @@ def _encoder(family: str, spec: VitSpec, moe_spec: MoeSpec, block_spec: Vit22bSp
     if family == "vit":
         return _stack(spec, _dense_block())
     if family == "vit22b":
-        block = pax_fiddle.Config(blocks.Vit22bBlock, **dataclasses.asdict(block_spec))
+        block = pax_fiddle.Config(vit22b.Vit22bBlock, **dataclasses.asdict(block_spec))
         return _stack(spec, block)
     expert_dims = moe_spec.expert_mlp_dims or spec.mlp_dims
     if family == "widenet":
@@ -170,44 +80,6 @@ def _encoder(family: str, spec: VitSpec, moe_spec: MoeSpec, block_spec: Vit22bSp
         moe_tpl=_sparse_moe(moe_spec),
     )
     return stack
-
-
-@gin.configurable
-@dataclasses.dataclass(frozen=True)
-class ModelSpec(Spec):
-    """Everything that defines a model: gin sets `ModelSpec.family` and the sub-specs' fields."""
-
-    family: str = "vit"
-    vit: VitSpec = dataclasses.field(default_factory=VitSpec)
-    moe: MoeSpec = dataclasses.field(default_factory=MoeSpec)
-    vit22b: Vit22bSpec = dataclasses.field(default_factory=Vit22bSpec)
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.family not in FAMILIES:
-            raise ValueError(f"ModelSpec.family={self.family!r} is unknown; use one of {FAMILIES}")
-        if self.vit.model_dims % self.vit.num_heads:
-            raise ValueError(
-                f"VitSpec.model_dims={self.vit.model_dims} is not divisible by num_heads="
-                f"{self.vit.num_heads}; pick a head count that divides the width"
-            )
-
-    @property
-    def is_sparse(self) -> bool:
-        return self.family in ("vmoe", "widenet")
-
-    @property
-    def pooling(self) -> str:
-        return "gap" if self.family == "vit22b" else self.vit.pooling
-
-    @property
-    def moe_layers(self) -> list[int]:
-        """Indices of the blocks that route through an MoE (WideNet: every block)."""
-        if self.family == "vmoe":
-            return moe_layer_indices(self.moe.placement, self.vit.num_layers)
-        if self.family == "widenet":
-            return list(range(self.vit.num_layers))
-        return []
 
 
 def build_model(

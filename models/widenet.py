@@ -9,7 +9,7 @@ the MoE: sharing praxis's MoE feed-forward layer would share its inner LayerNorm
 from praxis import base_layer, pax_fiddle
 from praxis.layers import attentions, normalizations
 
-from models import moe
+from models.moe import layers as moe
 
 JTensor = base_layer.JTensor
 LayerTpl = pax_fiddle.Config[base_layer.BaseLayer]
@@ -26,7 +26,7 @@ class WideNetEncoder(base_layer.BaseLayer):
       num_heads: Attention heads.
       num_experts: Experts in the shared MoE.
       attention_tpl: The shared attention layer.
-      moe_tpl: The shared models.moe.SparseMoe (routing settings live there).
+      moe_tpl: The shared models.moe.layers.SparseMoe (routing settings live there).
       ln_tpl: Template of the 2 * num_layers per-block LayerNorms.
     """
 

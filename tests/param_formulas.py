@@ -1,7 +1,7 @@
 """Closed-form parameter counts of each family, written from the papers' architecture
 descriptions independently of the praxis code, to check what the builders produce."""
 
-from models.builders import ModelSpec
+from models.specs import ModelSpec
 
 
 def _embedding(spec: ModelSpec) -> int:

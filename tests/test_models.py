@@ -11,10 +11,10 @@ from praxis import base_layer
 
 from harness import measure
 from harness.steps import apply_model
-from models import builders
+from models import builders, specs
 from models.stats import STATS, per_block
 
-TINY = builders.VitSpec(
+TINY = specs.VitSpec(
     image_size=16,
     patch_size=4,
     num_channels=1,
@@ -24,23 +24,23 @@ TINY = builders.VitSpec(
     mlp_dims=64,
     num_heads=4,
 )
-TINY_MOE = builders.MoeSpec(num_experts=4, num_selected_experts=2, capacity_factor=1.0)
+TINY_MOE = specs.MoeSpec(num_experts=4, num_selected_experts=2, capacity_factor=1.0)
 
 
-def _spec(family: str, **vit_overrides) -> builders.ModelSpec:
-    return builders.ModelSpec(
+def _spec(family: str, **vit_overrides) -> specs.ModelSpec:
+    return specs.ModelSpec(
         family=family, vit=dataclasses.replace(TINY, **vit_overrides), moe=TINY_MOE
     )
 
 
-def _init(spec: builders.ModelSpec):
+def _init(spec: specs.ModelSpec):
     model = base_layer.instantiate(builders.build_model(spec))
     images = jax.random.normal(jax.random.PRNGKey(0), (3, 16, 16, 1))
     rngs = {base_layer.PARAMS: jax.random.PRNGKey(1), base_layer.RANDOM: jax.random.PRNGKey(2)}
     return model, model.init(rngs, images)[base_layer.PARAMS], images
 
 
-@pytest.mark.parametrize("family", builders.FAMILIES)
+@pytest.mark.parametrize("family", specs.FAMILIES)
 def test_every_family_maps_images_to_logits_with_finite_gradients(family):
     model, params, images = _init(_spec(family))
     labels = jnp.array([0, 3, 4])

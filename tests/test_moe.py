@@ -1,5 +1,6 @@
-"""models.moe: SparseMoe (router + experts) and MoeFeedForward inside praxis StackedTransformer."""
+"""models.moe.layers: SparseMoe (router + experts), and MoeFeedForward in a praxis stack."""
 
+import dataclasses
 from typing import Any
 
 import jax
@@ -10,24 +11,27 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from praxis import base_layer, pax_fiddle
 from praxis.layers import transformers
 
-from models.moe import MoeFeedForward, SparseMoe
+from models.moe.layers import MoeFeedForward, SparseMoe
+from models.specs import MoeSpec
 from models.stats import STATS, flatten_stats
 
 AUX = base_layer.AUX_LOSS
 B, N, D, H, E = 2, 8, 8, 16, 4
 
 
+ROUTING_FIELDS = {field.name for field in dataclasses.fields(MoeSpec)}
+
+
+def _routing(**fields: Any) -> MoeSpec:
+    return MoeSpec(**{"num_selected_experts": 2, "capacity_factor": 1.0, **fields})
+
+
 def _config(**overrides: Any) -> pax_fiddle.Config:
-    fields = dict(
-        name="moe",
-        input_dims=D,
-        hidden_dims=H,
-        num_experts=E,
-        num_selected_experts=2,
-        capacity_factor=1.0,
-    )
-    fields.update(overrides)
-    return pax_fiddle.Config(SparseMoe, **fields)
+    """A SparseMoe config; overrides that name MoeSpec fields go to its routing spec."""
+    routing = {k: v for k, v in overrides.items() if k in ROUTING_FIELDS and k != "num_experts"}
+    layer = {k: v for k, v in overrides.items() if k not in routing}
+    fields = {"name": "moe", "input_dims": D, "hidden_dims": H, "num_experts": E, **layer}
+    return pax_fiddle.Config(SparseMoe, spec=_routing(**routing), **fields)
 
 
 def _inputs(seed: int = 0, shape: tuple[int, ...] = (B, N, D)) -> jax.Array:
@@ -264,7 +268,7 @@ def test_bad_settings_fail_at_setup(fields: dict, message: str) -> None:
 def _stacked_config(**overrides: Any) -> pax_fiddle.Config:
     moe = pax_fiddle.Config(
         MoeFeedForward,
-        moe_tpl=pax_fiddle.Config(SparseMoe, num_selected_experts=2, capacity_factor=1.05),
+        moe_tpl=pax_fiddle.Config(SparseMoe, spec=_routing(capacity_factor=1.05)),
     )
     fields = dict(
         name="encoder",
@@ -313,7 +317,9 @@ def test_moe_feed_forward_is_pre_ln_residual() -> None:
             input_dims=D,
             hidden_dims=H,
             num_experts=E,
-            moe_tpl=pax_fiddle.Config(SparseMoe, num_selected_experts=1, capacity_factor=2.0),
+            moe_tpl=pax_fiddle.Config(
+                SparseMoe, spec=_routing(num_selected_experts=1, capacity_factor=2.0)
+            ),
         )
     )
     x = 3.0 * _inputs() + 1.0

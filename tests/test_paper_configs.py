@@ -8,7 +8,7 @@ import gin
 import pytest
 
 from harness import config, inspect, measure
-from models import builders
+from models import builders, specs
 from tests import param_formulas
 
 PAPER_GIN_FILES = config.PAPER_CONFIGS
@@ -22,9 +22,9 @@ REFERENCE_VIT_PARAMS = {
 }
 
 
-def _spec(name: str) -> builders.ModelSpec:
+def _spec(name: str) -> specs.ModelSpec:
     config.parse_gin([f"gin/{name}.gin"], [])
-    return builders.ModelSpec()
+    return specs.ModelSpec()
 
 
 @pytest.fixture(autouse=True)
@@ -54,13 +54,13 @@ def test_paper_config_parameter_counts_match_the_architecture(name):
 
 
 def test_vmoe_placements():
-    assert builders.moe_layer_indices("every_2", 8) == [1, 3, 5, 7]
-    assert builders.moe_layer_indices("last_5", 32) == [23, 25, 27, 29, 31]
-    assert builders.moe_layer_indices("every_1", 3) == [0, 1, 2]
+    assert specs.moe_layer_indices("every_2", 8) == [1, 3, 5, 7]
+    assert specs.moe_layer_indices("last_5", 32) == [23, 25, 27, 29, 31]
+    assert specs.moe_layer_indices("every_1", 3) == [0, 1, 2]
     with pytest.raises(ValueError, match="placement='last_9'"):
-        builders.moe_layer_indices("last_9", 12)
+        specs.moe_layer_indices("last_9", 12)
     with pytest.raises(ValueError, match="every_N"):
-        builders.moe_layer_indices("sometimes", 12)
+        specs.moe_layer_indices("sometimes", 12)
 
 
 def test_analytic_flops_of_vit_b16_by_hand():
@@ -84,8 +84,8 @@ def test_sparse_flops_count_k_experts_not_e():
 def test_param_bytes_per_device_split_experts_over_the_expert_axis():
     spec = _spec("vmoe_s32")
     variables = measure.abstract_variables(builders.build_model(spec), spec)
-    whole = measure.param_bytes_per_device(variables, [1, 1, 1], builders.MESH_AXES)
-    split = measure.param_bytes_per_device(variables, [1, 8, 1], builders.MESH_AXES)
+    whole = measure.param_bytes_per_device(variables, [1, 1, 1], specs.MESH_AXES)
+    split = measure.param_bytes_per_device(variables, [1, 8, 1], specs.MESH_AXES)
     expert_bytes = 4 * sum(
         math.prod(w.shape)
         for _, w in measure.weights_with_paths(variables)

@@ -1,4 +1,4 @@
-"""models.routing: capacity, top-k dispatch (vanilla and BPR) and aux losses, on hand-made gates."""
+"""models.moe.routing: capacity, top-k dispatch (vanilla, BPR) and aux losses, on hand-made gates."""
 
 import math
 
@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from models import routing
+from models.moe import routing
 
 
 def _random_gates(seed: int, groups: int, tokens: int, experts: int) -> jax.Array:

@@ -12,12 +12,12 @@ import pytest
 from praxis import base_layer
 
 from harness import timing
-from models import builders
+from models import builders, specs
 
 IMAGE_SHAPE = (4, 4, 1)
-TINY_VIT = builders.ModelSpec(
+TINY_VIT = specs.ModelSpec(
     family="vit",
-    vit=builders.VitSpec(
+    vit=specs.VitSpec(
         image_size=16,
         patch_size=4,
         num_channels=1,

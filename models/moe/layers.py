@@ -3,7 +3,7 @@
 `SparseMoe` is the bare sparse MLP (router, capacity-limited dispatch, E expert MLPs, combine);
 WideNet shares one of these across blocks. `MoeFeedForward` wraps it as a drop-in for praxis
 `StackedTransformer.moe_layer_tpl`, so V-MoE's "Every-2" / "Last-n" placement is just
-`StackedTransformer.moe_layers`. The routing math itself lives in `models.routing`.
+`StackedTransformer.moe_layers`. The routing math itself lives in `models.moe.routing`.
 """
 
 from collections.abc import Callable, Sequence
@@ -13,7 +13,8 @@ import jax.numpy as jnp
 from praxis import base_layer, pax_fiddle
 from praxis.layers import activations, normalizations, stochastics
 
-from models import routing
+from models.moe import routing
+from models.specs import MoeSpec
 from models.stats import sow_stat
 
 JTensor = base_layer.JTensor
@@ -121,44 +122,24 @@ class SparseMoe(base_layer.BaseLayer):
     Attributes:
       input_dims: D.
       hidden_dims: hidden width H of each expert MLP.
-      num_experts: E.
-      num_selected_experts: k in training.
-      capacity_factor: C in training.
-      eval_num_selected_experts: k when `do_eval`; None = num_selected_experts.
-      eval_capacity_factor: C when `do_eval`; None = capacity_factor.
-      batch_priority: Batch Prioritized Routing in training.
-      eval_batch_priority: BPR when `do_eval`; None = batch_priority.
-      group_size: tokens per routing group; 0 = the N tokens of each image form one group.
-        Otherwise it must divide B * N.
-      noise_std: std of the training routing noise; None = 1 / E (V-MoE).
-      aux_loss: 'vmoe' (importance + load losses) or 'switch' (WideNet's balance loss).
+      num_experts: E (set by the enclosing stack; `spec.num_experts` is what gin sets it from).
+      spec: k, C, BPR, groups, noise, aux loss and dispatch, for training and eval
+        (models.specs.MoeSpec, declared and documented once there).
       importance_loss_weight, load_loss_weight, switch_loss_weight: aux loss weights.
       activation_tpl: expert MLP activation.
       relu_dropout_prob: dropout on the expert hidden activations (praxis's name for it).
-      dispatch: how tokens reach the experts: 'gather' (indices; the default, faster at
-        every size in bench/moe_layer.py) or 'einsum' (one-hot einsums); same outputs and
-        gradients.
     """
 
     input_dims: int = 0
     hidden_dims: int = 0
     num_experts: int = 0
-    num_selected_experts: int = 2
-    capacity_factor: float = 1.05
-    eval_num_selected_experts: int | None = None
-    eval_capacity_factor: float | None = None
-    batch_priority: bool = False
-    eval_batch_priority: bool | None = None
-    group_size: int = 0
-    noise_std: float | None = None
-    aux_loss: str = "vmoe"
+    spec: MoeSpec = MoeSpec()
     importance_loss_weight: float = IMPORTANCE_LOSS_WEIGHT
     load_loss_weight: float = LOAD_LOSS_WEIGHT
     switch_loss_weight: float = SWITCH_LOSS_WEIGHT
     activation_tpl: pax_fiddle.Config[activations.BaseActivation] = template_field(activations.GELU)
     relu_dropout_tpl: pax_fiddle.Config[stochastics.Dropout] = template_field(stochastics.Dropout)
     relu_dropout_prob: float = 0.0
-    dispatch: str = "gather"
 
     class WeightSharding(base_layer.BaseLayer.WeightSharding):
         """Experts on the 'expert' mesh axis, expert hidden dim on 'model', router replicated.
@@ -186,21 +167,24 @@ class SparseMoe(base_layer.BaseLayer):
     @property
     def train_routing(self) -> tuple[int, float, bool]:
         """(k, C, BPR) used when `do_eval` is False."""
-        return self.num_selected_experts, self.capacity_factor, self.batch_priority
+        r = self.spec
+        return r.num_selected_experts, r.capacity_factor, r.batch_priority
 
     @property
     def eval_routing(self) -> tuple[int, float, bool]:
         """(k, C, BPR) used when `do_eval` is True; unset eval values fall back to training's."""
         k, c, bpr = self.train_routing
+        r = self.spec
         return (
-            k if self.eval_num_selected_experts is None else self.eval_num_selected_experts,
-            c if self.eval_capacity_factor is None else self.eval_capacity_factor,
-            bpr if self.eval_batch_priority is None else self.eval_batch_priority,
+            k if r.eval_num_selected_experts is None else r.eval_num_selected_experts,
+            c if r.eval_capacity_factor is None else r.eval_capacity_factor,
+            bpr if r.eval_batch_priority is None else r.eval_batch_priority,
         )
 
     @property
     def effective_noise_std(self) -> float:
-        return 1.0 / self.num_experts if self.noise_std is None else self.noise_std
+        noise_std = self.spec.noise_std
+        return 1.0 / self.num_experts if noise_std is None else noise_std
 
     def _validate(self) -> None:
         if self.input_dims < 1 or self.hidden_dims < 1:
@@ -210,22 +194,23 @@ class SparseMoe(base_layer.BaseLayer):
             )
         for k, c, _ in (self.train_routing, self.eval_routing):
             routing.check_routing_config(self.num_experts, k, c)
-        if self.group_size < 0:
+        if self.spec.group_size < 0:
             raise ValueError(
-                f"group_size={self.group_size} must be >= 0; use 0 for one group per image"
+                f"group_size={self.spec.group_size} must be >= 0; use 0 for one group per image"
             )
-        if self.dispatch not in DISPATCHERS:
+        if self.spec.dispatch not in DISPATCHERS:
             raise ValueError(
-                f"dispatch={self.dispatch!r} is not supported; use one of {sorted(DISPATCHERS)}"
+                f"MoeSpec.dispatch={self.spec.dispatch!r} is not supported; "
+                f"use one of {sorted(DISPATCHERS)}"
             )
-        if self.aux_loss not in AUX_LOSSES:
+        if self.spec.aux_loss not in AUX_LOSSES:
             raise ValueError(
-                f"aux_loss={self.aux_loss!r} is not supported; use one of {AUX_LOSSES}"
+                f"aux_loss={self.spec.aux_loss!r} is not supported; use one of {AUX_LOSSES}"
             )
         noise_std = self.effective_noise_std
         if noise_std < 0:
             raise ValueError(f"noise_std={noise_std} must be >= 0; set it >= 0 or None for 1/E")
-        if self.aux_loss == "vmoe" and noise_std == 0:
+        if self.spec.aux_loss == "vmoe" and noise_std == 0:
             raise ValueError(
                 f"noise_std={noise_std} is invalid for aux_loss='vmoe'; its load loss needs "
                 "noise_std > 0 (None = 1/E)"
@@ -289,7 +274,7 @@ class SparseMoe(base_layer.BaseLayer):
 
     def _group(self, inputs: JTensor) -> JTensor:
         batch, tokens, dims = inputs.shape
-        group_size = self.group_size or tokens
+        group_size = self.spec.group_size or tokens
         if (batch * tokens) % group_size:
             raise ValueError(
                 f"group_size={group_size} does not divide batch*tokens={batch}*{tokens}="
@@ -321,7 +306,7 @@ class SparseMoe(base_layer.BaseLayer):
             noisy_logits = clean_logits + noise_std * noise
         gates = jax.nn.softmax(noisy_logits, axis=-1)
         assignments = routing.top_k_assignments(gates, k, capacity, batch_priority)
-        outputs = DISPATCHERS[self.dispatch](
+        outputs = DISPATCHERS[self.spec.dispatch](
             assignments, x, self._experts, self.num_experts, capacity
         )
         self._report_routing(assignments, inputs.shape[0])
@@ -347,7 +332,7 @@ class SparseMoe(base_layer.BaseLayer):
         noise_std: float,
         training: bool,
     ) -> None:
-        if self.aux_loss == "vmoe":
+        if self.spec.aux_loss == "vmoe":
             losses = {
                 "importance_loss": (routing.importance_loss(gates), self.importance_loss_weight),
                 "load_loss": (

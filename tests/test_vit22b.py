@@ -16,8 +16,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from praxis import base_layer, pax_fiddle
 from praxis.layers import attentions, transformers
 
-from models.blocks import Vit22bBlock, vit22b_block_param_count
 from models.stats import STATS
+from models.vit22b import Vit22bBlock, vit22b_block_param_count
 
 D, M, N = 16, 32, 4  # model dim, MLP dim, heads; H = 4, A = 16.
 B, T = 2, 6
@@ -218,7 +218,7 @@ def test_use_bias_false_keeps_only_mlp_biases(fused):
 
 
 def _expected_count(d, m, n, h, parallel, qk_norm, use_bias, fused) -> int:
-    """The formula written out term by term (independent of the helper in models.blocks)."""
+    """The formula written out term by term (independent of the helper in models.vit22b)."""
     a = n * h
     b = 1 if use_bias else 0
     ln = (1 + b) * d * (1 if parallel else 2) + (2 * (1 + b) * h if qk_norm else 0)

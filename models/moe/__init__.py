@@ -1,0 +1,1 @@
+"""Sparse Mixture-of-Experts: `routing` (pure routing math) and `layers` (praxis layers)."""
