@@ -1,4 +1,4 @@
-"""models.moe.routing: capacity, top-k dispatch (vanilla, BPR) and aux losses, on hand-made gates."""
+"""models.moe.routing: capacity, top-k dispatch (vanilla, BPR), aux losses, on hand-made gates."""
 
 import math
 
