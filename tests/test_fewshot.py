@@ -1,5 +1,6 @@
 """Few-shot linear evaluation: the ridge solver, shot sampling and the summary, on small arrays."""
 
+import gin
 import numpy as np
 import pytest
 
@@ -135,3 +136,17 @@ def test_every_fewshot_dataset_has_a_tfds_name_and_two_splits():
     assert spec.shots == (1, 5)
     with pytest.raises(ValueError, match="unknown"):
         fewshot_datasets.FewShotSpec(datasets=("no_such_set",))
+
+
+def test_fewshot_spec_binds_from_gin():
+    gin.clear_config()
+    try:
+        gin.parse_config(
+            ["FewShotSpec.datasets = ['fashion_mnist_heldout']", "FewShotSpec.seeds = (0,)"]
+        )
+        spec = fewshot_datasets.FewShotSpec()
+    finally:
+        gin.clear_config()
+    assert spec.datasets == ("fashion_mnist_heldout",)
+    assert spec.seeds == (0,)
+    assert spec.shots == fewshot.DEFAULT_SHOTS

@@ -59,7 +59,7 @@ FEWSHOT_DATASETS: dict[str, FewShotDataset] = {
     "col_hist": FewShotDataset("colorectal_histology", "train[:2000]", "train[2000:]"),
     # In both configs, though not in the V-MoE paper's list.
     "cars": FewShotDataset("cars196:2.1.0", "train", "test"),
-    # CPU scale: probe the classes held out of pretraining (train on FASHION_MNIST_PRETRAIN_CLASSES).
+    # CPU scale: probe the classes held out of pretraining (FASHION_MNIST_PRETRAIN_CLASSES).
     "fashion_mnist_heldout": FewShotDataset(
         "fashion_mnist", "train", "test", classes=FASHION_MNIST_HELDOUT_CLASSES
     ),
@@ -117,9 +117,8 @@ class FewShotSpec(Spec):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         unknown = [d for d in self.datasets if d not in FEWSHOT_DATASETS]
         if unknown:
-            raise ValueError(
-                f"FewShotSpec.datasets has unknown {unknown}; choose from {sorted(FEWSHOT_DATASETS)}"
-            )
+            known = sorted(FEWSHOT_DATASETS)
+            raise ValueError(f"FewShotSpec.datasets has unknown {unknown}; choose from {known}")
         if not self.shots or any(not isinstance(s, int) or s < 1 for s in self.shots):
             raise ValueError(f"FewShotSpec.shots={self.shots} must be positive integers")
         if not self.l2_regs or any(not l2 > 0 for l2 in self.l2_regs):
