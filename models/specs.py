@@ -76,10 +76,39 @@ class VitSpec(Spec):
     dropout_prob: float = 0.0
 
 
+ROUTERS = ("top_k", "expert_choice", "soft")
+
+
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
 class MoeSpec(Spec):
-    """Routing and expert settings (V-MoE and WideNet). eval_* = None means 'as in training'."""
+    """Routing and expert settings (V-MoE, WideNet, Soft MoE). eval_* = None: as in training.
+
+    Attributes:
+      num_experts: E.
+      num_selected_experts: k, experts per token (top_k); expert_choice sizes its buffers with
+        it (capacity = ceil(k * group_tokens * C / E)); soft ignores it.
+      capacity_factor: C (top_k, expert_choice); soft ignores it.
+      eval_num_selected_experts, eval_capacity_factor, eval_batch_priority: inference values.
+      batch_priority: Batch Prioritized Routing (top_k only).
+      group_images: images per routing group. Capacity, BPR's ranking and Soft MoE's slots
+        are per group, so with several images per group confident images keep more of their
+        tokens (V-MoE's adaptive per-image compute). The reference routes groups of 8 images
+        (group_size = 8 * tokens per image in google-research/vmoe's vmoe_paper configs). It
+        must divide the batch each device sees.
+      placement: which blocks get an MoE (see `moe_layer_indices`).
+      expert_mlp_dims: expert MLP width; None = VitSpec.mlp_dims.
+      aux_loss: 'vmoe' (importance + load, top_k) or 'switch' (WideNet); the expert_choice and
+        soft routers balance by construction and add no aux loss.
+      noise_std: std of the Gaussian added to the router logits in training, in absolute logit
+        units; None = 1/E. (The reference's `noise_std` is a multiple of 1/E: its 1.0 is our
+        None.) Used by top_k and expert_choice; soft adds no noise.
+      dispatch: 'gather' or 'einsum', how top_k moves tokens to expert buffers (the other
+        routers have their own dispatch).
+      router: 'top_k' (V-MoE tokens choose experts), 'expert_choice' (Zhou et al. 2022: experts
+        choose tokens) or 'soft' (Puigcerver et al. 2023: slots mix all tokens of a group).
+      slots_per_expert: p, slots per expert in each group (soft only).
+    """
 
     num_experts: int = 32
     num_selected_experts: int = 2
@@ -88,12 +117,29 @@ class MoeSpec(Spec):
     eval_capacity_factor: float | None = None
     batch_priority: bool = False
     eval_batch_priority: bool | None = None
-    group_size: int = 0
+    group_images: int = 1
     placement: str = "every_2"
     expert_mlp_dims: int | None = None
     aux_loss: str = "vmoe"
     noise_std: float | None = None
     dispatch: str = "gather"
+    router: str = "top_k"
+    slots_per_expert: int = 1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.router not in ROUTERS:
+            raise ValueError(f"MoeSpec.router={self.router!r} is unknown; use one of {ROUTERS}")
+        if self.group_images < 1:
+            raise ValueError(
+                f"MoeSpec.group_images={self.group_images} must be >= 1; set the number of "
+                "images per routing group (1 = each image alone)"
+            )
+        if self.slots_per_expert < 1:
+            raise ValueError(
+                f"MoeSpec.slots_per_expert={self.slots_per_expert} must be >= 1; give each "
+                "expert at least one slot"
+            )
 
     @property
     def inference_k(self) -> int:
@@ -103,33 +149,42 @@ class MoeSpec(Spec):
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
 class Vit22bSpec(Spec):
-    """ViT-22B block switches, one ablation each."""
+    """ViT-22B block switches, one ablation each.
+
+    centered_norm: whether the block, QK and final norms subtract the mean (LayerNorm) or
+    not (RMSNorm, the paper's "LayerNorm without bias and centering"); None = follow use_bias,
+    so the paper block (use_bias=False) is uncentred and the biased ablation is a LayerNorm.
+    """
 
     parallel: bool = True
     qk_norm: bool = True
     use_bias: bool = False
     fused: bool = True
+    centered_norm: bool | None = None
 
 
 def moe_layer_indices(placement: str, num_layers: int) -> list[int]:
     """Blocks that get an MoE: 'every_n' = every n-th block counting from block n-1
-    (every_2 -> 1, 3, 5, ...), 'last_n' = the last n odd-indexed blocks (V-MoE "Last-n")."""
+    (every_2 -> 1, 3, 5, ...), 'last_n' = the last n odd-indexed blocks (V-MoE "Last-n"),
+    'tail_n' = the last n blocks, all of them (Soft MoE replaces the second half: tail_6 of
+    12 blocks)."""
     kind, _, count = placement.partition("_")
-    if kind not in ("every", "last") or not count.isdigit() or int(count) < 1:
+    if kind not in ("every", "last", "tail") or not count.isdigit() or int(count) < 1:
         raise ValueError(
-            f"MoeSpec.placement={placement!r} is not understood; use 'every_N' or 'last_N' "
-            "with N >= 1, e.g. 'every_2' or 'last_5'"
+            f"MoeSpec.placement={placement!r} is not understood; use 'every_N', 'last_N' or "
+            "'tail_N' with N >= 1, e.g. 'every_2', 'last_5' or 'tail_6'"
         )
     n = int(count)
     if kind == "every":
         return list(range(n - 1, num_layers, n))
-    odd = list(range(1, num_layers, 2))
-    if n > len(odd):
+    candidates = list(range(1, num_layers, 2)) if kind == "last" else list(range(num_layers))
+    if n > len(candidates):
+        which = "odd-indexed blocks" if kind == "last" else "blocks"
         raise ValueError(
-            f"MoeSpec.placement={placement!r} asks for {n} MoE blocks but only {len(odd)} of "
-            f"{num_layers} blocks are odd-indexed; use last_N with N <= {len(odd)}"
+            f"MoeSpec.placement={placement!r} asks for {n} MoE blocks but the model has only "
+            f"{len(candidates)} {which}; use {kind}_N with N <= {len(candidates)}"
         )
-    return odd[-n:]
+    return candidates[-n:]
 
 
 @gin.configurable

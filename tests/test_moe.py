@@ -87,6 +87,9 @@ def test_shapes_stats_and_finite_gradients() -> None:
     per_image = _stat(cols, "assignments_per_image")
     assert per_image.shape == (B, E)
     np.testing.assert_array_equal(per_image.sum(axis=1), [2 * N] * B)  # k choices per token
+    processed = _stat(cols, "processed_fraction_per_image")
+    assert processed.shape == (B,)
+    assert processed.mean() == pytest.approx(1.0 - float(_stat(cols, "dropped_fraction")))
     assert set(cols[AUX]) == {"importance_loss", "load_loss"}
 
     def loss(p: Any) -> jax.Array:
@@ -231,15 +234,22 @@ def test_bpr_layer_drops_lowest_priority_tokens() -> None:
         )
 
 
-def test_group_size_splits_tokens_across_images() -> None:
-    x = _inputs(shape=(3, 4, D))
-    layer = base_layer.instantiate(_config(group_size=6, capacity_factor=E / 2))
+def test_group_images_routes_whole_images_together() -> None:
+    x = _inputs(shape=(4, 4, D))
+    # With C = E / k every expert can hold every token of its group: nothing is dropped.
+    layer = base_layer.instantiate(_config(group_images=2, capacity_factor=E / 2))
     params = _init(layer, x)
     y, cols = _apply(layer, params, x)
-    assert y.shape == (3, 4, D)
-    assert _stat(cols, "assignments_per_image").shape == (3, E)
-    bad = base_layer.instantiate(_config(group_size=5))
-    with pytest.raises(ValueError, match=r"group_size=5 does not divide batch\*tokens=3\*4=12"):
+    assert y.shape == (4, 4, D)
+    assert _stat(cols, "assignments_per_image").shape == (4, E)
+    np.testing.assert_array_equal(_stat(cols, "processed_fraction_per_image"), np.ones(4))
+    # Routing a group of two images is routing their concatenated tokens as one image.
+    pair = base_layer.instantiate(_config(capacity_factor=E / 2))
+    y_pair, _ = _apply(pair, params, x.reshape(2, 8, D), eval_mode=True)
+    y_group, _ = _apply(layer, params, x, eval_mode=True)
+    np.testing.assert_allclose(y_group, y_pair.reshape(4, 4, D), rtol=1e-6)
+    bad = base_layer.instantiate(_config(group_images=3))
+    with pytest.raises(ValueError, match=r"MoeSpec.group_images=3 does not divide the batch of 4"):
         _apply(bad, params, x)
 
 
@@ -301,7 +311,8 @@ def test_moe_feed_forward_in_stacked_transformer() -> None:
     assert set(aux) == {"importance_loss", "load_loss"}
     stats = flatten_stats(cols[STATS])
     prefix = "x_layers_1/ff_layer/moe/"
-    for name in ("dropped_fraction", "unrouted_fraction", "expert_load", "assignments_per_image"):
+    names = ("dropped_fraction", "unrouted_fraction", "expert_load", "assignments_per_image")
+    for name in (*names, "processed_fraction_per_image"):
         assert prefix + name in stats
     assert not any(k.startswith("x_layers_0") for k in stats)
     assert float(aux["load_loss"].value) == pytest.approx(
@@ -435,7 +446,12 @@ def test_gather_dispatch_matches_einsum_outputs_and_gradients(
     (want, want_cols), want_grads = loss(einsum)(params, x)
     (got, got_cols), got_grads = loss(gather)(params, x)
     np.testing.assert_allclose(got, want, rtol=1e-5)
-    for name in ("dropped_fraction", "expert_load", "assignments_per_image"):
+    for name in (
+        "dropped_fraction",
+        "expert_load",
+        "assignments_per_image",
+        "processed_fraction_per_image",
+    ):
         np.testing.assert_allclose(_stat(got_cols, name), _stat(want_cols, name))
     if capacity_factor < 1:
         assert _stat(got_cols, "dropped_fraction") > 0

@@ -7,13 +7,14 @@ WideNet shares one of these across blocks. `MoeFeedForward` wraps it as a drop-i
 """
 
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from praxis import base_layer, pax_fiddle
 from praxis.layers import activations, normalizations, stochastics
 
-from models.moe import routing
+from models.moe import expert_choice, routing, soft_routing
 from models.specs import MoeSpec
 from models.stats import sow_stat
 
@@ -113,11 +114,30 @@ AUX_LOSSES = ("vmoe", "switch")
 class SparseMoe(base_layer.BaseLayer):
     """Router + E expert MLPs: [B, N, D] -> [B, N, D]. No LayerNorm, no residual.
 
-    Router: g(x) = TOP_k(softmax(W x + eps)), W [D, E] bias-free, eps ~ N(0, noise_std^2) in
-    training only. Tokens are routed in groups; each expert takes at most
-    ceil(k * group_size * C / E) tokens per group, the rest skip it (in a block, the residual
-    carries them). k, C and BPR have separate eval values so capacity can be changed at inference
-    on the same parameters.
+    Tokens are routed in groups of `spec.group_images` consecutive images; capacity, BPR's
+    ranking and Soft MoE's slots are per group. `spec.router` picks the routing:
+      top_k (V-MoE): g(x) = TOP_k(softmax(W x + eps)), W [D, E] bias-free, eps ~ N(0,
+        noise_std^2) in training only; each expert takes at most ceil(k * group_tokens * C / E)
+        tokens per group, the rest skip it (in a block, the residual carries them).
+      expert_choice (Zhou et al. 2022): each expert takes its top-capacity tokens by
+        softmax(W x + eps) (models.moe.expert_choice).
+      soft (Puigcerver et al. 2023): E * P slots, each a softmax-weighted mix of the group's
+        tokens; each token mixes the slot outputs (models.moe.soft_routing).
+    k, C and BPR have separate eval values so capacity can be changed at inference on the same
+    parameters.
+
+    Sown stats (models.stats), the same names for every router:
+      dropped_fraction: top_k: share of the k * tokens assignments past capacity;
+        expert_choice: share of tokens no expert took; soft: 0.
+      unrouted_fraction: share of tokens processed by no expert.
+      expert_load [E]: each expert's share of the assignments (top_k: top-k choices before
+        capacity; expert_choice: tokens taken; soft: combine weight).
+      assignments_per_image [B, E]: the same per image.
+      processed_fraction_per_image [B]: per image, the processed share of its tokens'
+        assignments (top_k: kept of its k * N choices; expert_choice: tokens some expert took;
+        soft: 1). Its mean over images is 1 - dropped_fraction.
+    Aux losses (top_k only): 'vmoe' importance (on the clean gates softmax(W x), as the
+    reference) and load; 'switch' WideNet's balance loss.
 
     Attributes:
       input_dims: D.
@@ -149,6 +169,8 @@ class SparseMoe(base_layer.BaseLayer):
         """
 
         router: SplitDimsMapping = (None, None)
+        soft_router: SplitDimsMapping = (None, None, None)
+        router_scale: SplitDimsMapping = (None,)
         wi: SplitDimsMapping = ("expert", None, "model")
         bi: SplitDimsMapping = ("expert", "model")
         wo: SplitDimsMapping = ("expert", "model", None)
@@ -194,10 +216,6 @@ class SparseMoe(base_layer.BaseLayer):
             )
         for k, c, _ in (self.train_routing, self.eval_routing):
             routing.check_routing_config(self.num_experts, k, c)
-        if self.spec.group_size < 0:
-            raise ValueError(
-                f"group_size={self.spec.group_size} must be >= 0; use 0 for one group per image"
-            )
         if self.spec.dispatch not in DISPATCHERS:
             raise ValueError(
                 f"MoeSpec.dispatch={self.spec.dispatch!r} is not supported; "
@@ -210,7 +228,7 @@ class SparseMoe(base_layer.BaseLayer):
         noise_std = self.effective_noise_std
         if noise_std < 0:
             raise ValueError(f"noise_std={noise_std} must be >= 0; set it >= 0 or None for 1/E")
-        if self.spec.aux_loss == "vmoe" and noise_std == 0:
+        if self.spec.router == "top_k" and self.spec.aux_loss == "vmoe" and noise_std == 0:
             raise ValueError(
                 f"noise_std={noise_std} is invalid for aux_loss='vmoe'; its load loss needs "
                 "noise_std > 0 (None = 1/E)"
@@ -230,8 +248,16 @@ class SparseMoe(base_layer.BaseLayer):
 
         return tuple(keep(axis) for axis in mapping)
 
-    def _weight(self, name: str, shape: list[int], init: WeightInit, **kwargs: object) -> None:
-        mapping = self._for_mesh(getattr(self.weight_split_dims_mapping, name))
+    def _weight(
+        self,
+        name: str,
+        shape: list[int],
+        init: WeightInit,
+        mapping_name: str | None = None,
+        **kwargs: object,
+    ) -> None:
+        mapping = getattr(self.weight_split_dims_mapping, mapping_name or name)
+        mapping = self._for_mesh(mapping)
         self.create_variable(
             name,
             WeightHParams(
@@ -246,7 +272,13 @@ class SparseMoe(base_layer.BaseLayer):
     def setup(self) -> None:
         self._validate()
         d, h, e = self.input_dims, self.hidden_dims, self.num_experts
-        self._weight("router", [d, e], WeightInit.Gaussian(ROUTER_INIT_STD))
+        if self.spec.router == "soft":
+            # Phi is l2-normalised over D before use, so only its direction matters at init.
+            p = self.spec.slots_per_expert
+            self._weight("router", [d, e, p], WeightInit.Gaussian(d**-0.5), "soft_router")
+            self._weight("router_scale", [1], WeightInit.Constant(1.0))
+        else:
+            self._weight("router", [d, e], WeightInit.Gaussian(ROUTER_INIT_STD))
         # Explicit fan axes: each expert is initialised like a standalone [D, H] / [H, D] dense
         # layer, instead of praxis treating E as a receptive field that shrinks the scale.
         per_expert = {"fan_in_axes": [-2], "fan_out_axes": [-1]}
@@ -273,14 +305,16 @@ class SparseMoe(base_layer.BaseLayer):
         return self._shard(out, ap.egcd)
 
     def _group(self, inputs: JTensor) -> JTensor:
+        """[B, N, D] -> [B / group_images, group_images * N, D]: consecutive images share a
+        group, so a device's groups hold its own images when it holds whole groups."""
         batch, tokens, dims = inputs.shape
-        group_size = self.spec.group_size or tokens
-        if (batch * tokens) % group_size:
+        images = self.spec.group_images
+        if batch % images:
             raise ValueError(
-                f"group_size={group_size} does not divide batch*tokens={batch}*{tokens}="
-                f"{batch * tokens}; pick a divisor of it or 0 for one group per image"
+                f"MoeSpec.group_images={images} does not divide the batch of {batch} images; "
+                f"feed a multiple of {images} images per device or lower group_images"
             )
-        return inputs.reshape(batch * tokens // group_size, group_size, dims)
+        return inputs.reshape(batch // images, images * tokens, dims)
 
     def __call__(self, inputs: JTensor) -> JTensor:
         """Routes each token of `inputs` [B, N, D] to its experts; returns [B, N, D]."""
@@ -289,43 +323,106 @@ class SparseMoe(base_layer.BaseLayer):
                 f"SparseMoe expects inputs [B, N, {self.input_dims}], got {inputs.shape}; "
                 "reshape tokens to [batch, tokens, input_dims]"
             )
-        training = not self.do_eval
-        k, capacity_factor, batch_priority = self.train_routing if training else self.eval_routing
         x = self._group(inputs)
-        capacity = routing.expert_capacity(x.shape[1], self.num_experts, k, capacity_factor)
+        route = {
+            "top_k": self._route_top_k,
+            "expert_choice": self._route_expert_choice,
+            "soft": self._route_soft,
+        }[self.spec.router]
+        outputs, report = route(x)
+        self._report_routing(report, inputs.shape[0])
+        return outputs.reshape(inputs.shape)
 
-        # The router runs in float32 whatever the activation dtype: top-k and the softmax are
-        # sensitive to rounding, and the matmul is tiny next to the experts.
+    def _router_logits(self, x: JTensor) -> tuple[JTensor, JTensor, float]:
+        """(clean, noisy, noise_std) logits [G, S, E]; noise only in training.
+
+        The router runs in float32 whatever the activation dtype: top-k and the softmax are
+        sensitive to rounding, and the matmul is tiny next to the experts.
+        """
         clean_logits = jnp.einsum(
             "gsd,de->gse", x.astype(jnp.float32), self.theta.router.astype(jnp.float32)
         )
         noise_std = self.effective_noise_std
-        noisy_logits = clean_logits
-        if training and noise_std > 0:
-            noise = jax.random.normal(self.next_prng_key(), clean_logits.shape, jnp.float32)
-            noisy_logits = clean_logits + noise_std * noise
+        if self.do_eval or noise_std == 0:
+            return clean_logits, clean_logits, noise_std
+        noise = jax.random.normal(self.next_prng_key(), clean_logits.shape, jnp.float32)
+        return clean_logits, clean_logits + noise_std * noise, noise_std
+
+    def _route_top_k(self, x: JTensor) -> tuple[JTensor, "RoutingReport"]:
+        training = not self.do_eval
+        k, capacity_factor, batch_priority = self.train_routing if training else self.eval_routing
+        capacity = routing.expert_capacity(x.shape[1], self.num_experts, k, capacity_factor)
+        clean_logits, noisy_logits, noise_std = self._router_logits(x)
         gates = jax.nn.softmax(noisy_logits, axis=-1)
         assignments = routing.top_k_assignments(gates, k, capacity, batch_priority)
         outputs = DISPATCHERS[self.spec.dispatch](
             assignments, x, self._experts, self.num_experts, capacity
         )
-        self._report_routing(assignments, inputs.shape[0])
-        self._aux_losses(gates, clean_logits, noisy_logits, k, noise_std, training)
-        return outputs.reshape(inputs.shape)
-
-    def _report_routing(self, assignments: routing.Assignments, batch: int) -> None:
+        clean_gates = jax.nn.softmax(clean_logits, axis=-1)
+        self._aux_losses(gates, clean_gates, clean_logits, noisy_logits, k, noise_std, training)
         kept = assignments.kept.astype(jnp.float32)
-        sow_stat(self, "dropped_fraction", 1.0 - jnp.mean(kept))
-        sow_stat(self, "unrouted_fraction", 1.0 - jnp.mean(jnp.max(kept, axis=-1)))
-        selected = assignments.selected(self.num_experts)  # [G, S, E]
-        sow_stat(self, "expert_load", jnp.sum(selected, axis=(0, 1)) / jnp.sum(selected))
-        # Groups are consecutive tokens in [B, N] order, so this reshape recovers images.
-        per_token = selected.reshape(batch, -1, self.num_experts)
-        sow_stat(self, "assignments_per_image", jnp.sum(per_token, axis=1))
+        report = RoutingReport(
+            dropped_fraction=1.0 - jnp.mean(kept),
+            per_expert=assignments.selected(self.num_experts),
+            processed=jnp.mean(kept, axis=-1),
+            routed=jnp.max(kept, axis=-1),
+        )
+        return outputs, report
+
+    def _route_expert_choice(self, x: JTensor) -> tuple[JTensor, "RoutingReport"]:
+        k, capacity_factor, _ = self.eval_routing if self.do_eval else self.train_routing
+        tokens = x.shape[1]
+        capacity = expert_choice.expert_choice_capacity(
+            tokens, routing.expert_capacity(tokens, self.num_experts, k, capacity_factor)
+        )
+        _, noisy_logits, _ = self._router_logits(x)
+        choice = expert_choice.expert_choice_assignments(
+            jax.nn.softmax(noisy_logits, axis=-1), capacity
+        )
+        outputs = expert_choice.expert_choice_dispatch(choice, x, self._experts, tokens)
+        taken = choice.taken(tokens)  # [G, S, E]
+        routed = jnp.max(taken, axis=-1)
+        report = RoutingReport(
+            dropped_fraction=1.0 - jnp.mean(routed),
+            per_expert=taken,
+            processed=routed,
+            routed=routed,
+        )
+        return outputs, report
+
+    def _route_soft(self, x: JTensor) -> tuple[JTensor, "RoutingReport"]:
+        theta = self.theta
+        weights = soft_routing.soft_weights(
+            x.astype(jnp.float32),
+            theta.router.astype(jnp.float32),
+            theta.router_scale[0].astype(jnp.float32),
+        )
+        outputs = soft_routing.soft_dispatch(weights, x, self._experts)
+        every_token = jnp.ones(x.shape[:2], jnp.float32)
+        report = RoutingReport(
+            dropped_fraction=jnp.zeros((), jnp.float32),
+            per_expert=jnp.sum(weights.combine, axis=-1),
+            processed=every_token,
+            routed=every_token,
+        )
+        return outputs, report
+
+    def _report_routing(self, report: "RoutingReport", batch: int) -> None:
+        sow_stat(self, "dropped_fraction", report.dropped_fraction)
+        sow_stat(self, "unrouted_fraction", 1.0 - jnp.mean(report.routed))
+        per_expert = report.per_expert
+        sow_stat(self, "expert_load", jnp.sum(per_expert, axis=(0, 1)) / jnp.sum(per_expert))
+        # Groups are consecutive tokens in [B, N] order, so these reshapes recover images.
+        per_image = per_expert.reshape(batch, -1, self.num_experts)
+        sow_stat(self, "assignments_per_image", jnp.sum(per_image, axis=1))
+        sow_stat(
+            self, "processed_fraction_per_image", jnp.mean(report.processed.reshape(batch, -1), 1)
+        )
 
     def _aux_losses(
         self,
         gates: JTensor,
+        clean_gates: JTensor,
         clean_logits: JTensor,
         noisy_logits: JTensor,
         k: int,
@@ -333,8 +430,13 @@ class SparseMoe(base_layer.BaseLayer):
         training: bool,
     ) -> None:
         if self.spec.aux_loss == "vmoe":
+            # Importance on the clean gates, as the reference computes it before adding noise;
+            # the load loss is the part that models the noise.
             losses = {
-                "importance_loss": (routing.importance_loss(gates), self.importance_loss_weight),
+                "importance_loss": (
+                    routing.importance_loss(clean_gates),
+                    self.importance_loss_weight,
+                ),
                 "load_loss": (
                     routing.load_loss(clean_logits, noisy_logits, k, noise_std),
                     self.load_loss_weight,
@@ -349,6 +451,21 @@ class SparseMoe(base_layer.BaseLayer):
                 self.add_aux_loss(name, weight * value)
 
 
+class RoutingReport(NamedTuple):
+    """What every router reports, per group: G groups of S tokens, E experts.
+
+    dropped_fraction: [] (its meaning per router is in SparseMoe's docstring).
+    per_expert: [G, S, E] assignment mass of token s on expert e.
+    processed: [G, S] the processed share of the token's assignments.
+    routed: [G, S] 1 where some expert processed the token.
+    """
+
+    dropped_fraction: JTensor
+    per_expert: JTensor
+    processed: JTensor
+    routed: JTensor
+
+
 class MoeFeedForward(base_layer.BaseLayer):
     """Pre-LN sparse MLP block: inputs + dropout(SparseMoe(LayerNorm(inputs))).
 
@@ -358,9 +475,9 @@ class MoeFeedForward(base_layer.BaseLayer):
     relu_dropout_prob are passed down to it from here, overriding what `moe_tpl` says.
 
     Accepted but ignored, because StackedTransformer sets them for its GShard MoE:
-      num_groups, min_group_size: grouping is `moe_tpl.group_size` (per image by default), which
-        is what V-MoE does; a device-count-based group count would change capacity semantics.
-      gating_func: routing is always V-MoE/WideNet top-k, configured on `moe_tpl`.
+      num_groups, min_group_size: grouping is `moe_tpl.spec.group_images` (whole images, as
+        V-MoE does); a device-count-based group count would change capacity semantics.
+      gating_func: routing is `moe_tpl.spec.router` (top_k, expert_choice or soft).
     `norm_policy` must be 'pre' (V-MoE and WideNet blocks are pre-LN); others raise.
     `paddings` zero the MoE output of padded tokens, but padded tokens still take capacity
     (ViT inputs have no padding).
