@@ -4,7 +4,7 @@ import gin
 import numpy as np
 import pytest
 
-from harness.transfer import fewshot, fewshot_datasets, least_squares
+from harness.transfer import fewshot, fewshot_datasets, fewshot_suite, least_squares
 
 
 def _ridge_by_lstsq(x: np.ndarray, y: np.ndarray, l2_reg: float) -> np.ndarray:
@@ -75,10 +75,12 @@ def test_a_class_short_of_shots_gives_what_it_has():
     assert np.bincount(labels[chosen]).tolist() == [2, 1]
 
 
-def _blobs(seed: int, per_class: int) -> tuple[np.ndarray, np.ndarray]:
+def _blobs(seed: int, per_class: int, num_classes: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian blobs around scaled one-hot centres: (features, labels)."""
     rng = np.random.default_rng(seed)
-    labels = np.repeat(np.arange(3), per_class)
-    return np.eye(3)[labels] * 3 + rng.normal(size=(3 * per_class, 3)), labels
+    labels = np.repeat(np.arange(num_classes), per_class)
+    noise = rng.normal(size=(num_classes * per_class, num_classes))
+    return np.eye(num_classes)[labels] * 3 + noise, labels
 
 
 def test_evaluate_and_summarize_name_tags_and_average_over_seeds():
@@ -150,3 +152,40 @@ def test_fewshot_spec_binds_from_gin():
     assert spec.datasets == ("fashion_mnist_heldout",)
     assert spec.seeds == (0,)
     assert spec.shots == fewshot.DEFAULT_SHOTS
+
+
+class _BlobSource:
+    """Ten well-separated classes; records which splits were asked for."""
+
+    def __init__(self):
+        self.requests = []
+
+    def features(self, dataset, split):
+        self.requests.append((dataset.tfds_name, split))
+        return _blobs(0 if split == "train" else 1, per_class=30, num_classes=10)
+
+    def num_classes(self, dataset):
+        assert dataset.classes is None, "a filtered dataset's class count is len(classes)"
+        return 10
+
+
+def test_evaluate_spec_filters_the_heldout_classes_and_tags_results():
+    spec = fewshot_datasets.FewShotSpec(
+        datasets=("fashion_mnist_heldout", "cifar10"), shots=(1, 5), seeds=(0,)
+    )
+    source = _BlobSource()
+    results = fewshot_suite.evaluate_spec(spec, source)
+    assert source.requests == [
+        ("fashion_mnist", "train"),
+        ("fashion_mnist", "test"),
+        ("cifar10", "train"),
+        ("cifar10", "test"),
+    ]
+    summary = fewshot.summarize(results)
+    assert set(summary) == {
+        "fewshot/fashion_mnist_heldout/1shot",
+        "fewshot/fashion_mnist_heldout/5shot",
+        "fewshot/cifar10/1shot",
+        "fewshot/cifar10/5shot",
+    }
+    assert summary["fewshot/cifar10/5shot"].mean > 0.5  # chance: 0.1

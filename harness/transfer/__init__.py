@@ -5,6 +5,7 @@ Everything here works on numpy arrays a model has already produced (pre-logits f
   least_squares      closed-form ridge regression behind the few-shot probe
   fewshot            shot sampling, accuracy per shots/seed/l2, summary under TensorBoard tags
   fewshot_datasets   which TFDS datasets and splits the few-shot probe reads (gin-bound)
+  fewshot_suite      runs a FewShotSpec over features a caller extracts
   imagenet_subsets   the 200-class subsets of ImageNet-R and ImageNet-A (data)
   ood                OOD test sets, 200-class logit masking, ImageNet ReaL scoring
   shape_bias         Geirhos et al. (2019) cue-conflict shape bias from 1000-way logits

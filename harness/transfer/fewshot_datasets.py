@@ -45,7 +45,7 @@ class FewShotDataset(NamedTuple):
 
 
 FEWSHOT_DATASETS: dict[str, FewShotDataset] = {
-    # V-MoE config: the 10% ImageNet subset as shot pool, so 25 shots per class always exist.
+    # V-MoE config: the 10% ImageNet subset (~128 images a class) is the shot pool.
     "imagenet": FewShotDataset("imagenet2012_subset/10pct", "train", "validation"),
     "cifar10": FewShotDataset("cifar10", "train", "test"),
     "cifar100": FewShotDataset("cifar100", "train", "test"),
