@@ -30,8 +30,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax
 
-from harness import step_timing
-from harness.measure import analytic_gflops_per_image
+from harness.measure import step_timing
+from harness.measure.params_flops import analytic_gflops_per_image
 
 CONFIGS = {
     "vit": ("gin/cpu/vit.gin", []),

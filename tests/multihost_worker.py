@@ -21,15 +21,16 @@ def main() -> None:
             num_processes=num_processes,
             process_id=process_id,
         )
-    from harness import config, trainer
+    from harness import gin_config as config
+    from harness.train import trainer
 
     config.parse_gin(
         ["gin/cpu/vmoe.gin"],
         [
             "TrainSpec.num_epochs=None",
             "TrainSpec.num_steps=10",
-            f"DataConfig.batch_size={GLOBAL_BATCH}",
-            f"DataConfig.eval_batch_size={GLOBAL_BATCH}",
+            f"DataSpec.batch_size={GLOBAL_BATCH}",
+            f"DataSpec.eval_batch_size={GLOBAL_BATCH}",
             "MoeSpec.num_experts=2",
         ],
     )

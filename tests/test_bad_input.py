@@ -10,7 +10,8 @@ import gin
 import pytest
 from absl import flags
 
-from harness import config, run
+from harness import gin_config as config
+from harness import run
 from harness.errors import UsageError
 
 VIT = "--gin_file=gin/cpu/vit.gin"
@@ -47,8 +48,8 @@ CASES = [
         [VIT, _param("TrainSpec.num_epochs=None"), _param("TrainSpec.num_steps=0")],
         "num_steps=0",
     ),
-    ("batch not divisible by devices", [VIT, _param("DataConfig.batch_size=12")], "batch_size=12"),
-    ("unknown dataset", [VIT, _param("DataConfig.dataset='mnist2'")], "mnist2"),
+    ("batch not divisible by devices", [VIT, _param("DataSpec.batch_size=12")], "batch_size=12"),
+    ("unknown dataset", [VIT, _param("DataSpec.dataset='mnist2'")], "mnist2"),
     ("missing gin file", ["--gin_file=gin/nope.gin"], "gin/nope.gin"),
     ("no gin file", [_param("VitSpec.model_dims=8")], "--gin_file"),
 ]
@@ -86,8 +87,8 @@ def test_missing_dataset_says_how_to_prepare_it(tmp_path):
     message = _assert_usage_error(
         [
             VIT,
-            _param("DataConfig.dataset='cifar10'"),
-            _param(f"DataConfig.data_dir='{empty}'"),
+            _param("DataSpec.dataset='cifar10'"),
+            _param(f"DataSpec.data_dir='{empty}'"),
             f"--workdir={workdir}",
         ],
         "cifar10",

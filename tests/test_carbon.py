@@ -6,8 +6,8 @@ import pathlib
 
 import pytest
 
-from harness import carbon
-from harness.carbon_defaults import GRID_T5_DATACENTER, GRID_USA, GRID_WORLD_AVERAGE
+from harness.measure import carbon
+from harness.measure.carbon_defaults import GRID_T5_DATACENTER, GRID_USA, GRID_WORLD_AVERAGE
 
 
 def test_t5_figure_from_patterson_2021():

@@ -1,7 +1,7 @@
 """The claim sections' verdicts and readings, on hand-made runs (no training)."""
 
-from harness import claims
 from harness.report import Run
+from harness.reporting import claims
 
 
 def _run(name: str, top1: float, gflops: float = 0.007, config: str = "") -> Run:

@@ -18,7 +18,7 @@ import pytest
 import tensorflow_datasets as tfds
 from tensorflow_datasets.image_classification import mnist
 
-from harness import data
+from harness.data import pipeline as data
 from harness.datasets import fashion_mnist_local
 from harness.errors import UsageError
 
@@ -158,7 +158,7 @@ def test_builder_without_idx_files_falls_back_to_official_download():
 @needs_idx
 @pytest.mark.slow
 def test_fashion_mnist_pipeline_defaults(fm_data_dir):
-    config = data.DataConfig(data_dir=fm_data_dir, batch_size=16)
+    config = data.DataSpec(data_dir=fm_data_dir, batch_size=16)
     assert data.dataset_info(config) == (10, (28, 28, 1), 60_000, 10_000)
     batch = next(data.train_batches(config, seed=3))
     assert batch["image"].shape == (16, 28, 28, 1) and batch["image"].dtype == np.float32
@@ -173,7 +173,7 @@ def test_fashion_mnist_pipeline_defaults(fm_data_dir):
 @needs_idx
 @pytest.mark.slow
 def test_eval_shards_are_disjoint_and_cover_the_split(fm_data_dir):
-    config = data.DataConfig(data_dir=fm_data_dir, eval_split="test[:95]", eval_batch_size=30)
+    config = data.DataSpec(data_dir=fm_data_dir, eval_split="test[:95]", eval_batch_size=30)
     whole = list(data.eval_batches(config))  # One process: 30-example batches.
     assert [b["mask"].sum() for b in whole] == [30, 30, 30, 5]
     expected = np.concatenate([b["image"][b["mask"] == 1] for b in whole])
@@ -192,7 +192,7 @@ def test_eval_shards_are_disjoint_and_cover_the_split(fm_data_dir):
 @needs_idx
 @pytest.mark.slow
 def test_train_shards_are_disjoint_and_cover_the_split(fm_data_dir):
-    config = data.DataConfig(
+    config = data.DataSpec(
         data_dir=fm_data_dir, train_split="test[:90]", batch_size=30, shuffle_buffer=100
     )
     epochs = []
@@ -201,7 +201,7 @@ def test_train_shards_are_disjoint_and_cover_the_split(fm_data_dir):
         epochs.append((first_epoch(stream, 3), first_epoch(stream, 3)))  # 30 = one shard epoch.
     everything = collections.Counter(
         (image.tobytes(), int(label))
-        for b in data.eval_batches(data.DataConfig(data_dir=fm_data_dir, eval_split="test[:90]"))
+        for b in data.eval_batches(data.DataSpec(data_dir=fm_data_dir, eval_split="test[:90]"))
         for image, label, m in zip(b["image"], b["label"], b["mask"], strict=True)
         if m
     )
@@ -246,15 +246,15 @@ def mock_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
 )
 def test_dataset_info_from_metadata(mock_dir, name, info):
     with tfds.testing.mock_data(data_dir=mock_dir):
-        assert data.dataset_info(data.DataConfig(dataset=name)) == info
-        small = data.dataset_info(data.DataConfig(dataset=name, image_size=64))
+        assert data.dataset_info(data.DataSpec(dataset=name)) == info
+        small = data.dataset_info(data.DataSpec(dataset=name, image_size=64))
         assert small.image_shape == (64, 64, 3)
 
 
 @pytest.mark.parametrize("name, size", [("cifar10", 32), ("imagenet2012", 96)])
 def test_train_batches_augment_each_draw(mock_dir, name, size):
     # One example repeated: every row of a batch is a fresh draw of the same image.
-    config = data.DataConfig(dataset=name, image_size=size, batch_size=8, shuffle_buffer=4)
+    config = data.DataSpec(dataset=name, image_size=size, batch_size=8, shuffle_buffer=4)
     with tfds.testing.mock_data(num_examples=1, data_dir=mock_dir):
         batch = next(data.train_batches(config, seed=0))
         again = next(data.train_batches(config, seed=0))
@@ -271,7 +271,7 @@ def test_train_batches_augment_each_draw(mock_dir, name, size):
 
 @pytest.mark.parametrize("name", ["cifar10", "imagenet2012"])
 def test_eval_batches_pad_and_mask_the_last_batch(mock_dir, name):
-    config = data.DataConfig(dataset=name, image_size=32, batch_size=8, eval_batch_size=4)
+    config = data.DataSpec(dataset=name, image_size=32, batch_size=8, eval_batch_size=4)
     with tfds.testing.mock_data(num_examples=10, data_dir=mock_dir):
         batches = list(data.eval_batches(config))
         local = list(data.eval_batches(config, process_index=1, process_count=2))
@@ -298,18 +298,18 @@ def test_eval_batches_pad_and_mask_the_last_batch(mock_dir, name):
 )
 def test_missing_dataset_names_the_fix(tmp_path, name, fix):
     with pytest.raises(data.DatasetNotFoundError) as error:
-        data.train_batches(data.DataConfig(dataset=name, data_dir=str(tmp_path)))
+        data.train_batches(data.DataSpec(dataset=name, data_dir=str(tmp_path)))
     message = str(error.value)
     assert isinstance(error.value, UsageError) and "\n" not in message
     assert f"{name!r}" in message and str(tmp_path) in message and fix in message
-    assert "DataConfig.data_dir=" in message
+    assert "DataSpec.data_dir=" in message
     assert not os.listdir(tmp_path)  # Nothing was downloaded or written.
 
 
 def test_missing_fashion_mnist_files_name_the_package(tmp_path, monkeypatch):
     monkeypatch.setattr(fashion_mnist_local.FashionMnistLocal, "idx_dir", str(tmp_path / "no"))
     with pytest.raises(data.DatasetNotFoundError) as error:
-        data.dataset_info(data.DataConfig(data_dir=str(tmp_path / "tfds")))
+        data.dataset_info(data.DataSpec(data_dir=str(tmp_path / "tfds")))
     message = str(error.value)
     assert "\n" not in message and str(tmp_path / "tfds") in message
     assert "apt-get install dataset-fashion-mnist" in message and "make setup" in message
@@ -317,11 +317,11 @@ def test_missing_fashion_mnist_files_name_the_package(tmp_path, monkeypatch):
 
 def test_unknown_dataset_is_a_clear_error(tmp_path):
     with pytest.raises(data.DatasetNotFoundError, match="'no_such_dataset'"):
-        data.dataset_info(data.DataConfig(dataset="no_such_dataset", data_dir=str(tmp_path)))
+        data.dataset_info(data.DataSpec(dataset="no_such_dataset", data_dir=str(tmp_path)))
 
 
 def test_batch_must_divide_among_processes(mock_dir):
-    config = data.DataConfig(dataset="cifar10", batch_size=10, eval_batch_size=12)
+    config = data.DataSpec(dataset="cifar10", batch_size=10, eval_batch_size=12)
     with tfds.testing.mock_data(data_dir=mock_dir):
         with pytest.raises(ValueError, match=r"batch_size=10 is not divisible by process_count=4"):
             data.train_batches(config, 0, 4)
@@ -350,9 +350,9 @@ def test_gin_files_bind_the_config(name, size, eval_split):
     try:
         gin.parse_config_files_and_bindings(
             [os.path.join(REPO_ROOT, "gin", "data", f"{name}.gin")],
-            ["DataConfig.data_dir = '/data/tfds'"],
+            ["DataSpec.data_dir = '/data/tfds'"],
         )
-        config = data.DataConfig()
+        config = data.DataSpec()
     finally:
         gin.clear_config()
     assert (config.dataset, config.image_size, config.eval_split) == (name, size, eval_split)

@@ -9,15 +9,16 @@ import sys
 import gin
 import pytest
 
-from harness import config, run
-from harness.checkpointing import CHECKPOINT_DIR
+from harness import gin_config as config
+from harness import run
 from harness.errors import UsageError
+from harness.train.checkpointing import CHECKPOINT_DIR
 
 TINY = [
     "VitSpec.num_layers=1",
     "TrainSpec.num_epochs=None",
     "TrainSpec.log_every_steps=1",
-    "DataConfig.eval_split='test[:200]'",
+    "DataSpec.eval_split='test[:200]'",
 ]
 
 

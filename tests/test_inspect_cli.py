@@ -9,7 +9,8 @@ import gin
 import pytest
 from absl import flags
 
-from harness import config, inspect
+from harness import gin_config as config
+from harness import inspect
 from harness.errors import UsageError
 
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from praxis import base_layer
 
-from harness import measure
-from harness.steps import apply_model
+from harness.measure import params_flops as measure
+from harness.train.steps import apply_model
 from models import builders, specs
 from models.stats import STATS, per_block
 

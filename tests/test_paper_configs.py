@@ -7,7 +7,9 @@ import os
 import gin
 import pytest
 
-from harness import config, inspect, measure
+from harness import gin_config as config
+from harness import inspect
+from harness.measure import params_flops as measure
 from models import builders, specs
 from tests import param_formulas
 

@@ -15,9 +15,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from harness import config
-from harness.events import read_scalars
-from harness.preemption import PREEMPTED_EXIT_CODE
+from harness import gin_config as config
+from harness.reporting.events import read_scalars
+from harness.train.preemption import PREEMPTED_EXIT_CODE
 
 STEPS = 24
 ARGS = [
@@ -27,7 +27,7 @@ ARGS = [
     f"--gin_param=TrainSpec.num_steps={STEPS}",
     "--gin_param=TrainSpec.log_every_steps=2",
     "--gin_param=TrainSpec.checkpoint_every_steps=4",
-    "--gin_param=DataConfig.eval_split='test[:500]'",
+    "--gin_param=DataSpec.eval_split='test[:500]'",
 ]
 
 

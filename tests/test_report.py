@@ -10,14 +10,15 @@ import gin
 import pytest
 from absl import flags
 
-from harness import events, report, run, sweep
+from harness import report, run, sweep
 from harness.errors import UsageError
+from harness.reporting import events
 
 SHORT = [
     "TrainSpec.num_epochs=None",
     "TrainSpec.num_steps=12",
     "TrainSpec.log_every_steps=6",
-    "DataConfig.eval_split='test[:1000]'",
+    "DataSpec.eval_split='test[:1000]'",
 ]
 
 

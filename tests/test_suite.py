@@ -56,7 +56,7 @@ def test_suite_trains_sweeps_reports_and_resumes(tmp_path, capsys):
     vit = json.loads((runs / "vit/seed_0/results.json").read_text())
     assert vit["run"]["gin_params"][-2:] == [
         "TrainSpec.num_epochs=0.02",
-        "DataConfig.eval_split='test[:500]'",
+        "DataSpec.eval_split='test[:500]'",
     ]
     assert (runs / "vmoe/seed_0/sweep.json").exists()
     assert not (runs / "vit/seed_0/sweep.json").exists()

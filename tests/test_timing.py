@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import pytest
 from praxis import base_layer
 
-from harness import timing
+from harness.measure import inference as timing
 from models import builders, specs
 
 IMAGE_SHAPE = (4, 4, 1)

@@ -12,12 +12,13 @@ import jax
 import pytest
 from jax.sharding import PartitionSpec
 
-from harness import config, trainer
-from harness.events import read_scalars
+from harness import gin_config as config
+from harness.reporting.events import read_scalars
+from harness.train import trainer
 
 CPU_CONFIGS = sorted(glob.glob(os.path.join(config.REPO_ROOT, "gin/cpu/*.gin")))
 # Tests of plumbing (sharding, resume, files) evaluate on a slice of the test split.
-QUICK_EVAL = "DataConfig.eval_split='test[:1000]'"
+QUICK_EVAL = "DataSpec.eval_split='test[:1000]'"
 CPU_FAMILIES = {"vit": "vit", "vmoe": "vmoe", "widenet": "widenet", "vit22b": "vit22b"}
 
 
@@ -57,7 +58,7 @@ def test_tiny_training_loss_falls_and_accuracy_clears_chance(tmp_path, family):
         "TrainSpec.num_steps=100",
         "TrainSpec.log_every_steps=20",
         "OptimizerSpec.warmup_steps=20",
-        "DataConfig.eval_split='test[:2000]'",
+        "DataSpec.eval_split='test[:2000]'",
     )
     losses = [value for _, value in read_scalars(str(tmp_path))["train/loss"]]
     assert len(losses) == 6  # step 1, then every 20 steps

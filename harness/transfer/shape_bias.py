@@ -1,7 +1,7 @@
 """Shape bias on the cue-conflict stimuli of Geirhos et al. (ICLR 2019), "ImageNet-trained CNNs
 are biased towards texture; increasing shape bias improves accuracy and robustness".
 
-Each stimulus (TFDS `geirhos_conflict_stimuli`, split 'test', 1280 images) shows the shape of one
+Each stimulus (TFDS `geirhos_conflict_stimuli`, its only split 'test') shows the shape of one
 of 16 categories with the texture of another; TFDS gives both as 'shape_label' and
 'texture_label', indices into the same 16 alphabetically sorted category names as
 GEIRHOS_CATEGORIES. A 1000-way ImageNet classifier is scored the way model-vs-human does it

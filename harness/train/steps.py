@@ -9,7 +9,7 @@ import optax
 from flax import struct
 from praxis import base_layer
 
-from harness.losses import classification_loss
+from harness.train.losses import classification_loss
 from models.stats import STATS, per_block
 
 ROUTING_SCALARS = ("dropped_fraction", "unrouted_fraction")

@@ -1,6 +1,6 @@
 """The one pjit trainer every family runs under.
 
-gin -> ModelSpec/TrainSpec/MeshSpec/OptimizerSpec/DataConfig -> a praxis model on a
+gin -> ModelSpec/TrainSpec/MeshSpec/OptimizerSpec/DataSpec -> a praxis model on a
 ('data', 'expert', 'model') mesh -> jit-compiled steps with explicit in/out shardings and a
 donated state -> checkpoints, TensorBoard events and results.json in the workdir.
 """
@@ -10,7 +10,6 @@ import itertools
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import gin
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -20,114 +19,16 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 from praxis import base_layer
 
-from harness import data, events, optimizer, plots, results
-from harness.checkpointing import Checkpointer, abstract_like
-from harness.losses import LOSSES
-from harness.mesh import MeshSpec, batch_spec, make_mesh
-from harness.preemption import Preempted, PreemptionGuard
-from harness.progress import Progress
-from harness.steps import EXPERT_CLASS_PREFIX, TrainState, make_eval_step, make_train_step
+from harness.data import pipeline
+from harness.reporting import events, plots
+from harness.train import optimizer, run_record
+from harness.train.checkpointing import Checkpointer, abstract_like
+from harness.train.experiment import Experiment
+from harness.train.mesh import batch_spec, make_mesh
+from harness.train.preemption import Preempted, PreemptionGuard
+from harness.train.progress import Progress
+from harness.train.steps import EXPERT_CLASS_PREFIX, TrainState, make_eval_step, make_train_step
 from models import builders, specs
-from models.specs import Spec
-
-
-@gin.configurable
-@dataclasses.dataclass(frozen=True)
-class TrainSpec(Spec):
-    """How long and how to train. num_epochs, when set, overrides num_steps."""
-
-    num_steps: int = 1000
-    num_epochs: float | None = None
-    log_every_steps: int = 50
-    eval_every_steps: int = 0  # 0: evaluate once, at the end
-    checkpoint_every_steps: int = 500
-    keep_checkpoints: int = 3
-    seed: int = 0
-    loss: str = "softmax"
-    label_smoothing: float = 0.0
-    compute_dtype: str = "float32"
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        for name in ("num_steps", "log_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"TrainSpec.{name}={getattr(self, name)} must be >= 1")
-        if self.num_epochs is not None and self.num_epochs <= 0:
-            raise ValueError(f"TrainSpec.num_epochs={self.num_epochs} must be > 0 (or None)")
-        if self.eval_every_steps < 0:
-            raise ValueError(
-                f"TrainSpec.eval_every_steps={self.eval_every_steps} must be >= 0 "
-                "(0 evaluates at the end only)"
-            )
-        if self.loss not in LOSSES:
-            raise ValueError(f"TrainSpec.loss={self.loss!r} is unknown; use one of {LOSSES}")
-        if self.compute_dtype not in ("float32", "bfloat16"):
-            raise ValueError(
-                f"TrainSpec.compute_dtype={self.compute_dtype!r} is unknown; "
-                "use 'float32' or 'bfloat16'"
-            )
-
-    def total_steps(self, batch_size: int, num_train_examples: int) -> int:
-        if self.num_epochs is None:
-            return self.num_steps
-        return max(1, int(self.num_epochs * num_train_examples / batch_size))
-
-
-@dataclasses.dataclass(frozen=True)
-class Experiment:
-    """Everything gin decides, resolved and validated before any file is written."""
-
-    model: specs.ModelSpec
-    train: TrainSpec
-    mesh: MeshSpec
-    optimizer: optimizer.OptimizerSpec
-    data: data.DataConfig
-
-    @classmethod
-    def from_gin(cls) -> "Experiment":
-        return cls(
-            model=specs.ModelSpec(),
-            train=TrainSpec(),
-            mesh=MeshSpec(),
-            optimizer=optimizer.OptimizerSpec(),
-            data=data.DataConfig(),
-        )
-
-
-def validate(experiment: Experiment, device_count: int) -> tuple[int, int, int]:
-    """Checks what can be checked without training; returns the mesh shape.
-
-    Raises ValueError (one line: the value and the fix) on the first problem found.
-    """
-    mesh_shape = experiment.mesh.resolve(device_count)
-    _, expert_axis, _ = mesh_shape
-    spec = experiment.model
-    if spec.is_sparse and spec.moe.num_experts % expert_axis:
-        raise ValueError(
-            f"MoeSpec.num_experts={spec.moe.num_experts} is not divisible by the expert mesh "
-            f"axis ({expert_axis}); set MeshSpec.expert to a divisor of the expert count"
-        )
-    batch_devices = mesh_shape[0] * mesh_shape[1]
-    for name in ("batch_size", "eval_batch_size"):
-        size = getattr(experiment.data, name) or experiment.data.batch_size
-        if size % batch_devices:
-            raise ValueError(
-                f"DataConfig.{name}={size} is not divisible by the {batch_devices} devices "
-                f"of the data x expert mesh axes; use a multiple of {batch_devices}"
-            )
-    num_classes, image_shape, _, _ = data.dataset_info(experiment.data)
-    expected = (spec.vit.image_size, spec.vit.image_size, spec.vit.num_channels)
-    if tuple(image_shape) != expected:
-        raise ValueError(
-            f"the data gives images of shape {tuple(image_shape)} but VitSpec expects "
-            f"{expected}; set VitSpec.image_size/num_channels or DataConfig.image_size to agree"
-        )
-    if num_classes != spec.vit.num_classes:
-        raise ValueError(
-            f"the dataset has {num_classes} classes but VitSpec.num_classes="
-            f"{spec.vit.num_classes}; set VitSpec.num_classes={num_classes}"
-        )
-    return mesh_shape
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,7 +66,7 @@ class Trainer:
             spec, mesh_shape=mesh_shape, compute_dtype=train.compute_dtype
         )
         self.model = base_layer.instantiate(self.model_config)
-        info = data.dataset_info(experiment.data)
+        info = pipeline.dataset_info(experiment.data)
         self.image_shape, self.num_train_examples = tuple(info.image_shape), info.num_train_examples
         self.total_steps = train.total_steps(experiment.data.batch_size, self.num_train_examples)
         self.schedule = optimizer.make_schedule(experiment.optimizer, self.total_steps)
@@ -254,10 +155,10 @@ class Trainer:
         )
 
         def evaluate(params: Any) -> Evaluation:
-            process_index, process_count = jax.process_index(), jax.process_count()
+            process = (jax.process_index(), jax.process_count())
             totals: dict[str, np.ndarray] = {}
             with self.mesh:
-                for local in data.eval_batches(self.experiment.data, process_index, process_count):
+                for local in pipeline.eval_batches(self.experiment.data, *process):
                     batch = self.global_batch(local, self.eval_batch_shardings)
                     for key, value in jax.device_get(step(params, batch)).items():
                         totals[key] = totals.get(key, 0.0) + np.asarray(value, np.float64)
@@ -266,7 +167,7 @@ class Trainer:
         return evaluate
 
     def train_batches(self, start_step: int) -> Iterator[dict[str, np.ndarray]]:
-        batches = data.train_batches(
+        batches = pipeline.train_batches(
             self.experiment.data,
             jax.process_index(),
             jax.process_count(),
@@ -316,7 +217,7 @@ class Trainer:
             else metric_writers.MultiWriter([])
         )
         if not start_step:
-            writer.write_hparams(results.hparams(self.experiment))
+            writer.write_hparams(run_record.hparams(self.experiment))
         progress = Progress(self.total_steps, start_step, self.experiment.data.batch_size)
         evaluation: Evaluation | None = None
         last_eval_step = None

@@ -1,18 +1,17 @@
-"""A run's identity (config, devices, versions) and its results.json."""
+"""What a run directory records about a run: its file names, devices, versions and hparams."""
 
 import dataclasses
 import importlib.metadata
-import json
 import os
 import platform
 import socket
-import tempfile
 import time
 from typing import Any
 
 import jax
 
 RESULTS_FILE = "results.json"
+SWEEP_FILE = "sweep.json"
 PACKAGES = (
     "jax",
     "jaxlib",
@@ -71,15 +70,6 @@ def _flatten(tree: dict[str, Any], prefix: str) -> dict[str, Any]:
         else:
             out[f"{prefix}.{key}"] = value
     return out
-
-
-def write_json_atomically(path: str, payload: dict[str, Any]) -> None:
-    """Readers see the old file or the new one, never a half-written one."""
-    directory = os.path.dirname(os.path.abspath(path))
-    with tempfile.NamedTemporaryFile("w", dir=directory, delete=False, suffix=".tmp") as f:
-        json.dump(payload, f, indent=2, sort_keys=True, default=float)
-        tmp = f.name
-    os.replace(tmp, path)
 
 
 def timestamp() -> str:

@@ -22,7 +22,8 @@ from typing import Any
 import gin
 import jax
 
-from harness import config
+from harness import gin_config
+from harness.train.experiment import Experiment, validate
 
 METHOD = (
     "train step of one real batch already on the device, {rounds} interleaved rounds x {steps} "
@@ -46,7 +47,7 @@ class StepTime:
 class PreparedStep:
     """A config ready to time: its trainer, a compiled state and one batch on the device."""
 
-    run: Any  # harness.trainer.Trainer
+    run: Any  # harness.train.trainer.Trainer
     state: Any
     batch: Any
     batches: Iterator[Any]  # the run's own training input, for timing the real loop
@@ -63,12 +64,12 @@ class PreparedStep:
 
 def prepare(gin_file: str, bindings: Sequence[str], workdir: str) -> PreparedStep:
     """Build, initialise and compile one config's train step; gin is cleared afterwards."""
-    from harness import trainer  # imports JAX state: only once absl has parsed flags
+    from harness.train import trainer  # imports JAX state: only once absl has parsed flags
 
-    config.parse_gin([gin_file], [*bindings, "TrainSpec.num_epochs=None"])
+    gin_config.parse_gin([gin_file], [*bindings, "TrainSpec.num_epochs=None"])
     try:
-        experiment = trainer.Experiment.from_gin()
-        mesh_shape = trainer.validate(experiment, jax.device_count())
+        experiment = Experiment.from_gin()
+        mesh_shape = validate(experiment, jax.device_count())
         run = trainer.Trainer(experiment, workdir, mesh_shape)
     finally:
         gin.clear_config()

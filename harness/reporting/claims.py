@@ -12,8 +12,13 @@ import re
 import statistics
 from typing import Any
 
-from harness import carbon, plots, results
-from harness.report import footprint_of, load_run
+from harness import files
+from harness.measure import carbon
+from harness.reporting import plots
+from harness.reporting.carbon_tables import device_table_markdown
+from harness.reporting.runs import footprint_of, load_run
+from harness.suites.spec import DIVERGED_FILE, STEP_TIMES_FILE, run_dir
+from harness.train import run_record
 
 IMAGENET_TRAIN_IMAGES = 1_281_167
 # Parameter counts the papers publish, with where they say it.
@@ -66,8 +71,6 @@ def _top1(run: Any) -> float:
 
 
 def load(spec: Any) -> dict[str, Seeds]:
-    from harness.suite import DIVERGED_FILE, run_dir
-
     loaded = {}
     for name, _, _ in spec.runs:
         runs, diverged = [], 0
@@ -557,8 +560,6 @@ def write_report(spec: Any, paper: dict[str, dict[str, Any]], command: str, devi
     claim_bpr(w, seeds)
     claim_adaptive_k(w, seeds)
     claim_widenet(w, seeds)
-    from harness.suite import STEP_TIMES_FILE
-
     step_times_path = os.path.join(spec.root, STEP_TIMES_FILE)
     step_times = {}
     if os.path.exists(step_times_path):
@@ -572,7 +573,7 @@ def write_report(spec: Any, paper: dict[str, dict[str, Any]], command: str, devi
     header = [
         "# Paper claims at CPU scale",
         "",
-        f"Generated {results.timestamp()} by `{command}` on {devices['count']} x "
+        f"Generated {run_record.timestamp()} by `{command}` on {devices['count']} x "
         f"{devices['kind']} ({devices['platform']}, {devices['cpu_count']} cores, host "
         f"{devices['host']}). Each trained claim: {spec.seeds} seed(s) per model, "
         f"{spec.num_epochs:g} epoch(s) of Fashion-MNIST each, evaluated on "
@@ -622,12 +623,9 @@ def write_report(spec: Any, paper: dict[str, dict[str, Any]], command: str, devi
         "",
         "## Energy and carbon assumptions",
         "",
-        carbon.device_table_markdown(),
+        device_table_markdown(),
         "",
     ]
     text = "\n".join(header + w.lines + footer)
-    temporary = spec.report + ".tmp"
-    with open(temporary, "w") as f:
-        f.write(text)
-    os.replace(temporary, spec.report)
+    files.write_text_atomically(spec.report, text)
     return text

@@ -1,71 +1,38 @@
 """Input pipeline: TFDS image-classification datasets as per-process numpy batches for JAX.
 
-Every dataset goes through TFDS. `fashion_mnist`, the embedded default, is prepared on first use
-from Debian's IDX files by `harness.datasets.fashion_mnist_local`; every other dataset must already
-be prepared in `DataConfig.data_dir`, since nothing here downloads. Batches are numpy dicts:
-'image' float32 [b, H, W, C] in [-1, 1], 'label' int32 [b] and, for eval only, 'mask' float32 [b].
+Every dataset goes through TFDS. `fashion_mnist`, the embedded default, is prepared on first
+use from Debian's IDX files by `harness.data.datasets.fashion_mnist_local`; every other dataset
+must already be prepared in `DataSpec.data_dir`, since nothing here downloads. Batches are numpy
+dicts: 'image' float32 [b, H, W, C] in [-1, 1], 'label' int32 [b] and, for eval only, 'mask'
+float32 [b].
 `b` is the process's part of the global batch; the trainer assembles the global array.
 """
 
 import contextlib
-import dataclasses
 import fcntl
 import math
 import os
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
-import gin
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from harness.datasets import fashion_mnist_local
+from harness.data.datasets import fashion_mnist_local
+from harness.data.spec import AUGMENTATIONS, DataSpec
 from harness.errors import UsageError
-from models.specs import Spec
 
 # TensorFlow is only the input pipeline: keep it off any GPU so JAX owns the accelerator memory.
 with contextlib.suppress(RuntimeError):  # Raised if TF already initialised its devices.
     tf.config.set_visible_devices([], "GPU")
 
-AUGMENTATIONS = ("auto", "none", "pad_crop", "pad_crop_flip", "inception_crop_flip")
 _DEFAULT_VARIABLE_SIZE = 224  # Target size for datasets whose images vary in size (ImageNet).
 _CENTRAL_CROP_FRACTION = 0.875  # Eval crop of variable-size images: 224 out of 256, as usual.
 
 
 class DatasetNotFoundError(UsageError):
     """The dataset is unknown or not prepared in the data_dir; the message says how to get it."""
-
-
-@gin.configurable
-@dataclasses.dataclass(frozen=True)
-class DataConfig(Spec):
-    """What to read and how to preprocess it; bound from gin/data/*.gin.
-
-    The data seed is not here: `train_batches` takes it from the trainer, which owns the run seed.
-    """
-
-    # Any TFDS name ('cifar10', 'imagenet2012', 'oxford_iiit_pet:4.*.*', ...).
-    dataset: str = "fashion_mnist"
-    # TFDS data_dir; None = TFDS's default ($TFDS_DATA_DIR or ~/tensorflow_datasets).
-    data_dir: str | None = None
-    # Square side images are resized to; None = native size, or 224 for variable-size images.
-    image_size: int | None = None
-    # Global batch sizes over all processes; eval_batch_size None = batch_size.
-    batch_size: int = 128
-    eval_batch_size: int | None = None
-    # TFDS split specs; eval_split None = 'test', or 'validation' where there is no test split.
-    train_split: str = "train"
-    eval_split: str | None = None
-    shuffle_buffer: int = 10_000
-    # Train augmentation, one of AUGMENTATIONS. 'auto': 'inception_crop_flip' for variable-size
-    # images, 'pad_crop_flip' for cifar*, 'none' otherwise (Fashion-MNIST is not flip-invariant:
-    # shoes point one way).
-    augment: str = "auto"
-    crop_padding: int = 4  # Pixels of zero padding before the random crop of the pad_crop modes.
-    # Keep decoded train images in memory after the first epoch; right for datasets of a few
-    # hundred MB at most (Fashion-MNIST 47 MB, CIFAR 150 MB), wrong for ImageNet.
-    cache: bool = False
 
 
 class DataInfo(NamedTuple):
@@ -77,7 +44,7 @@ class DataInfo(NamedTuple):
     num_eval_examples: int
 
 
-def dataset_info(config: DataConfig) -> DataInfo:
+def dataset_info(config: DataSpec) -> DataInfo:
     """Classes, batch image shape and split sizes, from TFDS metadata without reading examples.
 
     Like the batch functions, it prepares `fashion_mnist` on first use (about 15 s, once per
@@ -96,7 +63,7 @@ def dataset_info(config: DataConfig) -> DataInfo:
 
 
 def train_batches(
-    config: DataConfig, process_index: int = 0, process_count: int = 1, seed: int = 0
+    config: DataSpec, process_index: int = 0, process_count: int = 1, seed: int = 0
 ) -> Iterator[dict[str, np.ndarray]]:
     """Endless shuffled, augmented batches of this process's shard of the train split.
 
@@ -142,7 +109,7 @@ def train_batches(
 
 
 def eval_batches(
-    config: DataConfig, process_index: int = 0, process_count: int = 1
+    config: DataSpec, process_index: int = 0, process_count: int = 1
 ) -> Iterator[dict[str, np.ndarray]]:
     """One pass over this process's shard of the eval split in file order, padded to full batches.
 
@@ -183,7 +150,7 @@ def eval_batches(
 # --- Finding the dataset -------------------------------------------------------------------------
 
 
-def _builder(config: DataConfig) -> tfds.core.DatasetBuilder:
+def _builder(config: DataSpec) -> tfds.core.DatasetBuilder:
     """The prepared builder for config.dataset, or DatasetNotFoundError saying how to prepare it."""
     if config.dataset == "fashion_mnist":
         return _fashion_mnist_builder(config.data_dir)
@@ -191,7 +158,7 @@ def _builder(config: DataConfig) -> tfds.core.DatasetBuilder:
         builder = tfds.builder(config.dataset, data_dir=config.data_dir)
     except tfds.core.registered.DatasetNotFoundError as error:
         raise DatasetNotFoundError(
-            f"unknown TFDS dataset DataConfig.dataset={config.dataset!r}; use a TFDS name such "
+            f"unknown TFDS dataset DataSpec.dataset={config.dataset!r}; use a TFDS name such "
             "as 'fashion_mnist', 'cifar10', 'cifar100' or 'imagenet2012'"
         ) from error
     # is_prepared only looks at the files: no download is ever attempted from here.
@@ -220,7 +187,7 @@ def _fashion_mnist_builder(data_dir: str | None) -> tfds.core.DatasetBuilder:
 
 def _how_to_prepare(dataset: str, data_dir: str, idx_dir: str) -> str:
     where = f"dataset {dataset!r} is not prepared in data_dir {data_dir}"
-    set_dir = "or point --gin_param=\"DataConfig.data_dir='/path'\" at a prepared copy"
+    set_dir = "or point --gin_param=\"DataSpec.data_dir='/path'\" at a prepared copy"
     if dataset == "fashion_mnist":
         return (
             f"{where} and its IDX files are not in {idx_dir}; run "
@@ -252,10 +219,10 @@ def _variable_size(builder: tfds.core.DatasetBuilder) -> bool:
     return height is None or width is None
 
 
-def _output_size(config: DataConfig, builder: tfds.core.DatasetBuilder) -> tuple[int, int]:
+def _output_size(config: DataSpec, builder: tfds.core.DatasetBuilder) -> tuple[int, int]:
     if config.image_size is not None:
         if config.image_size < 1:
-            raise UsageError(f"DataConfig.image_size={config.image_size} must be positive")
+            raise UsageError(f"DataSpec.image_size={config.image_size} must be positive")
         return config.image_size, config.image_size
     if _variable_size(builder):
         return _DEFAULT_VARIABLE_SIZE, _DEFAULT_VARIABLE_SIZE
@@ -263,7 +230,7 @@ def _output_size(config: DataConfig, builder: tfds.core.DatasetBuilder) -> tuple
     return height, width
 
 
-def _eval_split(config: DataConfig, builder: tfds.core.DatasetBuilder) -> str:
+def _eval_split(config: DataSpec, builder: tfds.core.DatasetBuilder) -> str:
     if config.eval_split is not None:
         return config.eval_split
     for name in ("test", "validation"):
@@ -271,13 +238,13 @@ def _eval_split(config: DataConfig, builder: tfds.core.DatasetBuilder) -> str:
             return name
     raise UsageError(
         f"dataset {config.dataset!r} has no 'test' or 'validation' split (it has "
-        f"{sorted(builder.info.splits)}); set DataConfig.eval_split"
+        f"{sorted(builder.info.splits)}); set DataSpec.eval_split"
     )
 
 
-def _augmentation(config: DataConfig, builder: tfds.core.DatasetBuilder) -> str:
+def _augmentation(config: DataSpec, builder: tfds.core.DatasetBuilder) -> str:
     if config.augment not in AUGMENTATIONS:
-        raise UsageError(f"DataConfig.augment={config.augment!r} is not one of {AUGMENTATIONS}")
+        raise UsageError(f"DataSpec.augment={config.augment!r} is not one of {AUGMENTATIONS}")
     if config.augment != "auto":
         return config.augment
     if _variable_size(builder):
@@ -302,7 +269,7 @@ def _local_batch(global_batch: int, name: str, process_index: int, process_count
         )
     if global_batch < process_count or global_batch % process_count:
         raise ValueError(
-            f"DataConfig.{name}={global_batch} is not divisible by process_count="
+            f"DataSpec.{name}={global_batch} is not divisible by process_count="
             f"{process_count}; use a multiple of {process_count}"
         )
     return global_batch // process_count

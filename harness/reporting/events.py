@@ -7,6 +7,8 @@ from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.compat.proto import event_pb2
 from tensorboard.util import tensor_util
 
+from harness import files
+
 EVENT_FILE_PREFIX = "events.out.tfevents."
 
 
@@ -67,9 +69,7 @@ def discard_events(logdir: str, orphaned: Callable[[event_pb2.Event], bool]) -> 
         if complete and len(kept) == len(records):
             continue
         dropped += len(records) - len(kept)
-        temporary = path + ".tmp"
-        with tf.io.TFRecordWriter(temporary) as writer:
+        with files.replacing(path) as temporary, tf.io.TFRecordWriter(temporary) as writer:
             for record in kept:
                 writer.write(record)
-        os.replace(temporary, path)
     return dropped

@@ -18,11 +18,11 @@ import math
 import os
 import re
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from harness.carbon_defaults import (
+from harness.measure.carbon_defaults import (
     DEFAULT_GRID,
     DEFAULT_PUE,
     DEFAULT_UTILISATION,
@@ -48,8 +48,6 @@ __all__ = [
     "GridIntensity",
     "PueDefault",
     "carbon_kg",
-    "defaults_markdown",
-    "device_table_markdown",
     "energy_kwh",
     "estimated_training_footprint",
     "lookup_device",
@@ -294,67 +292,6 @@ def estimated_training_footprint(
         kind="estimated",
         method=method,
         utilisation=used,
-    )
-
-
-# --- markdown ------------------------------------------------------------------------------------
-
-
-def _cell(value: object) -> str:
-    # A '|' inside a cell would split it into two columns.
-    return str(value).replace("|", "\\|")
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    lines = [
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join("---" for _ in header) + "|",
-    ]
-    lines += ["| " + " | ".join(_cell(value) for value in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def device_table_markdown(devices: Sequence[DevicePower] = DEVICES) -> str:
-    """The device power table as markdown, one row per device with its sources."""
-    header = (
-        "Device",
-        "Unit",
-        "Avg W",
-        "Power kind",
-        "Power source",
-        "Peak TFLOP/s",
-        "Precision",
-        "Peak source",
-    )
-    rows = [
-        (
-            row.name,
-            row.unit,
-            f"{row.avg_watts:g}",
-            row.power_kind,
-            row.power_source,
-            f"{row.peak_flops / 1e12:g}" + (" (rough)" if row.peak_is_rough else ""),
-            row.peak_precision,
-            row.peak_source,
-        )
-        for row in devices
-    ]
-    return _table(header, rows)
-
-
-def defaults_markdown() -> str:
-    """Device, PUE and grid tables with sources, and the formula, for a report's appendix."""
-    pue_rows = [(row.name, f"{row.pue:g}", row.source) for row in PUES]
-    grid_rows = [(row.name, f"{row.kg_per_kwh:g}", row.source) for row in GRIDS]
-    return "\n\n".join(
-        (
-            "kWh = hours x devices x avg_watts x PUE / 1000; kgCO2e = kWh x grid kgCO2e/kWh. "
-            "Measured figures use real wall time x table power; estimated figures use "
-            f"FLOPs / (peak x utilisation), default utilisation {DEFAULT_UTILISATION:g}.",
-            device_table_markdown(),
-            _table(("Datacenter", "PUE", "Source"), pue_rows),
-            _table(("Grid", "kgCO2e/kWh", "Source"), grid_rows),
-        )
     )
 
 

@@ -1,38 +1,9 @@
 """Optimiser and learning-rate schedule from optax, as the ViT and V-MoE papers train."""
 
-import dataclasses
-
-import gin
 import jax
 import optax
 
-from models.specs import Spec
-
-DECAYS = ("linear", "cosine")
-
-
-@gin.configurable
-@dataclasses.dataclass(frozen=True)
-class OptimizerSpec(Spec):
-    """Adam with decoupled weight decay, linear warm-up, then linear or cosine decay."""
-
-    learning_rate: float = 1e-3
-    warmup_steps: int = 10_000
-    decay: str = "linear"
-    end_learning_rate: float = 1e-5
-    weight_decay: float = 0.1
-    b1: float = 0.9
-    b2: float = 0.999
-    grad_clip_norm: float | None = None
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.decay not in DECAYS:
-            raise ValueError(f"OptimizerSpec.decay={self.decay!r} is unknown; use one of {DECAYS}")
-        if self.learning_rate <= 0:
-            raise ValueError(
-                f"OptimizerSpec.learning_rate={self.learning_rate} must be positive; e.g. 1e-3"
-            )
+from harness.train.specs import OptimizerSpec
 
 
 def make_schedule(spec: OptimizerSpec, total_steps: int) -> optax.Schedule:

@@ -1,0 +1,44 @@
+"""How every command starts: flags first, one-line usage errors (exit 2), quiet libraries."""
+
+import os
+from collections.abc import Callable
+
+from absl import app, flags, logging
+
+from harness.errors import UsageError, exit_with_usage_error
+
+# Before TensorFlow or XLA is imported anywhere: their C++ start-up lines would otherwise arrive
+# ahead of (and around) a one-line error.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    """absl's parser, with an unknown or malformed flag as one line and exit 2, like every
+    other usage error (absl prints two lines and exits 1)."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as error:
+        exit_with_usage_error(UsageError(f"{error}; see --help for this command's flags"))
+
+
+def run(main: Callable[[list[str]], None]) -> None:
+    """Parses flags and runs `main(positional_args)`; a UsageError becomes one line on stderr
+    and exit code 2."""
+
+    def wrapped(argv: list[str]) -> None:
+        # praxis logs every parameter and orbax every file at INFO; commands print their own
+        # progress lines instead.
+        logging.set_verbosity(logging.WARNING)
+        try:
+            main(argv[1:])
+        except UsageError as error:
+            exit_with_usage_error(error)
+
+    app.run(wrapped, flags_parser=_parse_flags)
+
+
+def no_positional(args: list[str], example: str) -> None:
+    if args:
+        raise UsageError(
+            f"unexpected argument {args[0]!r}; this command takes flags only, e.g. {example}"
+        )

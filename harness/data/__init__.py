@@ -1,0 +1,1 @@
+"""Stage 1, data: the gin data spec and the TFDS input pipeline (with the embedded dataset)."""

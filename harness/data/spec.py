@@ -1,0 +1,40 @@
+"""The data section of a gin file (gin/data/*.gin): which TFDS dataset, split and preprocessing."""
+
+import dataclasses
+
+import gin
+
+from models.specs import Spec
+
+AUGMENTATIONS = ("auto", "none", "pad_crop", "pad_crop_flip", "inception_crop_flip")
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class DataSpec(Spec):
+    """What to read and how to preprocess it; bound from gin/data/*.gin.
+
+    The data seed is not here: `train_batches` takes it from the trainer, which owns the run seed.
+    """
+
+    # Any TFDS name ('cifar10', 'imagenet2012', 'oxford_iiit_pet:4.*.*', ...).
+    dataset: str = "fashion_mnist"
+    # TFDS data_dir; None = TFDS's default ($TFDS_DATA_DIR or ~/tensorflow_datasets).
+    data_dir: str | None = None
+    # Square side images are resized to; None = native size, or 224 for variable-size images.
+    image_size: int | None = None
+    # Global batch sizes over all processes; eval_batch_size None = batch_size.
+    batch_size: int = 128
+    eval_batch_size: int | None = None
+    # TFDS split specs; eval_split None = 'test', or 'validation' where there is no test split.
+    train_split: str = "train"
+    eval_split: str | None = None
+    shuffle_buffer: int = 10_000
+    # Train augmentation, one of AUGMENTATIONS. 'auto': 'inception_crop_flip' for variable-size
+    # images, 'pad_crop_flip' for cifar*, 'none' otherwise (Fashion-MNIST is not flip-invariant:
+    # shoes point one way).
+    augment: str = "auto"
+    crop_padding: int = 4  # Pixels of zero padding before the random crop of the pad_crop modes.
+    # Keep decoded train images in memory after the first epoch; right for datasets of a few
+    # hundred MB at most (Fashion-MNIST 47 MB, CIFAR 150 MB), wrong for ImageNet.
+    cache: bool = False

@@ -1,0 +1,37 @@
+"""Reads a flat `.npz` checkpoint into {name: float32 array}, undoing numpy's bfloat16 loss.
+
+numpy has no bfloat16, so `np.savez` of a bfloat16 array stores its raw 2-byte records as a
+void dtype ('V2'). The bytes are intact; viewing them as bfloat16 recovers the values (as
+big_vision's `utils.recover_dtype` does), and float32 holds every bfloat16 exactly.
+"""
+
+import io
+
+import ml_dtypes
+import numpy as np
+
+from harness.errors import UsageError
+from harness.imports import files
+
+
+def recover_float(array: np.ndarray) -> np.ndarray:
+    """bfloat16 saved as 'V2' -> float32; other floats -> float32; anything else unchanged."""
+    if array.dtype.kind == "V":
+        if array.dtype.itemsize != 2:
+            raise ValueError(f"void dtype {array.dtype} is not a bfloat16 record (2 bytes)")
+        array = array.view(ml_dtypes.bfloat16)
+    if array.dtype == ml_dtypes.bfloat16 or np.issubdtype(array.dtype, np.floating):
+        return array.astype(np.float32)
+    return array
+
+
+def read_npz(path: str) -> dict[str, np.ndarray]:
+    """All arrays of the archive at `path` (local or gs://), floats as float32."""
+    try:
+        # Read whole: np.load needs seeks, which remote gfile streams do badly.
+        with np.load(io.BytesIO(files.read_bytes(path)), allow_pickle=False) as archive:
+            return {name: recover_float(archive[name]) for name in archive.files}
+    except (OSError, ValueError) as error:
+        raise UsageError(
+            f"{path} is not a readable .npz archive ({error}); check the path"
+        ) from error

@@ -1,0 +1,29 @@
+"""The inspect record of a model spec: parameters, FLOPs and weight bytes per device, computed
+abstractly (no weights in memory), as `python -m harness.inspect` and the suite print them."""
+
+from typing import Any
+
+from harness.measure import params_flops
+from models import builders
+from models.specs import MESH_AXES, ModelSpec
+
+
+def inspect_model(spec: ModelSpec, mesh: list[int], xla_flops: bool = True) -> dict[str, Any]:
+    """Returns the inspect record (a flat dict) for one model spec."""
+    model_config = builders.build_model(spec, mesh_shape=mesh)
+    variables = params_flops.abstract_variables(model_config, spec)
+    counts = params_flops.count_params(variables, spec)
+    record = {
+        "family": spec.family,
+        "params_total": counts.total,
+        "params_body": counts.body,
+        "params_active": counts.active,
+        "gflops_per_image": round(params_flops.analytic_gflops_per_image(spec), 4),
+        "xla_gflops_per_image": None,
+        "mesh": dict(zip(MESH_AXES, mesh, strict=True)),
+        "param_bytes_per_device": params_flops.param_bytes_per_device(variables, mesh, MESH_AXES),
+    }
+    if xla_flops:
+        flops = params_flops.xla_gflops_per_image(model_config, spec)
+        record["xla_gflops_per_image"] = None if flops is None else round(flops, 4)
+    return record

@@ -1,0 +1,77 @@
+"""A finished run directory, read back as data: results.json, sweep.json and its curves.
+
+Reading a run directory never executes anything from it (no gin, no pickles): everything here
+is JSON and TensorBoard event protos.
+"""
+
+import dataclasses
+import json
+import os
+import sys
+from typing import Any
+
+from harness.measure import carbon
+from harness.reporting import events
+from harness.train.run_record import RESULTS_FILE, SWEEP_FILE
+
+
+@dataclasses.dataclass
+class Run:
+    name: str
+    path: str
+    results: dict[str, Any]
+    sweep: dict[str, Any] | None
+    scalars: dict[str, list[tuple[int, float]]]
+
+    @property
+    def family(self) -> str:
+        return self.results["run"]["family"]
+
+    @property
+    def top1(self) -> float:
+        return self.results["eval"]["eval/top1"]
+
+
+def warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def load_run(path: str) -> Run | None:
+    """Reads a run directory; returns None (with a warning) when it is incomplete or corrupt."""
+    name = os.path.basename(os.path.normpath(path))
+    results_path = os.path.join(path, RESULTS_FILE)
+    try:
+        with open(results_path) as f:
+            payload = json.load(f)
+        for section, key in (("run", "family"), ("eval", "eval/top1"), ("model", "params_total")):
+            payload[section][key]
+    except FileNotFoundError:
+        warn(f"skipping {path}: no {RESULTS_FILE} (unfinished run?)")
+        return None
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        warn(f"skipping {path}: {RESULTS_FILE} is corrupt or incomplete ({error!r})")
+        return None
+    sweep = None
+    sweep_path = os.path.join(path, SWEEP_FILE)
+    if os.path.exists(sweep_path):
+        try:
+            with open(sweep_path) as f:
+                sweep = json.load(f)
+        except json.JSONDecodeError as error:
+            warn(f"ignoring {sweep_path}: corrupt ({error})")
+    try:
+        scalars = events.read_scalars(path)
+    except Exception as error:  # a damaged event file costs the curves, not the report
+        warn(f"no training curves for {path}: {error!r}")
+        scalars = {}
+    return Run(name=name, path=path, results=payload, sweep=sweep, scalars=scalars)
+
+
+def footprint_of(run: Run) -> carbon.Footprint:
+    devices = run.results["run"]["devices"]
+    # CPU power is per socket: JAX's CPU "devices" may be simulated slices of one socket, so a
+    # CPU run counts one socket per process.
+    count = devices["process_count"] if devices["platform"] == "cpu" else devices["count"]
+    return carbon.measured_run_footprint(
+        run.results["train"]["wall_seconds"], devices["kind"], count
+    )

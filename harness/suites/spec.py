@@ -1,0 +1,75 @@
+"""The suite section of a gin file (gin/suites/*.gin): which runs, seeds, sweeps and report."""
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import gin
+
+from harness.gin_config import PAPER_CONFIGS, REPO_ROOT
+from models.specs import Spec
+
+DIVERGED_FILE = "diverged.json"
+STEP_TIMES_FILE = "step_times.json"
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class SuiteSpec(Spec):
+    """What the suite trains and where it writes.
+
+    runs: (name, gin file, [bindings]) triples; claims.py refers to the names it needs.
+    num_epochs, eval_split: applied to every run (eval_split None = the full test split).
+    sweep_runs, sweep_capacities, sweep_ks: which runs get the inference-time routing sweep
+      (all their seeds), over which C and k.
+    step_time_runs, step_time_rounds, step_time_steps: runs whose train step is timed
+      interleaved in one process (harness/step_timing.py) for the speed claim, rather than
+      compared through the throughput of runs trained one after another.
+    paper_configs: gin/NAME.gin files inspected (not trained) for claim 6.
+    """
+
+    root: str = "runs/suite"
+    report: str = "reports/suite.md"
+    seeds: int = 3
+    num_epochs: float = 1.0
+    eval_split: str | None = None
+    runs: Sequence[Any] = ()
+    sweep_capacities: Sequence[Any] = (2.0, 1.0, 0.5, 0.25, 0.125)
+    sweep_ks: Sequence[Any] = (1, 2)
+    sweep_timing_batch_size: int = 256
+    sweep_runs: Sequence[Any] = ("vmoe",)
+    step_time_runs: Sequence[Any] = ("vit22b", "vit22b_sequential", "vit22b_bias")
+    step_time_rounds: int = 5
+    step_time_steps: int = 10
+    paper_configs: Sequence[Any] = PAPER_CONFIGS
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.seeds < 1:
+            raise ValueError(f"SuiteSpec.seeds={self.seeds} must be >= 1")
+        if self.step_time_rounds < 1 or self.step_time_steps < 1:
+            raise ValueError(
+                f"SuiteSpec.step_time_rounds={self.step_time_rounds} and step_time_steps="
+                f"{self.step_time_steps} must both be >= 1"
+            )
+        if not self.runs:
+            raise ValueError("SuiteSpec.runs is empty; list (name, gin_file, [bindings]) triples")
+        for entry in self.runs:
+            if len(entry) != 3 or not isinstance(entry[0], str) or not isinstance(entry[1], str):
+                raise ValueError(
+                    f"SuiteSpec.runs entry {entry!r} must be (name, gin_file, [bindings])"
+                )
+            if not os.path.isfile(os.path.join(REPO_ROOT, entry[1])):
+                raise ValueError(f"SuiteSpec.runs entry {entry[0]!r}: {entry[1]} does not exist")
+
+
+def run_dir(spec: SuiteSpec, name: str, seed: int) -> str:
+    return os.path.join(spec.root, name, f"seed_{seed}")
+
+
+def bindings_for(spec: SuiteSpec, extra: Sequence[str], seed: int) -> list[str]:
+    bindings = [*extra, f"TrainSpec.seed={seed}", f"TrainSpec.num_epochs={spec.num_epochs}"]
+    if spec.eval_split:
+        bindings.append(f"DataSpec.eval_split={spec.eval_split!r}")
+    return bindings

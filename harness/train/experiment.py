@@ -1,0 +1,71 @@
+"""An experiment: every spec a gin file binds, resolved and validated before anything is written."""
+
+import dataclasses
+
+from harness.data.spec import DataSpec
+from harness.train.specs import MeshSpec, OptimizerSpec, TrainSpec
+from models.specs import ModelSpec
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """Everything gin decides, resolved and validated before any file is written."""
+
+    model: ModelSpec
+    train: TrainSpec
+    mesh: MeshSpec
+    optimizer: OptimizerSpec
+    data: DataSpec
+
+    @classmethod
+    def from_gin(cls) -> "Experiment":
+        return cls(
+            model=ModelSpec(),
+            train=TrainSpec(),
+            mesh=MeshSpec(),
+            optimizer=OptimizerSpec(),
+            data=DataSpec(),
+        )
+
+
+def check_mesh_fits_model(spec: ModelSpec, mesh_shape: tuple[int, ...]) -> None:
+    """The model's experts must split evenly over the expert axis (training, inspect)."""
+    _, expert_axis, _ = mesh_shape
+    if spec.is_sparse and spec.moe.num_experts % expert_axis:
+        raise ValueError(
+            f"MoeSpec.num_experts={spec.moe.num_experts} is not divisible by the expert mesh "
+            f"axis ({expert_axis}); set the expert axis to a divisor of the expert count"
+        )
+
+
+def validate(experiment: Experiment, device_count: int) -> tuple[int, int, int]:
+    """Checks what can be checked without training; returns the mesh shape.
+
+    Raises ValueError (one line: the value and the fix) on the first problem found.
+    """
+    from harness.data import pipeline  # reads TFDS metadata; parsing gin alone stays light
+
+    mesh_shape = experiment.mesh.resolve(device_count)
+    spec = experiment.model
+    check_mesh_fits_model(spec, mesh_shape)
+    batch_devices = mesh_shape[0] * mesh_shape[1]
+    for name in ("batch_size", "eval_batch_size"):
+        size = getattr(experiment.data, name) or experiment.data.batch_size
+        if size % batch_devices:
+            raise ValueError(
+                f"DataSpec.{name}={size} is not divisible by the {batch_devices} devices "
+                f"of the data x expert mesh axes; use a multiple of {batch_devices}"
+            )
+    num_classes, image_shape, _, _ = pipeline.dataset_info(experiment.data)
+    expected = (spec.vit.image_size, spec.vit.image_size, spec.vit.num_channels)
+    if tuple(image_shape) != expected:
+        raise ValueError(
+            f"the data gives images of shape {tuple(image_shape)} but VitSpec expects "
+            f"{expected}; set VitSpec.image_size/num_channels or DataSpec.image_size to agree"
+        )
+    if num_classes != spec.vit.num_classes:
+        raise ValueError(
+            f"the dataset has {num_classes} classes but VitSpec.num_classes="
+            f"{spec.vit.num_classes}; set VitSpec.num_classes={num_classes}"
+        )
+    return mesh_shape
