@@ -49,11 +49,12 @@ def renumber_like_linen(names: Iterable[str]) -> dict[str, str]:
 
     def rename(name: str) -> str:
         parts = name.split("/")
+        renamed = list(parts)
         for depth, part in enumerate(parts[:-1]):
             if match := _auto_numbered(part):
                 kind, number = match.group(1), int(match.group(2))
-                parts[depth] = f"{kind}_{rank[('/'.join(parts[:depth]), kind)][number]}"
-        return "/".join(parts)
+                renamed[depth] = f"{kind}_{rank[('/'.join(parts[:depth]), kind)][number]}"
+        return "/".join(renamed)
 
     return {name: rename(name) for name in names}
 
