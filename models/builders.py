@@ -107,6 +107,7 @@ def build_model(
         pooling=spec.pooling,
         pre_logits=spec.vit.pre_logits,
         use_final_norm_bias=not (spec.family == "vit22b" and not block_spec.use_bias),
+        final_norm_centered=not (spec.family == "vit22b" and not block_spec.norm_centered),
         encoder_tpl=_encoder(spec.family, spec.vit, spec.moe, block_spec),
         mesh_axis_names=MESH_AXES,
         ici_mesh_shape=list(mesh_shape) if mesh_shape is not None else None,

@@ -162,6 +162,10 @@ class Vit22bSpec(Spec):
     fused: bool = True
     centered_norm: bool | None = None
 
+    @property
+    def norm_centered(self) -> bool:
+        return self.use_bias if self.centered_norm is None else self.centered_norm
+
 
 def moe_layer_indices(placement: str, num_layers: int) -> list[int]:
     """Blocks that get an MoE: 'every_n' = every n-th block counting from block n-1

@@ -35,6 +35,9 @@ class VisionTransformerClassifier(base_layer.BaseLayer):
         token, as ViT-22B).
       pre_logits: Adds the upstream Dense(D)+tanh representation layer before the head.
       use_final_norm_bias: False drops the bias of the final LayerNorm (ViT-22B style).
+      final_norm_centered: False makes the final norm a scale-only RMSNorm (ViT-22B's
+        "LayerNorm without bias and centering"); it then has no bias whatever
+        use_final_norm_bias says.
       encoder_tpl: Any layer called as encoder(tokens [B, T, D], paddings [B, T]) -> [B, T, D].
     """
 
@@ -46,6 +49,7 @@ class VisionTransformerClassifier(base_layer.BaseLayer):
     pooling: str = "token"
     pre_logits: bool = False
     use_final_norm_bias: bool = True
+    final_norm_centered: bool = True
     encoder_tpl: LayerTpl = template_field(transformers.StackedTransformer)
 
     @property
@@ -87,12 +91,15 @@ class VisionTransformerClassifier(base_layer.BaseLayer):
             ),
         )
         self.create_child("encoder", self.encoder_tpl.clone())
-        self.create_child(
-            "final_norm",
-            pax_fiddle.Config(
+        if self.final_norm_centered:
+            final_norm = pax_fiddle.Config(
                 normalizations.LayerNorm, dim=self.model_dims, use_bias=self.use_final_norm_bias
-            ),
-        )
+            )
+        else:
+            final_norm = pax_fiddle.Config(
+                normalizations.RmsNorm, dim=self.model_dims, direct_scale=False
+            )
+        self.create_child("final_norm", final_norm)
         if self.pre_logits:
             self.create_child(
                 "pre_logits_layer",

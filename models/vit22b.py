@@ -11,7 +11,10 @@ is one gin line:
   * `qk_norm`: LayerNorm on queries and keys over the per-head dim before the dot product, which
     keeps attention logits from growing without bound (the paper's training instability).
   * `use_bias`: no bias in the QKV / attention-out projections and in the LayerNorms; the MLP
-    keeps its biases.
+    keeps its biases. The paper's LayerNorms are "without bias and centering": scale-only RMS
+    normalisation, y = x / sqrt(mean(x^2) + eps) * scale (Zhang and Sennrich 2019), which
+    `centered_norm` (default: follow use_bias) turns back into a mean-subtracting LayerNorm
+    for the ablation.
 `fused` is an implementation choice of the parallel block: QKV and MLP-in become one matmul, and
 attention-out and MLP-out another, which computes the same function with fewer, bigger matmuls.
 
@@ -65,13 +68,17 @@ class Vit22bBlock(base_layer.BaseLayer):
         False = the standard sequential pre-LN block with two LayerNorms.
       qk_norm: LayerNorm (one scale of size H for queries, one for keys, shared across heads)
         applied per head to queries and keys before the dot product.
-      use_bias: False = no bias in Q/K/V, attention-out and every LayerNorm (MLP keeps its
+      use_bias: False = no bias in Q/K/V, attention-out and every norm (MLP keeps its
         biases). True = biases everywhere, like a standard ViT.
+      centered_norm: True = LayerNorm (subtract the mean, then divide by the std), False =
+        RMSNorm (divide by the root mean square; no mean, no bias). None = use_bias, so the
+        paper block (use_bias=False) is uncentred and the biased block a standard LayerNorm.
       fused: only with parallel=True: QKV and MLP-in are one [D, 3A + M] matrix, attention-out
         and MLP-out one [A + M, D] matrix. Ignored when parallel=False (sequential blocks cannot
         fuse across the residual), so `parallel=False` alone is a valid ablation.
       weight_init: init of every projection matrix; None = the layer's params_init.
-      ln_tpl: LayerNorm template for the block and QK norms; dim and use_bias are set here.
+      ln_tpl: LayerNorm template for centred block and QK norms; dim and use_bias set here.
+      rms_norm_tpl: RmsNorm template for uncentred norms; dim and direct_scale set here.
       activation_tpl: MLP activation (praxis GELU).
       dropout_tpl: Dropout template; keep_prob is set from the *_dropout_prob fields.
       atten_dropout_prob: dropout on the attention probabilities.
@@ -94,8 +101,10 @@ class Vit22bBlock(base_layer.BaseLayer):
     qk_norm: bool = True
     use_bias: bool = False
     fused: bool = True
+    centered_norm: bool | None = None
     weight_init: WeightInit | None = None
     ln_tpl: LayerTpl = template_field(normalizations.LayerNorm)
+    rms_norm_tpl: LayerTpl = template_field(normalizations.RmsNorm)
     activation_tpl: LayerTpl = template_field(activations.GELU)
     dropout_tpl: LayerTpl = template_field(stochastics.Dropout)
     atten_dropout_prob: float = 0.0
@@ -132,6 +141,11 @@ class Vit22bBlock(base_layer.BaseLayer):
     def attention_dims(self) -> int:
         """A = N * H: the width of the concatenated heads (equals D in every paper config)."""
         return self.num_heads * self.head_dim
+
+    @property
+    def is_centered(self) -> bool:
+        """Whether the norms subtract the mean (LayerNorm) or not (RMSNorm)."""
+        return self.use_bias if self.centered_norm is None else self.centered_norm
 
     @property
     def is_fused(self) -> bool:
@@ -190,9 +204,15 @@ class Vit22bBlock(base_layer.BaseLayer):
         )
 
     def _layer_norm(self, name: str, dim: int) -> None:
-        p = self.ln_tpl.clone()
+        if self.is_centered:
+            p = self.ln_tpl.clone()
+            p.use_bias = self.use_bias
+        else:
+            p = self.rms_norm_tpl.clone()
+            # Stored as an offset from 1, as praxis LayerNorm stores its scale, so weight decay
+            # pulls both norms towards unit scale and the ablation changes only the centring.
+            p.direct_scale = False
         p.dim = dim
-        p.use_bias = self.use_bias
         self.create_child(name, p)
 
     def _dropout(self, name: str, prob: float) -> None:
@@ -377,11 +397,13 @@ def vit22b_block_param_count(
     qk_norm: bool = True,
     use_bias: bool = False,
     fused: bool = True,
+    centered_norm: bool | None = None,
 ) -> int:
     """Exact number of parameters of one Vit22bBlock with these settings (for configs/reports).
 
-    With D, M, H, A = N * H and b = 1 if use_bias else 0:
-      LayerNorms: (1 if parallel else 2) * (1 + b) * D, plus 2 * (1 + b) * H with qk_norm.
+    With D, M, H, A = N * H, b = 1 if use_bias else 0, and n = 1 if the norms are centred
+    LayerNorms with a bias (use_bias and centered_norm is not False) else 0 (scale only):
+      Norms: (1 if parallel else 2) * (1 + n) * D, plus 2 * (1 + n) * H with qk_norm.
       Matrices: 4 * D * A + 2 * D * M (fused or not).
       Biases: M + D for the MLP, plus b * 3A for Q/K/V, plus b * D for attention-out unless the
       block is fused (then it is folded into the single output bias).
@@ -391,8 +413,10 @@ def vit22b_block_param_count(
     a = num_heads * h
     b = int(use_bias)
     is_fused = parallel and fused
-    block_norms = (1 if parallel else 2) * (1 + b) * d
-    qk_norms = 2 * (1 + b) * h if qk_norm else 0
+    centered = use_bias if centered_norm is None else centered_norm
+    n = int(use_bias and centered)
+    block_norms = (1 if parallel else 2) * (1 + n) * d
+    qk_norms = 2 * (1 + n) * h if qk_norm else 0
     matrices = 4 * d * a + 2 * d * m
     biases = m + d + b * 3 * a + (0 if is_fused else b * d)
     return block_norms + qk_norms + matrices + biases

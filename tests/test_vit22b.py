@@ -70,21 +70,24 @@ def _n_params(params: dict) -> int:
 # A reference block written directly from the paper's equations.
 
 
-def _ref_ln(x: jax.Array, p: dict) -> jax.Array:
-    mean = x.mean(-1, keepdims=True)
+def _ref_ln(x: jax.Array, p: dict, centered: bool = True) -> jax.Array:
+    """LayerNorm, or with centered=False the paper's RMSNorm: no mean subtracted, no bias."""
+    mean = x.mean(-1, keepdims=True) if centered else 0.0
     var = ((x - mean) ** 2).mean(-1, keepdims=True)
     y = (x - mean) / jnp.sqrt(var + 1e-6) * (1.0 + p["scale"])
     return y + p["bias"] if "bias" in p else y
 
 
-def _ref_attention(x: jax.Array, p: dict, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+def _ref_attention(
+    x: jax.Array, p: dict, mask: jax.Array, centered: bool
+) -> tuple[jax.Array, jax.Array]:
     def proj(name: str) -> jax.Array:
         y = x @ p[f"w_{name}"] + p.get(f"b_{name}", 0.0)
         return y.reshape(B, T, N, H)
 
     q, k, v = proj("q"), proj("k"), proj("v")
     if "query_norm" in p:
-        q, k = _ref_ln(q, p["query_norm"]), _ref_ln(k, p["key_norm"])
+        q, k = _ref_ln(q, p["query_norm"], centered), _ref_ln(k, p["key_norm"], centered)
     logits = jnp.einsum("btnh,bsnh->bnts", q, k) / math.sqrt(H) + mask
     probs = jax.nn.softmax(logits, axis=-1)
     context = jnp.einsum("bnts,bsnh->btnh", probs, v).reshape(B, T, A)
@@ -96,14 +99,16 @@ def _ref_mlp(x: jax.Array, p: dict) -> jax.Array:
     return hidden @ p["w_mlp_out"] + p["b_mlp_out"]
 
 
-def _reference(p: dict, x: jax.Array, mask: jax.Array, parallel: bool) -> tuple:
+def _reference(p: dict, x: jax.Array, mask: jax.Array, parallel: bool, centered: bool) -> tuple:
     if parallel:
-        y = _ref_ln(x, p["layer_norm"])
-        attn, max_logit = _ref_attention(y, p, mask)
+        y = _ref_ln(x, p["layer_norm"], centered)
+        attn, max_logit = _ref_attention(y, p, mask, centered)
         return x + attn + _ref_mlp(y, p), max_logit
-    attn, max_logit = _ref_attention(_ref_ln(x, p["attention_layer_norm"]), p, mask)
+    attn, max_logit = _ref_attention(
+        _ref_ln(x, p["attention_layer_norm"], centered), p, mask, centered
+    )
     x = x + attn
-    return x + _ref_mlp(_ref_ln(x, p["mlp_layer_norm"]), p), max_logit
+    return x + _ref_mlp(_ref_ln(x, p["mlp_layer_norm"], centered), p), max_logit
 
 
 def _fuse(p: dict, use_bias: bool) -> dict:
@@ -143,17 +148,22 @@ def test_shape_and_finite_nonzero_gradients(parallel, qk_norm, use_bias, fused):
         assert np.any(g != 0), path
 
 
+# (use_bias, centered_norm): the paper block (RMSNorm), the biased ViT block (LayerNorm), and
+# the no-bias block with centring switched back on (the ablation of centring alone).
+NORMS = [(False, None), (True, None), (False, True)]
+
+
 @pytest.mark.parametrize("qk_norm", [True, False])
-@pytest.mark.parametrize("use_bias", [True, False])
+@pytest.mark.parametrize(("use_bias", "centered_norm"), NORMS)
 @pytest.mark.parametrize("parallel", [True, False])
-def test_unfused_block_matches_reference_equations(parallel, qk_norm, use_bias):
-    layer = base_layer.instantiate(
-        _config(parallel=parallel, qk_norm=qk_norm, use_bias=use_bias, fused=False)
-    )
+def test_unfused_block_matches_reference_equations(parallel, qk_norm, use_bias, centered_norm):
+    switches = dict(parallel=parallel, qk_norm=qk_norm, use_bias=use_bias, fused=False)
+    layer = base_layer.instantiate(_config(centered_norm=centered_norm, **switches))
     x, paddings, mask = _inputs()
     params = _perturb(_init(layer))
     out, max_logit = _apply(layer, params, x, paddings, mask)
-    ref_out, ref_max_logit = _reference(params, x, mask, parallel)
+    centered = use_bias if centered_norm is None else centered_norm
+    ref_out, ref_max_logit = _reference(params, x, mask, parallel, centered)
     np.testing.assert_allclose(out, ref_out, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(max_logit, ref_max_logit, rtol=1e-5)
 
@@ -217,6 +227,48 @@ def test_use_bias_false_keeps_only_mlp_biases(fused):
             assert p["b_mlp_in"].shape == (M,) and p["b_mlp_out"].shape == (D,)
 
 
+@pytest.mark.parametrize("qk_norm", [True, False])
+def test_no_bias_norms_are_uncentred_rms_norms(qk_norm):
+    """The paper's "LayerNorm without bias and centering": y = x / rms(x) * scale, so unlike a
+    LayerNorm it sees a constant shift of the features."""
+    x = _inputs()[0]
+    shifted = x + 3.0
+
+    def norm(layer, params, inputs, name):
+        def fn(module, z):
+            return getattr(module, name)(z)
+
+        return layer.apply({"params": params}, inputs, method=fn)
+
+    rms = base_layer.instantiate(_config(use_bias=False, qk_norm=qk_norm))
+    params = _perturb(_init(rms))
+    scale = 1.0 + params["layer_norm"]["scale"]
+    root_mean_square = jnp.sqrt(jnp.mean(shifted**2, axis=-1, keepdims=True) + 1e-6)
+    np.testing.assert_allclose(
+        norm(rms, params, shifted, "layer_norm"), shifted / root_mean_square * scale, rtol=1e-5
+    )
+    if qk_norm:
+        q = jax.random.normal(jax.random.PRNGKey(3), (B, T, N, H)) + 2.0
+        q_scale = 1.0 + params["query_norm"]["scale"]
+        q_rms = jnp.sqrt(jnp.mean(q**2, axis=-1, keepdims=True) + 1e-6)
+        np.testing.assert_allclose(norm(rms, params, q, "query_norm"), q / q_rms * q_scale, 1e-5)
+    # A centred LayerNorm is shift-invariant; the RMSNorm is not.
+    centred = base_layer.instantiate(_config(use_bias=False, centered_norm=True, qk_norm=qk_norm))
+    np.testing.assert_allclose(
+        norm(centred, params, shifted, "layer_norm"),
+        norm(centred, params, x, "layer_norm"),
+        rtol=1e-4,
+        atol=1e-5,
+    )
+    assert not np.allclose(
+        norm(rms, params, shifted, "layer_norm"), norm(rms, params, x, "layer_norm"), atol=1e-2
+    )
+    # Both keep one scale vector and no bias: the same parameters, so ablations line up.
+    assert jax.tree_util.tree_map(jnp.shape, _init(centred)) == jax.tree_util.tree_map(
+        jnp.shape, params
+    )
+
+
 def _expected_count(d, m, n, h, parallel, qk_norm, use_bias, fused) -> int:
     """The formula written out term by term (independent of the helper in models.vit22b)."""
     a = n * h
@@ -240,6 +292,15 @@ def test_exact_parameter_count(parallel, qk_norm, use_bias, fused, dim_per_head)
     expected = _expected_count(D, M, N, h, **switches)
     assert _n_params(params) == expected
     assert vit22b_block_param_count(D, M, N, dim_per_head, **switches) == expected
+
+
+@pytest.mark.parametrize(("use_bias", "centered_norm"), [(True, False), (False, True)])
+def test_parameter_count_when_centring_is_switched_apart_from_bias(use_bias, centered_norm):
+    switches = dict(use_bias=use_bias, centered_norm=centered_norm)
+    params = _init(base_layer.instantiate(_config(**switches)))
+    # Only a centred LayerNorm with use_bias has a norm bias: here no norm has one.
+    assert all(set(params[n]) == {"scale"} for n in ("layer_norm", "query_norm", "key_norm"))
+    assert _n_params(params) == vit22b_block_param_count(D, M, N, **switches)
 
 
 def test_parameter_count_of_the_paper_block():
