@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 import pytest
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from praxis import base_layer
 
 from harness.errors import UsageError
@@ -156,11 +157,27 @@ def test_vmoe_reference_checkpoint_gives_the_reference_logits(tmp_path, versione
     weights = _weights(spec, class_token=True, position_rows=5)
     state = {f"params/{k}": v for k, v in writers.vmoe_names(weights).items()}
     state["step"] = np.asarray(1000, np.int32)
+    state["opt_state/mu/head/kernel"] = np.zeros((16, 5), np.float32)  # not read
     prefix = str(tmp_path / "ckpt_1000")
     writers.write_vmoe(prefix, state, num_shards=3, versioned=versioned)
     params, chosen = _import(prefix + ".index", spec)
     assert chosen == detect.VMOE
     _assert_logits_match(spec, params, weights, k=TINY_MOE.num_selected_experts)
+
+
+@pytest.mark.parametrize("mesh_shape", [(2, 4, 1), (1, 2, 4)])
+def test_imported_experts_are_host_arrays_for_any_mesh_dividing_them(tmp_path, mesh_shape):
+    spec = _spec("vmoe")
+    weights = _weights(spec, class_token=True, position_rows=5)
+    prefix = str(tmp_path / "ckpt")
+    writers.write_vmoe(prefix, writers.vmoe_names(weights), num_shards=3)
+    params, _ = _import(prefix, spec)
+    wi = params["encoder"]["x_layers_1"]["ff_layer"]["moe"]["wi"]  # [E=4, D, H]
+    assert isinstance(wi, np.ndarray)
+    mesh = Mesh(np.asarray(jax.devices()[:8]).reshape(mesh_shape), specs.MESH_AXES)
+    placed = jax.device_put(wi, NamedSharding(mesh, PartitionSpec("expert", None, "model")))
+    assert placed.sharding.shard_shape(wi.shape)[0] == 4 // mesh_shape[1]
+    np.testing.assert_array_equal(np.asarray(placed), wi)
 
 
 def test_vmoe_reader_reassembles_arrays_split_over_shards(tmp_path):

@@ -14,6 +14,7 @@ from harness.errors import UsageError
 from harness.imports import files, flax_vit, vmoe_msgpack
 
 INDEX_SUFFIX = ".index"
+PARAMS_PREFIX = "params/"
 KNOWN_VERSIONS = (None, "20220622")
 ENCODER_SCOPE = "Encoder"
 POSITION_EMBEDDING = f"{ENCODER_SCOPE}/posembed_input/pos_embedding"
@@ -28,8 +29,12 @@ def _shard_path(prefix: str, shard: int, shard_count: int) -> str:
     return f"{prefix}.data-{shard:05d}-of-{shard_count:05d}"
 
 
-def read_arrays(path: str) -> dict[str, np.ndarray]:
-    """Every array of the checkpoint, by its '/'-joined state-dict name, as float32 if float."""
+def read_arrays(path: str, params_only: bool = True) -> dict[str, np.ndarray]:
+    """The checkpoint's arrays by their '/'-joined state-dict names, floats as float32.
+
+    With `params_only`, a whole train state (params, opt_state, step, ...) gives just its
+    params, without the 'params/' prefix, and the shards holding nothing else are not read.
+    """
     prefix = checkpoint_prefix(path)
     index_path = prefix + INDEX_SUFFIX
     if not files.exists(index_path):
@@ -42,17 +47,28 @@ def read_arrays(path: str) -> dict[str, np.ndarray]:
             f"known: {KNOWN_VERSIONS[1:]}"
         )
     shard_count = int(index["shard_count"])
-    leaves = list(vmoe_msgpack.index_leaves(index["index"]))
-    arrays = [np.zeros(info.global_shape.shape, info.global_shape.dtype) for _, info in leaves]
-    for shard in sorted({s for _, info in leaves for s in info.shards}):
+    # Leaf numbers count every leaf of the index, wanted or not.
+    leaves = dict(enumerate(vmoe_msgpack.index_leaves(index["index"])))
+    if params_only and any(name.startswith(PARAMS_PREFIX) for name, _ in leaves.values()):
+        leaves = {
+            leaf: (name[len(PARAMS_PREFIX) :], info)
+            for leaf, (name, info) in leaves.items()
+            if name.startswith(PARAMS_PREFIX)
+        }
+    arrays = {
+        leaf: np.zeros(info.global_shape.shape, info.global_shape.dtype)
+        for leaf, (_, info) in leaves.items()
+    }
+    for shard in sorted({s for _, info in leaves.values() for s in info.shards}):
         shard_path = _shard_path(prefix, shard, shard_count)
         if not files.exists(shard_path):
             raise UsageError(f"{shard_path} is missing; copy every data shard of the checkpoint")
         for leaf, chunk, global_slice in vmoe_msgpack.array_chunks(
             vmoe_msgpack.unpack(files.read_bytes(shard_path))
         ):
-            arrays[leaf][global_slice] = chunk
-    return {name: _float32(array) for (name, _), array in zip(leaves, arrays, strict=True)}
+            if leaf in arrays:
+                arrays[leaf][global_slice] = chunk
+    return {leaves[leaf][0]: _float32(array) for leaf, array in arrays.items()}
 
 
 def _float32(array: np.ndarray) -> np.ndarray:
@@ -61,16 +77,9 @@ def _float32(array: np.ndarray) -> np.ndarray:
     return array
 
 
-def params_only(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """A whole train state (params, opt_state, step, rngs) -> its params; params stay as is."""
-    if any(name.startswith("params/") for name in arrays):
-        return {n[len("params/") :]: a for n, a in arrays.items() if n.startswith("params/")}
-    return arrays
-
-
 def convert(path: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """(tensors by our param path, our path -> checkpoint name)."""
-    tensors = params_only(read_arrays(path))
+    tensors = read_arrays(path)
     origins = {}
     if POSITION_EMBEDDING in tensors:  # V-MoE adds it after the class token, as we do
         tensors["pos_embedding"] = tensors.pop(POSITION_EMBEDDING)
