@@ -243,6 +243,21 @@ def test_the_override_reads_an_npz_in_the_format_it_names(tmp_path):
     _assert_logits_match(spec, params, weights)
 
 
+def test_missing_or_unreadable_files_are_one_line_usage_errors(tmp_path):
+    spec = _spec()
+    with pytest.raises(UsageError, match="does not exist; check the checkpoint path"):
+        _import(str(tmp_path / "absent.npz"), spec)
+    (tmp_path / "broken.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(UsageError, match=r"is not a readable \.npz archive"):
+        _import(str(tmp_path / "broken.npz"), spec)
+    prefix = str(tmp_path / "ckpt")
+    weights = _weights(spec, class_token=True, position_rows=5)
+    writers.write_vmoe(prefix, writers.vmoe_names(weights))
+    os.remove(prefix + ".data-00001-of-00002")
+    with pytest.raises(UsageError, match="data-00001-of-00002 is missing"):
+        _import(prefix, spec)
+
+
 # --- The strict check: one line for every misfit. ---
 
 

@@ -8,6 +8,8 @@ import glob as local_glob
 import os
 from typing import Any
 
+from harness.errors import UsageError
+
 
 def is_remote(path: str) -> bool:
     return "://" in path
@@ -20,6 +22,8 @@ def _gfile() -> Any:
 
 
 def read_bytes(path: str) -> bytes:
+    if not exists(path):
+        raise UsageError(f"{path} does not exist; check the checkpoint path")
     if is_remote(path):
         with _gfile().GFile(path, "rb") as f:
             return f.read()

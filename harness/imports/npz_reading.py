@@ -6,6 +6,7 @@ big_vision's `utils.recover_dtype` does), and float32 holds every bfloat16 exact
 """
 
 import io
+import zipfile
 
 import ml_dtypes
 import numpy as np
@@ -31,7 +32,7 @@ def read_npz(path: str) -> dict[str, np.ndarray]:
         # Read whole: np.load needs seeks, which remote gfile streams do badly.
         with np.load(io.BytesIO(files.read_bytes(path)), allow_pickle=False) as archive:
             return {name: recover_float(archive[name]) for name in archive.files}
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, zipfile.BadZipFile) as error:
         raise UsageError(
             f"{path} is not a readable .npz archive ({error}); check the path"
         ) from error
