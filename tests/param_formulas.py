@@ -22,7 +22,11 @@ def _mlp(d: int, m: int) -> int:
     return 2 * d * m + m + d
 
 
-def _experts(d: int, m: int, e: int) -> int:
+def _experts(spec: ModelSpec, d: int, m: int) -> int:
+    e = spec.moe.num_experts
+    if spec.moe.router == "soft":
+        # Soft MoE: one d-vector per slot (Phi [d, E, p]) and one learned scalar scale.
+        return d * e * spec.moe.slots_per_expert + 1 + e * _mlp(d, m)
     return d * e + e * _mlp(d, m)  # bias-free router + E MLPs
 
 
@@ -38,7 +42,7 @@ def body_params(spec: ModelSpec) -> int:
     layer_norm = 2 * d
     total = _embedding(spec)
     if spec.family == "widenet":
-        total += _attention(d) + _experts(d, m_expert, spec.moe.num_experts)
+        total += _attention(d) + _experts(spec, d, m_expert)
         total += v.num_layers * 2 * layer_norm
     elif spec.family == "vit22b":
         b = spec.vit22b
@@ -51,7 +55,7 @@ def body_params(spec: ModelSpec) -> int:
     else:
         moe_layers = set(spec.moe_layers)
         for i in range(v.num_layers):
-            ffn = _experts(d, m_expert, spec.moe.num_experts) if i in moe_layers else _mlp(d, m)
+            ffn = _experts(spec, d, m_expert) if i in moe_layers else _mlp(d, m)
             total += _attention(d) + ffn + 2 * layer_norm
     final_norm = d if spec.family == "vit22b" else layer_norm
     return total + final_norm
