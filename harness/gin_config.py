@@ -11,25 +11,9 @@ from collections.abc import Iterator, Sequence
 import gin
 
 from harness.errors import UsageError, one_line
+from harness.project import REPO_ROOT
 
 GIN_ERRORS = (ValueError, KeyError, SyntaxError, TypeError, ImportError, OSError)
-# The paper configs, gin/NAME.gin each (inspected by the suite, counted by the tests).
-PAPER_CONFIGS = (
-    "vit_b16",
-    "vit_l16",
-    "vit_h14",
-    "vmoe_s32",
-    "vmoe_b16",
-    "vmoe_l16",
-    "vmoe_h14",
-    "vmoe_h14_last5",
-    "vmoe_15b",
-    "widenet_b",
-    "widenet_l",
-    "widenet_h",
-    "vit22b",
-)
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def register_configurables() -> None:

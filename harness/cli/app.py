@@ -1,6 +1,7 @@
 """How every command starts: flags first, one-line usage errors (exit 2), quiet libraries."""
 
 import os
+import sys
 from collections.abc import Callable
 
 from absl import app, flags, logging
@@ -11,6 +12,8 @@ from harness.errors import UsageError, exit_with_usage_error
 # ahead of (and around) a one-line error.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+HELP_FLAGS = ("--help", "-help", "--helpshort", "-helpshort", "--helpfull", "-helpfull", "-?")
+
 
 def _parse_flags(argv: list[str]) -> list[str]:
     """absl's parser, with an unknown or malformed flag as one line and exit 2, like every
@@ -19,6 +22,11 @@ def _parse_flags(argv: list[str]) -> list[str]:
         return flags.FLAGS(argv)
     except flags.Error as error:
         exit_with_usage_error(UsageError(f"{error}; see --help for this command's flags"))
+    except SystemExit as stop:
+        # absl exits 1 after printing --help; asking for help is not a failure.
+        if stop.code == 1 and any(a.split("=")[0] in HELP_FLAGS for a in argv[1:]):
+            sys.exit(0)
+        raise
 
 
 def run(main: Callable[[list[str]], None]) -> None:

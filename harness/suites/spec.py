@@ -7,7 +7,7 @@ from typing import Any
 
 import gin
 
-from harness.gin_config import PAPER_CONFIGS, REPO_ROOT
+from harness.project import PAPER_CONFIGS, REPO_ROOT
 from models.specs import Spec
 
 DIVERGED_FILE = "diverged.json"
