@@ -230,3 +230,41 @@ def test_tail_placement_is_the_last_n_blocks() -> None:
     assert moe_layer_indices("tail_12", 24) == list(range(12, 24))
     with pytest.raises(ValueError, match=r"placement='tail_13'.*only 12 blocks"):
         moe_layer_indices("tail_13", 12)
+
+
+@pytest.mark.parametrize("router", ["expert_choice", "soft"])
+def test_new_routers_run_sharded_over_experts(router: str) -> None:
+    """Experts on the 'expert' axis, groups on 'data': the same outputs as on one device."""
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    axes = ("data", "expert", "model")
+    spec = MoeSpec(num_experts=E, router=router, capacity_factor=1.0)
+    config = pax_fiddle.Config(
+        SparseMoe,
+        name="moe",
+        input_dims=D,
+        hidden_dims=H,
+        num_experts=E,
+        spec=spec,
+        mesh_axis_names=axes,
+        ici_mesh_shape=[2, 4, 1],
+    )
+    layer = base_layer.instantiate(config)
+    x = _inputs((8, 6, D))
+    params = _init(layer, x)
+    specs = base_layer.var_partition_specs(
+        layer.abstract_init_with_metadata(x)["params"], [2, 4, 1], list(axes)
+    )
+    assert specs["wi"] == PartitionSpec("expert", None, "model")
+    mesh = Mesh(np.array(jax.devices()).reshape(2, 4, 1), axes)
+    sharded = jax.device_put(
+        params, jax.tree_util.tree_map(lambda s: NamedSharding(mesh, s), specs)
+    )
+
+    def forward(p: Any, inputs: jax.Array) -> jax.Array:
+        return _apply(layer, p, inputs, eval_mode=True)[0]
+
+    with mesh:
+        inputs = jax.device_put(x, NamedSharding(mesh, PartitionSpec(axes[:2])))
+        y = jax.jit(forward)(sharded, inputs)
+    np.testing.assert_allclose(y, forward(params, x), rtol=1e-5, atol=1e-6)

@@ -7,17 +7,12 @@ import os
 import gin
 import pytest
 
-from harness import gin_config
+from harness import gin_config, project
 from harness.measure import model_summary, params_flops
 from models import builders, specs
 from tests import param_formulas
 
-# Soft MoE configs (issue 15) until harness.gin_config.PAPER_CONFIGS lists them.
-SOFT_MOE_GIN_FILES = ("softmoe_b16", "softmoe_l16")
-PAPER_GIN_FILES = (
-    *gin_config.PAPER_CONFIGS,
-    *(name for name in SOFT_MOE_GIN_FILES if name not in gin_config.PAPER_CONFIGS),
-)
+PAPER_GIN_FILES = project.PAPER_CONFIGS
 
 # Exact counts of the reference ViT implementation with a 1000-class head and no
 # pre-logits layer (the original ViT checkpoints' fine-tuned ImageNet heads).
@@ -50,7 +45,7 @@ def _clear_gin():
 
 
 def test_every_paper_gin_file_is_listed():
-    on_disk = {os.path.basename(p)[:-4] for p in glob.glob(f"{gin_config.REPO_ROOT}/gin/*.gin")}
+    on_disk = {os.path.basename(p)[:-4] for p in glob.glob(f"{project.REPO_ROOT}/gin/*.gin")}
     assert on_disk == set(PAPER_GIN_FILES)
 
 
