@@ -39,6 +39,7 @@ from models.moe.layers import MoeFeedForward, SparseMoe
 from models.specs import MoeSpec
 
 LAYERS = ("dense", "einsum", "gather", "gshard")
+ROW_TOKENS = 256  # tokens per input row; --group_size must be a multiple of it
 
 
 def _dense(d: int, hidden: int) -> pax_fiddle.Config:
@@ -52,7 +53,8 @@ def _ours(d: int, h: int, e: int, k: int, c: float, group: int, dispatch: str):
         num_experts=e,
         num_selected_experts=k,
         capacity_factor=c,
-        group_size=group,
+        # Inputs are rows of ROW_TOKENS tokens ("images"); groups are whole rows.
+        group_images=group // ROW_TOKENS,
         dispatch=dispatch,
     )
     moe = pax_fiddle.Config(SparseMoe, spec=routing)
@@ -126,7 +128,7 @@ def main() -> None:
     )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for d in map(int, args.dims.split(",")):
-        x = jax.random.normal(jax.random.PRNGKey(3), (n // 256, 256, d))
+        x = jax.random.normal(jax.random.PRNGKey(3), (n // ROW_TOKENS, ROW_TOKENS, d))
         for k in map(int, args.ks.split(",")):
             h = 4 * d
             dense_ms = _median_ms(_step(_dense(d, k * h), x), args.repeats)

@@ -145,6 +145,12 @@ class MoeSpec(Spec):
     def inference_k(self) -> int:
         return self.eval_num_selected_experts or self.num_selected_experts
 
+    @property
+    def inference_capacity_factor(self) -> float:
+        if self.eval_capacity_factor is None:
+            return self.capacity_factor
+        return self.eval_capacity_factor
+
 
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
@@ -218,6 +224,11 @@ class ModelSpec(Spec):
     @property
     def pooling(self) -> str:
         return "gap" if self.family == "vit22b" else self.vit.pooling
+
+    @property
+    def min_batch(self) -> int:
+        """The smallest batch the model takes: one routing group of images if it is sparse."""
+        return self.moe.group_images if self.is_sparse else 1
 
     @property
     def moe_layers(self) -> list[int]:

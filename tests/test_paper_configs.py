@@ -27,9 +27,6 @@ REFERENCE_VIT_PARAMS = {
 # Soft Mixtures of Experts", Table 1 (Soft MoE B/16 128E 3.7B, L/16 128E 13.1B), rounded there
 # to 0.1B. (The same table's ViT B/16 108M and L/16 333M are the dense models with that head.)
 JFT_CLASSES = 29_593
-# Parameters do not depend on routing groups, and params_flops initialises with one image, which
-# the paper V-MoEs' groups of 8 images would reject.
-ONE_IMAGE_GROUPS = "MoeSpec.group_images=1"
 PUBLISHED_SOFT_MOE_PARAMS = {"softmoe_b16": 3.7e9, "softmoe_l16": 13.1e9}
 
 
@@ -51,7 +48,7 @@ def test_every_paper_gin_file_is_listed():
 
 @pytest.mark.parametrize("name", PAPER_GIN_FILES)
 def test_paper_config_parameter_counts_match_the_architecture(name):
-    spec = _spec(name, ONE_IMAGE_GROUPS)
+    spec = _spec(name)
     record = model_summary.inspect_model(spec, [1, 1, 1], xla_flops=False)
     assert record["params_body"] == param_formulas.body_params(spec)
     assert record["params_total"] == param_formulas.total_params(spec)
@@ -103,7 +100,7 @@ def test_sparse_flops_count_k_experts_not_e():
 
 
 def test_param_bytes_per_device_split_experts_over_the_expert_axis():
-    spec = _spec("vmoe_s32", ONE_IMAGE_GROUPS)
+    spec = _spec("vmoe_s32")
     variables = params_flops.abstract_variables(builders.build_model(spec), spec)
     whole = params_flops.param_bytes_per_device(variables, [1, 1, 1], specs.MESH_AXES)
     split = params_flops.param_bytes_per_device(variables, [1, 8, 1], specs.MESH_AXES)

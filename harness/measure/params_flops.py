@@ -3,14 +3,20 @@
 - params_total: every weight.
 - params_body: everything but the pre-logits layer and the classifier head, so counts compare
   with the papers whatever the head.
-- params_active: weights a single token touches at inference; an MoE's experts count k of E
-  (k = the inference-time number of selected experts).
+- params_active: weights a single token touches at inference. Top-k experts count k of E (k =
+  the inference-time number of selected experts); Expert Choice experts count the average
+  number of experts that take a token (E x capacity / group tokens) of E; a Soft MoE token
+  mixes every expert's slots, so all its experts count.
 - gflops_per_image: analytic forward FLOPs of one image, 2 FLOPs per multiply-add, counting
-  matmuls only (patch embedding, attention projections and score/value products, MLPs or k
-  experts per token plus the router, pre-logits and head). LayerNorm, softmax, GELU and the
-  MoE dispatch are left out, and capacity padding is not counted.
-- xla_gflops_per_image: XLA's own `cost_analysis()` count of the inference forward at batch 1,
-  which also counts elementwise work and the one-hot dispatch einsums. It is read from the
+  matmuls only (patch embedding, attention projections and score/value products, MLPs, the
+  experts' work per token plus the router, pre-logits and head). LayerNorm, softmax, GELU and
+  the top-k dispatch are left out, and capacity padding is not counted. An MoE layer costs
+  `expert_passes_per_token` expert MLPs per token (top-k: k; Expert Choice: E x capacity /
+  group tokens; Soft MoE: E x slots / group tokens) plus its router (d x E per token; Soft
+  MoE: 3 d x E x slots per token, for the logits, the slot inputs and the combine).
+- xla_gflops_per_image: XLA's own `cost_analysis()` count of the inference forward at one
+  routing group of images (one image for dense models), divided by the images, which also
+  counts elementwise work and the one-hot dispatch einsums. It is read from the
   lowered HLO, before backend optimisation: that needs no compilation (seconds even for
   ViT-22B), and it is the same on every backend, whereas the CPU backend's compiled count
   leaves out matmuls it hands to library calls.
@@ -41,10 +47,13 @@ class ParamCounts:
 def abstract_variables(model_config: pax_fiddle.Config, spec: ModelSpec) -> dict[str, Any]:
     """WeightHParams (shapes and sharding metadata) of every variable, without allocating."""
     model = base_layer.instantiate(model_config)
-    images = jax.ShapeDtypeStruct(
-        (1, spec.vit.image_size, spec.vit.image_size, spec.vit.num_channels), jnp.float32
-    )
-    return model.abstract_init_with_metadata(images, do_eval=True)[base_layer.PARAMS]
+    return model.abstract_init_with_metadata(_images(spec), do_eval=True)[base_layer.PARAMS]
+
+
+def _images(spec: ModelSpec) -> jax.ShapeDtypeStruct:
+    """The smallest input batch the model takes (a routing group of a sparse model)."""
+    size, channels = spec.vit.image_size, spec.vit.num_channels
+    return jax.ShapeDtypeStruct((spec.min_batch, size, size, channels), jnp.float32)
 
 
 def weights_with_paths(variables: Mapping[str, Any]) -> list[tuple[str, base_layer.WeightHParams]]:
@@ -68,25 +77,50 @@ def count_params(variables: Mapping[str, Any], spec: ModelSpec) -> ParamCounts:
         if path.split("/")[0] not in HEAD_LAYERS:
             body += size
         if is_expert_weight(weight):
-            active += size * spec.moe.inference_k // spec.moe.num_experts
+            active += round(size * _active_expert_share(spec))
         else:
             active += size
     return ParamCounts(total=total, body=body, active=active)
+
+
+def _tokens_per_image(spec: ModelSpec) -> int:
+    patches = (spec.vit.image_size // spec.vit.patch_size) ** 2
+    return patches + (1 if spec.pooling == "token" else 0)
+
+
+def expert_passes_per_token(spec: ModelSpec) -> float:
+    """Expert MLPs evaluated per token of an MoE layer at inference, on average."""
+    moe = spec.moe
+    group_tokens = moe.group_images * _tokens_per_image(spec)
+    if moe.router == "soft":
+        return moe.num_experts * moe.slots_per_expert / group_tokens
+    if moe.router == "expert_choice":
+        wanted = moe.inference_k * group_tokens * moe.inference_capacity_factor / moe.num_experts
+        capacity = min(max(1, math.ceil(wanted - 1e-9)), group_tokens)
+        return moe.num_experts * capacity / group_tokens
+    return moe.inference_k
+
+
+def _active_expert_share(spec: ModelSpec) -> float:
+    if spec.moe.router == "soft":
+        return 1.0
+    return expert_passes_per_token(spec) / spec.moe.num_experts
 
 
 def analytic_gflops_per_image(spec: ModelSpec) -> float:
     """Forward GFLOPs of one image under the definition in this module's docstring."""
     v = spec.vit
     patches = (v.image_size // v.patch_size) ** 2
-    tokens = patches + (1 if spec.pooling == "token" else 0)
+    tokens = _tokens_per_image(spec)
     d = v.model_dims
     macs = patches * v.patch_size**2 * v.num_channels * d
     attention = 4 * tokens * d * d + 2 * tokens * tokens * d
     dense_mlp = 2 * tokens * d * v.mlp_dims
     expert_dims = spec.moe.expert_mlp_dims or v.mlp_dims
-    sparse_mlp = (
-        spec.moe.inference_k * 2 * tokens * d * expert_dims + tokens * d * spec.moe.num_experts
-    )
+    router = tokens * d * spec.moe.num_experts
+    if spec.moe.router == "soft":
+        router *= 3 * spec.moe.slots_per_expert
+    sparse_mlp = expert_passes_per_token(spec) * 2 * tokens * d * expert_dims + router
     moe_layers = set(spec.moe_layers)
     for i in range(v.num_layers):
         macs += attention + (sparse_mlp if i in moe_layers else dense_mlp)
@@ -95,11 +129,9 @@ def analytic_gflops_per_image(spec: ModelSpec) -> float:
 
 
 def xla_gflops_per_image(model_config: pax_fiddle.Config, spec: ModelSpec) -> float | None:
-    """XLA's FLOP count of the lowered inference forward at batch 1 (None if unreported)."""
+    """XLA's FLOP count of the lowered inference forward per image (None if unreported)."""
     model = base_layer.instantiate(model_config)
-    images = jax.ShapeDtypeStruct(
-        (1, spec.vit.image_size, spec.vit.image_size, spec.vit.num_channels), jnp.float32
-    )
+    images = _images(spec)
     context = base_layer.JaxContext.HParams(do_eval=True)
 
     def init(x):
@@ -116,7 +148,7 @@ def xla_gflops_per_image(model_config: pax_fiddle.Config, spec: ModelSpec) -> fl
         cost = cost[0] if cost else None
     if not cost or "flops" not in cost:
         return None
-    return float(cost["flops"]) / 1e9
+    return float(cost["flops"]) / spec.min_batch / 1e9
 
 
 def param_bytes_per_device(

@@ -56,6 +56,12 @@ def validate(experiment: Experiment, device_count: int) -> tuple[int, int, int]:
                 f"DataSpec.{name}={size} is not divisible by the {batch_devices} devices "
                 f"of the data x expert mesh axes; use a multiple of {batch_devices}"
             )
+        per_device = size // batch_devices
+        if per_device % spec.min_batch:
+            raise ValueError(
+                f"DataSpec.{name}={size} gives {per_device} images per device, not a multiple "
+                f"of MoeSpec.group_images={spec.moe.group_images}; use a batch that is"
+            )
     num_classes, image_shape, _, _ = pipeline.dataset_info(experiment.data)
     expected = (spec.vit.image_size, spec.vit.image_size, spec.vit.num_channels)
     if tuple(image_shape) != expected:

@@ -84,7 +84,9 @@ class Trainer:
         self.evaluate = self.make_evaluator()
 
     def _build_shardings(self) -> None:
-        images = jax.ShapeDtypeStruct((1, *self.image_shape), jnp.float32)
+        images = jax.ShapeDtypeStruct(
+            (self.experiment.model.min_batch, *self.image_shape), jnp.float32
+        )
         weight_specs = self.model.abstract_init_with_metadata(images)[base_layer.PARAMS]
         partition = base_layer.var_partition_specs(
             weight_specs, self.mesh.devices.shape, specs.MESH_AXES
@@ -108,7 +110,7 @@ class Trainer:
         }
 
     def _init_params(self, rng: jax.Array) -> Any:
-        images = jnp.zeros((1, *self.image_shape), jnp.float32)
+        images = jnp.zeros((self.experiment.model.min_batch, *self.image_shape), jnp.float32)
         params_rng, noise_rng = jax.random.split(rng)
         variables = self.model.init(
             {base_layer.PARAMS: params_rng, base_layer.RANDOM: noise_rng}, images
