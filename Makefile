@@ -7,8 +7,25 @@ STAMP := $(VENV)/.lock-installed
 
 .PHONY: setup demo test test-fast lint reproduce
 
-setup: $(STAMP)
+# `make setup ACCEL=cuda12` (CUDA 12 GPUs) or `ACCEL=tpu` (on a TPU VM only) adds the
+# accelerator's pinned wheels to the CPU lock's venv (scripts/setup_accel.sh says which and
+# why). Without ACCEL, setup is CPU only, as before.
+ACCEL ?=
+ifneq ($(filter-out cuda12 tpu,$(ACCEL)),)
+$(error ACCEL=$(ACCEL) is not known; use ACCEL=cuda12 or ACCEL=tpu, or leave it out for CPU)
+endif
+
+setup: $(STAMP) $(if $(ACCEL),$(VENV)/.$(ACCEL)-installed)
 	@bash scripts/install_fashion_mnist.sh
+
+$(VENV)/.cuda12-installed: $(STAMP) requirements-cuda12.lock scripts/setup_accel.sh \
+		scripts/jax_cpu_fallback.py
+	bash scripts/setup_accel.sh cuda12 $(VENV)
+	@touch $@
+
+$(VENV)/.tpu-installed: $(STAMP) scripts/setup_accel.sh
+	bash scripts/setup_accel.sh tpu $(VENV)
+	@touch $@
 
 # Rebuilt only when the lock changes, so a second `make setup` is a no-op.
 $(STAMP): $(LOCK)
