@@ -21,10 +21,11 @@ def main() -> None:
             num_processes=num_processes,
             process_id=process_id,
         )
-    from harness import gin_config as config
+    from harness import gin_config
     from harness.train import trainer
+    from harness.train.experiment import Experiment, validate
 
-    config.parse_gin(
+    gin_config.parse_gin(
         ["gin/cpu/vmoe.gin"],
         [
             "TrainSpec.num_epochs=None",
@@ -34,8 +35,8 @@ def main() -> None:
             "MoeSpec.num_experts=2",
         ],
     )
-    experiment = trainer.Experiment.from_gin()
-    mesh_shape = trainer.validate(experiment, jax.device_count())
+    experiment = Experiment.from_gin()
+    mesh_shape = validate(experiment, jax.device_count())
     run = trainer.Trainer(experiment, workdir="/unused", mesh_shape=mesh_shape)
     rng = np.random.default_rng(0)
     images = rng.uniform(-1, 1, (GLOBAL_BATCH, 28, 28, 1)).astype(np.float32)

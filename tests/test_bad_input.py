@@ -10,8 +10,8 @@ import gin
 import pytest
 from absl import flags
 
-from harness import gin_config as config
-from harness import run
+from harness import gin_config
+from harness.cli import run
 from harness.errors import UsageError
 
 VIT = "--gin_file=gin/cpu/vit.gin"
@@ -66,7 +66,7 @@ def _clean_state():
 def _assert_usage_error(args: list[str], expected: str) -> str:
     flags.FLAGS(["run", *args])
     with pytest.raises(UsageError) as error:
-        run.main()
+        run.main([])
     message = str(error.value)
     assert "\n" not in message
     assert expected in message, message
@@ -121,7 +121,7 @@ def test_cli_exits_2_with_one_line_and_leaves_an_existing_workdir_alone(tmp_path
             _param("MoeSpec.num_selected_experts=9"),
             f"--workdir={workdir}",
         ],
-        cwd=config.REPO_ROOT,
+        cwd=gin_config.REPO_ROOT,
         capture_output=True,
         text=True,
         timeout=300,

@@ -8,6 +8,7 @@ import pytest
 
 from harness.measure import carbon
 from harness.measure.carbon_defaults import GRID_T5_DATACENTER, GRID_USA, GRID_WORLD_AVERAGE
+from harness.reporting import carbon_tables
 
 
 def test_t5_figure_from_patterson_2021():
@@ -108,12 +109,12 @@ def test_estimated_footprint_default_utilisation_is_echoed_and_cpu_marked_rough(
 
 
 def test_markdown_table_has_every_row_with_sources():
-    table = carbon.device_table_markdown()
+    table = carbon_tables.device_table_markdown()
     for row in carbon.DEVICES:
         line = next(line for line in table.splitlines() if line.startswith(f"| {row.name} |"))
         assert row.power_source in line
         assert row.peak_source in line
-    full = carbon.defaults_markdown()
+    full = carbon_tables.defaults_markdown()
     for entry in (*carbon.PUES, *carbon.GRIDS):
         assert entry.source in full
 

@@ -1,7 +1,7 @@
 """The claim sections' verdicts and readings, on hand-made runs (no training)."""
 
-from harness.report import Run
 from harness.reporting import claims
+from harness.reporting.runs import Run
 
 
 def _run(name: str, top1: float, gflops: float = 0.007, config: str = "") -> Run:

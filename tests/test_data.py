@@ -18,8 +18,9 @@ import pytest
 import tensorflow_datasets as tfds
 from tensorflow_datasets.image_classification import mnist
 
-from harness.data import pipeline as data
-from harness.datasets import fashion_mnist_local
+from harness.data import pipeline
+from harness.data.datasets import fashion_mnist_local
+from harness.data.spec import DataSpec
 from harness.errors import UsageError
 
 IDX_DIR = fashion_mnist_local.DEFAULT_IDX_DIR
@@ -158,27 +159,27 @@ def test_builder_without_idx_files_falls_back_to_official_download():
 @needs_idx
 @pytest.mark.slow
 def test_fashion_mnist_pipeline_defaults(fm_data_dir):
-    config = data.DataSpec(data_dir=fm_data_dir, batch_size=16)
-    assert data.dataset_info(config) == (10, (28, 28, 1), 60_000, 10_000)
-    batch = next(data.train_batches(config, seed=3))
+    config = DataSpec(data_dir=fm_data_dir, batch_size=16)
+    assert pipeline.dataset_info(config) == (10, (28, 28, 1), 60_000, 10_000)
+    batch = next(pipeline.train_batches(config, seed=3))
     assert batch["image"].shape == (16, 28, 28, 1) and batch["image"].dtype == np.float32
     assert batch["label"].shape == (16,) and batch["label"].dtype == np.int32
     assert batch["image"].min() >= -1.0 and batch["image"].max() <= 1.0
     # No augmentation by default: train images from the test split are, exactly, eval images.
-    eval_images = {img.tobytes() for b in data.eval_batches(config) for img in b["image"]}
-    batch = next(data.train_batches(dataclasses.replace(config, train_split="test"), seed=3))
+    eval_images = {img.tobytes() for b in pipeline.eval_batches(config) for img in b["image"]}
+    batch = next(pipeline.train_batches(dataclasses.replace(config, train_split="test"), seed=3))
     assert all(image.tobytes() in eval_images for image in batch["image"])
 
 
 @needs_idx
 @pytest.mark.slow
 def test_eval_shards_are_disjoint_and_cover_the_split(fm_data_dir):
-    config = data.DataSpec(data_dir=fm_data_dir, eval_split="test[:95]", eval_batch_size=30)
-    whole = list(data.eval_batches(config))  # One process: 30-example batches.
+    config = DataSpec(data_dir=fm_data_dir, eval_split="test[:95]", eval_batch_size=30)
+    whole = list(pipeline.eval_batches(config))  # One process: 30-example batches.
     assert [b["mask"].sum() for b in whole] == [30, 30, 30, 5]
     expected = np.concatenate([b["image"][b["mask"] == 1] for b in whole])
     assert len(expected) == 95
-    per_process = [list(data.eval_batches(config, i, 3)) for i in range(3)]
+    per_process = [list(pipeline.eval_batches(config, i, 3)) for i in range(3)]
     # Shards of 32, 32 and 31 in batches of 10: 4 batches each, so processes stay in lockstep.
     assert [len(batches) for batches in per_process] == [4, 4, 4]
     real = [np.concatenate([b["image"][b["mask"] == 1] for b in bs]) for bs in per_process]
@@ -192,16 +193,16 @@ def test_eval_shards_are_disjoint_and_cover_the_split(fm_data_dir):
 @needs_idx
 @pytest.mark.slow
 def test_train_shards_are_disjoint_and_cover_the_split(fm_data_dir):
-    config = data.DataSpec(
+    config = DataSpec(
         data_dir=fm_data_dir, train_split="test[:90]", batch_size=30, shuffle_buffer=100
     )
     epochs = []
     for i in range(3):
-        stream = data.train_batches(config, i, 3, seed=0)
+        stream = pipeline.train_batches(config, i, 3, seed=0)
         epochs.append((first_epoch(stream, 3), first_epoch(stream, 3)))  # 30 = one shard epoch.
     everything = collections.Counter(
         (image.tobytes(), int(label))
-        for b in data.eval_batches(data.DataSpec(data_dir=fm_data_dir, eval_split="test[:90]"))
+        for b in pipeline.eval_batches(DataSpec(data_dir=fm_data_dir, eval_split="test[:90]"))
         for image, label, m in zip(b["image"], b["label"], b["mask"], strict=True)
         if m
     )
@@ -246,20 +247,20 @@ def mock_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
 )
 def test_dataset_info_from_metadata(mock_dir, name, info):
     with tfds.testing.mock_data(data_dir=mock_dir):
-        assert data.dataset_info(data.DataSpec(dataset=name)) == info
-        small = data.dataset_info(data.DataSpec(dataset=name, image_size=64))
+        assert pipeline.dataset_info(DataSpec(dataset=name)) == info
+        small = pipeline.dataset_info(DataSpec(dataset=name, image_size=64))
         assert small.image_shape == (64, 64, 3)
 
 
 @pytest.mark.parametrize("name, size", [("cifar10", 32), ("imagenet2012", 96)])
 def test_train_batches_augment_each_draw(mock_dir, name, size):
     # One example repeated: every row of a batch is a fresh draw of the same image.
-    config = data.DataSpec(dataset=name, image_size=size, batch_size=8, shuffle_buffer=4)
+    config = DataSpec(dataset=name, image_size=size, batch_size=8, shuffle_buffer=4)
     with tfds.testing.mock_data(num_examples=1, data_dir=mock_dir):
-        batch = next(data.train_batches(config, seed=0))
-        again = next(data.train_batches(config, seed=0))
-        other_seed = next(data.train_batches(config, seed=1))
-        evals = [next(data.eval_batches(config))["image"][0] for _ in range(2)]
+        batch = next(pipeline.train_batches(config, seed=0))
+        again = next(pipeline.train_batches(config, seed=0))
+        other_seed = next(pipeline.train_batches(config, seed=1))
+        evals = [next(pipeline.eval_batches(config))["image"][0] for _ in range(2)]
     assert batch["image"].shape == (8, size, size, 3) and batch["image"].dtype == np.float32
     assert batch["label"].shape == (8,) and batch["label"].dtype == np.int32
     assert -1.0 <= batch["image"].min() < batch["image"].max() <= 1.0
@@ -271,10 +272,10 @@ def test_train_batches_augment_each_draw(mock_dir, name, size):
 
 @pytest.mark.parametrize("name", ["cifar10", "imagenet2012"])
 def test_eval_batches_pad_and_mask_the_last_batch(mock_dir, name):
-    config = data.DataSpec(dataset=name, image_size=32, batch_size=8, eval_batch_size=4)
+    config = DataSpec(dataset=name, image_size=32, batch_size=8, eval_batch_size=4)
     with tfds.testing.mock_data(num_examples=10, data_dir=mock_dir):
-        batches = list(data.eval_batches(config))
-        local = list(data.eval_batches(config, process_index=1, process_count=2))
+        batches = list(pipeline.eval_batches(config))
+        local = list(pipeline.eval_batches(config, process_index=1, process_count=2))
     assert [b["mask"].tolist() for b in batches] == [[1] * 4, [1] * 4, [1, 1, 0, 0]]
     assert all(b["image"].shape == (4, 32, 32, 3) for b in batches)
     assert all(b["mask"].dtype == np.float32 and b["label"].dtype == np.int32 for b in batches)
@@ -297,8 +298,8 @@ def test_eval_batches_pad_and_mask_the_last_batch(mock_dir, name):
     ],
 )
 def test_missing_dataset_names_the_fix(tmp_path, name, fix):
-    with pytest.raises(data.DatasetNotFoundError) as error:
-        data.train_batches(data.DataSpec(dataset=name, data_dir=str(tmp_path)))
+    with pytest.raises(pipeline.DatasetNotFoundError) as error:
+        pipeline.train_batches(DataSpec(dataset=name, data_dir=str(tmp_path)))
     message = str(error.value)
     assert isinstance(error.value, UsageError) and "\n" not in message
     assert f"{name!r}" in message and str(tmp_path) in message and fix in message
@@ -308,29 +309,29 @@ def test_missing_dataset_names_the_fix(tmp_path, name, fix):
 
 def test_missing_fashion_mnist_files_name_the_package(tmp_path, monkeypatch):
     monkeypatch.setattr(fashion_mnist_local.FashionMnistLocal, "idx_dir", str(tmp_path / "no"))
-    with pytest.raises(data.DatasetNotFoundError) as error:
-        data.dataset_info(data.DataSpec(data_dir=str(tmp_path / "tfds")))
+    with pytest.raises(pipeline.DatasetNotFoundError) as error:
+        pipeline.dataset_info(DataSpec(data_dir=str(tmp_path / "tfds")))
     message = str(error.value)
     assert "\n" not in message and str(tmp_path / "tfds") in message
     assert "apt-get install dataset-fashion-mnist" in message and "make setup" in message
 
 
 def test_unknown_dataset_is_a_clear_error(tmp_path):
-    with pytest.raises(data.DatasetNotFoundError, match="'no_such_dataset'"):
-        data.dataset_info(data.DataSpec(dataset="no_such_dataset", data_dir=str(tmp_path)))
+    with pytest.raises(pipeline.DatasetNotFoundError, match="'no_such_dataset'"):
+        pipeline.dataset_info(DataSpec(dataset="no_such_dataset", data_dir=str(tmp_path)))
 
 
 def test_batch_must_divide_among_processes(mock_dir):
-    config = data.DataSpec(dataset="cifar10", batch_size=10, eval_batch_size=12)
+    config = DataSpec(dataset="cifar10", batch_size=10, eval_batch_size=12)
     with tfds.testing.mock_data(data_dir=mock_dir):
         with pytest.raises(ValueError, match=r"batch_size=10 is not divisible by process_count=4"):
-            data.train_batches(config, 0, 4)
+            pipeline.train_batches(config, 0, 4)
         with pytest.raises(ValueError, match=r"eval_batch_size=12 .* process_count=5"):
-            data.eval_batches(config, 0, 5)
+            pipeline.eval_batches(config, 0, 5)
         with pytest.raises(ValueError, match="process_index=2"):
-            data.eval_batches(config, 2, 2)
+            pipeline.eval_batches(config, 2, 2)
         with pytest.raises(UsageError, match="augment='flip'"):
-            data.train_batches(dataclasses.replace(config, augment="flip"))
+            pipeline.train_batches(dataclasses.replace(config, augment="flip"))
 
 
 # --- Gin -----------------------------------------------------------------------------------------
@@ -352,7 +353,7 @@ def test_gin_files_bind_the_config(name, size, eval_split):
             [os.path.join(REPO_ROOT, "gin", "data", f"{name}.gin")],
             ["DataSpec.data_dir = '/data/tfds'"],
         )
-        config = data.DataSpec()
+        config = DataSpec()
     finally:
         gin.clear_config()
     assert (config.dataset, config.image_size, config.eval_split) == (name, size, eval_split)

@@ -9,9 +9,9 @@ import sys
 import gin
 import pytest
 
-from harness import gin_config as config
-from harness import run
+from harness import gin_config
 from harness.errors import UsageError
+from harness.train import launch
 from harness.train.checkpointing import CHECKPOINT_DIR
 
 TINY = [
@@ -51,7 +51,7 @@ def test_diverging_run_stops_non_zero_and_keeps_its_last_good_checkpoint(tmp_pat
             *[f"--gin_param={b}" for b in bindings],
             f"--workdir={workdir}",
         ],
-        cwd=config.REPO_ROOT,
+        cwd=gin_config.REPO_ROOT,
         capture_output=True,
         text=True,
         timeout=600,
@@ -70,7 +70,7 @@ def test_diverging_run_stops_non_zero_and_keeps_its_last_good_checkpoint(tmp_pat
 def test_truncated_checkpoint_is_named_with_the_way_back(tmp_path):
     workdir = tmp_path / "run"
     bindings = [*TINY, "TrainSpec.checkpoint_every_steps=2", "TrainSpec.keep_checkpoints=3"]
-    run.train(["gin/cpu/vit.gin"], [*bindings, "TrainSpec.num_steps=4"], str(workdir))
+    launch.train(["gin/cpu/vit.gin"], [*bindings, "TrainSpec.num_steps=4"], str(workdir))
     assert _steps(workdir) == [2, 4]
     for folder, _, files in os.walk(workdir / CHECKPOINT_DIR / "4"):
         for name in files:
@@ -79,7 +79,7 @@ def test_truncated_checkpoint_is_named_with_the_way_back(tmp_path):
 
     longer = [*bindings, "TrainSpec.num_steps=6"]
     with pytest.raises(UsageError) as error:
-        run.train(["gin/cpu/vit.gin"], longer, str(workdir))
+        launch.train(["gin/cpu/vit.gin"], longer, str(workdir))
     message = str(error.value)
     assert f"checkpoint {workdir / CHECKPOINT_DIR / '4'} cannot be restored" in message
     assert "to resume from step 2" in message
@@ -87,6 +87,6 @@ def test_truncated_checkpoint_is_named_with_the_way_back(tmp_path):
 
     # The hint works: set the damaged step aside and the run resumes from the one before.
     shutil.move(workdir / CHECKPOINT_DIR / "4", workdir / CHECKPOINT_DIR / "4.bad")
-    outcome = run.train(["gin/cpu/vit.gin"], longer, str(workdir))
+    outcome = launch.train(["gin/cpu/vit.gin"], longer, str(workdir))
     assert outcome["train"]["resumed_from_step"] == 2
     assert (workdir / CHECKPOINT_DIR / "4.bad").is_dir()  # the user's files stay theirs

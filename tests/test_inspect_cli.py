@@ -9,15 +9,15 @@ import gin
 import pytest
 from absl import flags
 
-from harness import gin_config as config
-from harness import inspect
+from harness import gin_config
+from harness.cli import inspect
 from harness.errors import UsageError
 
 
 def _subprocess(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "harness.inspect", *args],
-        cwd=config.REPO_ROOT,
+        cwd=gin_config.REPO_ROOT,
         capture_output=True,
         text=True,
         timeout=300,
@@ -28,7 +28,7 @@ def _in_process(*args: str) -> None:
     flags.FLAGS.unparse_flags()
     flags.FLAGS(["inspect", *args])
     try:
-        inspect.main()
+        inspect.main([])
     finally:
         gin.clear_config()
 

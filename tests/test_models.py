@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from praxis import base_layer
 
-from harness.measure import params_flops as measure
+from harness.measure import params_flops
 from harness.train.steps import apply_model
 from models import builders, specs
 from models.stats import STATS, per_block
@@ -64,8 +64,8 @@ def test_widenet_shares_attention_and_moe_and_grows_only_by_layernorms():
     counts = {}
     for depth in (2, 4, 8):
         spec = _spec("widenet", num_layers=depth)
-        variables = measure.abstract_variables(builders.build_model(spec), spec)
-        counts[depth] = measure.count_params(variables, spec).total
+        variables = params_flops.abstract_variables(builders.build_model(spec), spec)
+        counts[depth] = params_flops.count_params(variables, spec).total
         encoder = variables["encoder"]
         assert set(encoder) == {"attention", "moe"} | {
             f"{kind}_{i}" for kind in ("attention_norms", "moe_norms") for i in range(depth)
@@ -110,15 +110,17 @@ def test_eval_routing_is_set_at_inference_on_the_same_parameters():
     assert selections["k1"] == 2 * 1 * tokens  # same weights, k=1 at inference
     params_after = jax.tree_util.tree_leaves(params)
     assert all(np.isfinite(np.asarray(p)).all() for p in params_after)
-    assert measure.count_params(
-        measure.abstract_variables(builders.build_model(low_capacity), low_capacity), spec
-    ) == measure.count_params(measure.abstract_variables(builders.build_model(spec), spec), spec)
+    assert params_flops.count_params(
+        params_flops.abstract_variables(builders.build_model(low_capacity), low_capacity), spec
+    ) == params_flops.count_params(
+        params_flops.abstract_variables(builders.build_model(spec), spec), spec
+    )
 
 
 def test_active_params_count_k_of_e_experts():
     spec = _spec("vmoe")
-    counts = measure.count_params(
-        measure.abstract_variables(builders.build_model(spec), spec), spec
+    counts = params_flops.count_params(
+        params_flops.abstract_variables(builders.build_model(spec), spec), spec
     )
     d, m, e, k = TINY.model_dims, TINY.mlp_dims, TINY_MOE.num_experts, 2
     per_expert = 2 * d * m + m + d

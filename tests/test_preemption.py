@@ -15,7 +15,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from harness import gin_config as config
+from harness import gin_config
 from harness.reporting.events import read_scalars
 from harness.train.preemption import PREEMPTED_EXIT_CODE
 
@@ -34,7 +34,7 @@ ARGS = [
 def _launch(workdir) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "harness.run", *ARGS, f"--workdir={workdir}"],
-        cwd=config.REPO_ROOT,
+        cwd=gin_config.REPO_ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

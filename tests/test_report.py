@@ -10,9 +10,11 @@ import gin
 import pytest
 from absl import flags
 
-from harness import report, run, sweep
+from harness.cli import report
 from harness.errors import UsageError
+from harness.measure import routing_sweep
 from harness.reporting import events
+from harness.train import launch, restore, run_record
 
 SHORT = [
     "TrainSpec.num_epochs=None",
@@ -28,11 +30,11 @@ def runs(tmp_path_factory):
     dirs = {}
     for family in ("vit", "vmoe", "widenet"):
         dirs[family] = str(root / family)
-        run.train([f"gin/cpu/{family}.gin"], SHORT, dirs[family])
+        launch.train([f"gin/cpu/{family}.gin"], SHORT, dirs[family])
         gin.clear_config()
-    trained = sweep.load_trained(dirs["vmoe"])
-    payload = sweep.sweep(trained, capacities=[1.0, 0.25], ks=[1, 2], timing_batch_size=8)
-    with open(os.path.join(dirs["vmoe"], sweep.SWEEP_FILE), "w") as f:
+    trained = restore.load_trained(dirs["vmoe"])
+    payload = routing_sweep.sweep(trained, capacities=[1.0, 0.25], ks=[1, 2], timing_batch_size=8)
+    with open(os.path.join(dirs["vmoe"], run_record.SWEEP_FILE), "w") as f:
         json.dump(payload, f)
     gin.clear_config()
     return root, dirs
@@ -102,9 +104,7 @@ def test_report_numbers_equal_the_runs_and_plots_exist(runs, tmp_path, capsys):
     output = tmp_path / "compare.md"
     flags.FLAGS.unparse_flags()
     flags.FLAGS(["report", f"-o={output}", "--batch_sizes=4,8", "--timing_repeats=3"])
-    report.main(
-        ["report", dirs["vit"], dirs["vmoe"], dirs["widenet"], str(broken), str(unfinished)]
-    )
+    report.main([dirs["vit"], dirs["vmoe"], dirs["widenet"], str(broken), str(unfinished)])
     warnings = capsys.readouterr().err
     assert f"skipping {broken}: results.json is corrupt" in warnings
     assert f"skipping {unfinished}: no results.json" in warnings
@@ -146,6 +146,6 @@ def test_report_with_no_readable_run_is_a_usage_error(tmp_path):
     flags.FLAGS.unparse_flags()
     flags.FLAGS(["report", f"-o={tmp_path / 'r.md'}", "--notiming"])
     with pytest.raises(UsageError, match="nothing to report"):
-        report.main(["report", str(tmp_path / "missing")])
+        report.main([str(tmp_path / "missing")])
     assert not (tmp_path / "r.md").exists()
     shutil.rmtree(tmp_path, ignore_errors=True)

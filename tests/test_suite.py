@@ -8,7 +8,8 @@ import gin
 import pytest
 from absl import flags
 
-from harness import suite
+from harness.cli import suite
+from harness.suites.spec import SuiteSpec
 
 
 def _suite_gin(tmp_path) -> str:
@@ -43,7 +44,7 @@ def _run_suite(gin_file: str) -> None:
     flags.FLAGS.unparse_flags()
     flags.FLAGS(["suite", f"--gin_file={gin_file}"])
     try:
-        suite.main()
+        suite.main([])
     finally:
         gin.clear_config()
 
@@ -98,7 +99,7 @@ def test_suite_trains_sweeps_reports_and_resumes(tmp_path, capsys):
 @pytest.mark.parametrize(("rounds", "steps"), [(0, 10), (5, 0)])
 def test_step_timing_needs_at_least_one_round_and_step(rounds, steps):
     with pytest.raises(ValueError, match="step_time_rounds"):
-        suite.SuiteSpec(
+        SuiteSpec(
             runs=[("vit", "gin/cpu/vit.gin", [])],
             step_time_rounds=rounds,
             step_time_steps=steps,

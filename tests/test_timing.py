@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import pytest
 from praxis import base_layer
 
-from harness.measure import inference as timing
+from harness.measure import inference
 from models import builders, specs
 
 IMAGE_SHAPE = (4, 4, 1)
@@ -66,7 +66,7 @@ def test_warmup_and_repeats_are_honoured_per_batch_size():
     clock = FakeClock()
     warmup, repeats, batch_sizes = 2, 5, (1, 3, 8)
     forward = FakeForward(clock, [0.5] * (warmup + repeats) * len(batch_sizes))
-    results = timing.time_inference(
+    results = inference.time_inference(
         forward, IMAGE_SHAPE, batch_sizes, warmup=warmup, repeats=repeats, clock=clock
     )
     assert forward.calls == {b: warmup + repeats for b in batch_sizes}
@@ -80,7 +80,7 @@ def test_warmup_and_repeats_are_honoured_per_batch_size():
 def test_input_batch_is_built_once_per_batch_size():
     clock = FakeClock()
     forward = FakeForward(clock, [0.25] * 8)
-    timing.time_inference(forward, IMAGE_SHAPE, [2, 3], warmup=1, repeats=3, clock=clock)
+    inference.time_inference(forward, IMAGE_SHAPE, [2, 3], warmup=1, repeats=3, clock=clock)
     assert all(x is forward.inputs[0] for x in forward.inputs[:4])
     assert all(x is forward.inputs[4] for x in forward.inputs[4:])
 
@@ -92,7 +92,9 @@ def test_statistics_on_a_fake_clock_are_exact():
     timed = [k * 0.125 for k in range(1, 12)]
     random.Random(0).shuffle(timed)
     forward = FakeForward(clock, [100.0, 100.0, *timed])
-    (result,) = timing.time_inference(forward, IMAGE_SHAPE, [6], warmup=2, repeats=11, clock=clock)
+    (result,) = inference.time_inference(
+        forward, IMAGE_SHAPE, [6], warmup=2, repeats=11, clock=clock
+    )
     assert result.p50_ms == 750.0  # sorted k = 1..11, median k = 6
     assert result.p90_ms == pytest.approx(1250.0)  # linear: index 0.9 * 10 = 9, k = 10
     assert result.mean_ms == pytest.approx(750.0)
@@ -105,7 +107,7 @@ def test_p50_never_exceeds_p90():
     clock = FakeClock()
     rng = random.Random(1)
     forward = FakeForward(clock, [rng.uniform(0.001, 0.1) for _ in range(3 * 7)])
-    for result in timing.time_inference(
+    for result in inference.time_inference(
         forward, IMAGE_SHAPE, [1, 2, 4], warmup=0, repeats=7, clock=clock
     ):
         assert result.p50_ms <= result.p90_ms
@@ -130,7 +132,7 @@ def test_block_until_ready_wraps_every_call_inside_the_timed_region(monkeypatch)
         return forward(images)
 
     monkeypatch.setattr(jax, "block_until_ready", spy_block)
-    timing.time_inference(
+    inference.time_inference(
         logging_forward, IMAGE_SHAPE, [2], warmup=1, repeats=2, clock=logging_clock
     )
     kinds = [kind for kind, _ in events]
@@ -144,7 +146,9 @@ def test_block_until_ready_wraps_every_call_inside_the_timed_region(monkeypatch)
 def test_result_describes_devices_and_method():
     clock = FakeClock()
     forward = FakeForward(clock, [0.25] * 2)
-    (result,) = timing.time_inference(forward, IMAGE_SHAPE, [2], warmup=1, repeats=1, clock=clock)
+    (result,) = inference.time_inference(
+        forward, IMAGE_SHAPE, [2], warmup=1, repeats=1, clock=clock
+    )
     device = jax.devices()[0]
     assert result.platform == device.platform == "cpu"
     assert result.device_kind == device.device_kind
@@ -175,7 +179,7 @@ def test_time_models_interleaves_models_on_the_same_input():
     log = []
     a = FakeForward(clock, [0.25] * 10, log, "a")
     b = FakeForward(clock, [0.5] * 10, log, "b")
-    results = timing.time_models(
+    results = inference.time_models(
         {"a": a, "b": b}, IMAGE_SHAPE, [1, 2], warmup=2, repeats=3, clock=clock
     )
     per_batch = [("a", 1)] * 2 + [("b", 1)] * 2 + [("a", 1), ("b", 1)] * 3
@@ -188,9 +192,9 @@ def test_time_models_interleaves_models_on_the_same_input():
 
 def test_rejects_meaningless_settings():
     with pytest.raises(ValueError, match="repeats"):
-        timing.time_inference(lambda x: x, IMAGE_SHAPE, [1], repeats=0)
+        inference.time_inference(lambda x: x, IMAGE_SHAPE, [1], repeats=0)
     with pytest.raises(ValueError, match="batch_sizes"):
-        timing.time_inference(lambda x: x, IMAGE_SHAPE, [0])
+        inference.time_inference(lambda x: x, IMAGE_SHAPE, [0])
 
 
 def test_jit_forward_returns_logits_and_traces_once(monkeypatch):
@@ -200,15 +204,15 @@ def test_jit_forward_returns_logits_and_traces_once(monkeypatch):
     params = model.init(rngs, images)[base_layer.PARAMS]
 
     traces = []
-    real_apply = timing.apply_model
+    real_apply = inference.apply_model
 
     def counting_apply(*args, **kwargs):
         traces.append(args[3])  # runs only while tracing; records the rng (None = inference)
         return real_apply(*args, **kwargs)
 
-    monkeypatch.setattr(timing, "apply_model", counting_apply)
-    forward = timing.jit_forward(model, params)
-    results = timing.time_inference(forward, (16, 16, 1), [2], warmup=2, repeats=3)
+    monkeypatch.setattr(inference, "apply_model", counting_apply)
+    forward = inference.jit_forward(model, params)
+    results = inference.time_inference(forward, (16, 16, 1), [2], warmup=2, repeats=3)
     logits = forward(images)
     assert logits.shape == (2, 5)
     assert traces == [None]  # one trace for six calls, in inference mode
@@ -217,5 +221,5 @@ def test_jit_forward_returns_logits_and_traces_once(monkeypatch):
 
 def test_peak_memory_bytes_is_none_or_an_int_on_cpu():
     for device in (None, jax.devices()[-1]):
-        peak = timing.peak_memory_bytes(device)
+        peak = inference.peak_memory_bytes(device)
         assert peak is None or (isinstance(peak, int) and peak >= 0)

@@ -12,11 +12,12 @@ import jax
 import pytest
 from jax.sharding import PartitionSpec
 
-from harness import gin_config as config
+from harness import gin_config
 from harness.reporting.events import read_scalars
 from harness.train import trainer
+from harness.train.experiment import Experiment, validate
 
-CPU_CONFIGS = sorted(glob.glob(os.path.join(config.REPO_ROOT, "gin/cpu/*.gin")))
+CPU_CONFIGS = sorted(glob.glob(os.path.join(gin_config.REPO_ROOT, "gin/cpu/*.gin")))
 # Tests of plumbing (sharding, resume, files) evaluate on a slice of the test split.
 QUICK_EVAL = "DataSpec.eval_split='test[:1000]'"
 CPU_FAMILIES = {"vit": "vit", "vmoe": "vmoe", "widenet": "widenet", "vit22b": "vit22b"}
@@ -28,14 +29,14 @@ def _clear_gin():
     gin.clear_config()
 
 
-def _experiment(gin_file: str, *params: str) -> trainer.Experiment:
-    config.parse_gin([gin_file], list(params))
-    return trainer.Experiment.from_gin()
+def _experiment(gin_file: str, *params: str) -> Experiment:
+    gin_config.parse_gin([gin_file], list(params))
+    return Experiment.from_gin()
 
 
 def _train(workdir, gin_file: str, *params: str) -> tuple[trainer.Trainer, dict]:
     experiment = _experiment(gin_file, *params)
-    mesh_shape = trainer.validate(experiment, jax.device_count())
+    mesh_shape = validate(experiment, jax.device_count())
     run = trainer.Trainer(experiment, str(workdir), mesh_shape)
     return run, run.run()
 
@@ -44,7 +45,7 @@ def _train(workdir, gin_file: str, *params: str) -> tuple[trainer.Trainer, dict]
 def test_cpu_configs_name_their_family_and_validate(family):
     experiment = _experiment(f"gin/cpu/{family}.gin")
     assert experiment.model.family == family
-    assert trainer.validate(experiment, 8) == (8, 1, 1)
+    assert validate(experiment, 8) == (8, 1, 1)
     assert experiment.data.dataset == "fashion_mnist"
 
 
@@ -109,13 +110,13 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 def test_two_processes_give_the_single_process_loss():
-    worker = os.path.join(config.REPO_ROOT, "tests/multihost_worker.py")
+    worker = os.path.join(gin_config.REPO_ROOT, "tests/multihost_worker.py")
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one device per process
 
     def launch(process_id: int, count: int, port: int) -> subprocess.Popen:
         return subprocess.Popen(
             [sys.executable, worker, str(process_id), str(count), str(port)],
-            cwd=config.REPO_ROOT,
+            cwd=gin_config.REPO_ROOT,
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -34,9 +34,9 @@ def run(main: Callable[[list[str]], None]) -> None:
     and exit code 2."""
 
     def wrapped(argv: list[str]) -> None:
-        # praxis logs every parameter and orbax every file at INFO; commands print their own
-        # progress lines instead.
-        logging.set_verbosity(logging.WARNING)
+        # praxis logs every parameter and orbax every file at INFO, and orbax deprecation
+        # notices at WARNING; commands print their own progress and warnings instead.
+        logging.set_verbosity(logging.ERROR)
         try:
             main(argv[1:])
         except UsageError as error:

@@ -1,0 +1,54 @@
+r"""Evaluate a released or trained checkpoint on the gin config's data; write a run directory.
+
+  python -m harness.evaluate --gin_file=gin/vmoe_b16.gin --checkpoint=PATH --workdir=DIR
+      [--gin_param=...] [--eval_split=validation] [--format=vit_npz]
+
+PATH is a run directory of ours, a google-research/vision_transformer or big_vision .npz, or
+a V-MoE reference checkpoint (its prefix or .index file); local or gs://. The format is chosen
+by what PATH holds unless --format names one. Every checkpoint tensor must find its place in
+the model and every weight must be loaded, or the command stops with one line. The run
+directory it writes (results.json with top-1 and routing statistics, TensorBoard events, the
+config, the weights) is read by `harness.sweep` and `harness.report` like a trained run.
+"""
+
+import os
+
+from absl import flags
+
+from harness.cli import app
+from harness.cli import flags as cli_flags
+from harness.errors import UsageError
+
+FORMATS = ("run", "vit_npz", "big_vision_npz", "vmoe")
+
+FLAGS = flags.FLAGS
+cli_flags.define_gin_flags()
+cli_flags.define_workdir_flag("Run directory to write: config, weights, events, results.json.")
+flags.adopt_module_key_flags(cli_flags)
+flags.DEFINE_string("checkpoint", None, "Checkpoint to evaluate: run dir, .npz or V-MoE prefix.")
+flags.DEFINE_enum("format", None, FORMATS, "Checkpoint format; default: detected from PATH.")
+flags.DEFINE_string("eval_split", None, "TFDS split to evaluate on; default: the config's.")
+
+
+def main(args: list[str]) -> None:
+    app.no_positional(args, "--gin_file=gin/vit_b16.gin --checkpoint=PATH --workdir=DIR")
+    for name in ("gin_file", "checkpoint", "workdir"):
+        if not FLAGS[name].value:
+            raise UsageError(f"--{name} is required; see --help")
+    if os.path.exists(os.path.join(FLAGS.workdir, "results.json")):
+        raise UsageError(
+            f"--workdir={FLAGS.workdir} already holds a finished run; choose another workdir"
+        )
+    gin_params = cli_flags.gin_params()
+    if FLAGS.eval_split:
+        gin_params.append(f"DataSpec.eval_split={FLAGS.eval_split!r}")
+    from harness.train import evaluate
+
+    payload = evaluate.evaluate_checkpoint(
+        cli_flags.gin_files(), gin_params, FLAGS.checkpoint, FLAGS.workdir, FLAGS.format
+    )
+    print(f"top-1 {payload['eval']['eval/top1']:.4f}; results: {FLAGS.workdir}/results.json")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,115 @@
+"""Evaluate weights from any checkpoint and record them as a run directory, as if trained here.
+
+The released ViT and V-MoE checkpoints (and our own runs) are imported strictly into the gin
+config's model (harness/imports), evaluated on the config's eval split, and written with the
+same files a training run writes: config.gin, an orbax checkpoint of the weights,
+TensorBoard events and results.json. So `harness.sweep`, `harness.report` and TensorBoard treat
+a published model exactly like one trained here, and its C/k sweep is the published weights'.
+"""
+
+import os
+import time
+from typing import Any
+
+import gin
+import jax
+import jax.numpy as jnp
+from clu import metric_writers
+
+from harness import files, gin_config
+from harness.data import pipeline
+from harness.errors import UsageError, one_line
+from harness.imports import import_params
+from harness.measure import params_flops
+from harness.train import run_record
+from harness.train.checkpointing import Checkpointer
+from harness.train.experiment import Experiment, validate
+from harness.train.launch import OPERATIVE_CONFIG_FILE, prepare_workdir
+from harness.train.steps import TrainState
+from models.specs import MESH_AXES
+
+
+def evaluate_checkpoint(
+    gin_files: list[str],
+    gin_params: list[str],
+    checkpoint: str,
+    workdir: str,
+    format_name: str | None = None,
+) -> dict[str, Any]:
+    """Imports `checkpoint` into the gin config's model, evaluates it and writes `workdir`;
+    returns the results.json payload. Bad input raises UsageError before anything is written."""
+    from harness.train import trainer as trainer_lib  # JAX state: after flags and distributed
+
+    config_text = gin_config.parse_gin(gin_files, gin_params)
+    try:
+        experiment = Experiment.from_gin()
+        mesh_shape = validate(experiment, jax.device_count())
+        trainer = trainer_lib.Trainer(experiment, workdir, mesh_shape)
+    except pipeline.DatasetNotFoundError as error:
+        raise UsageError(str(error)) from error
+    except ValueError as error:
+        raise UsageError(one_line(str(error).splitlines()[0])) from error
+    abstract = trainer.abstract_state()
+    host_params, format_used = import_params(
+        checkpoint, abstract.params, model=" ".join(gin_files), format_name=format_name
+    )
+    print(f"imported {checkpoint} ({format_used})", flush=True)
+    params = jax.device_put(host_params, trainer.state_shardings.params)
+    prepare_workdir(workdir, config_text)
+    started, clock = run_record.timestamp(), time.perf_counter()
+    evaluation = trainer.evaluate(params)
+    seconds = time.perf_counter() - clock
+    _save_weights(trainer, params, workdir)
+    if jax.process_index() == 0:
+        writer = metric_writers.SummaryWriter(workdir)
+        writer.write_hparams(run_record.hparams(experiment))
+        trainer_lib.write_evaluation(writer, 0, evaluation)
+        writer.flush()
+    counts = params_flops.count_params(
+        params_flops.abstract_variables(trainer.model_config, experiment.model), experiment.model
+    )
+    payload = {
+        "run": {
+            "workdir": os.path.abspath(workdir),
+            "gin_files": list(gin_files),
+            "gin_params": list(gin_params),
+            "config": config_text,
+            "family": experiment.model.family,
+            "mesh": dict(zip(MESH_AXES, mesh_shape, strict=True)),
+            "devices": run_record.devices(),
+            "versions": run_record.versions(),
+            "started": started,
+            "finished": run_record.timestamp(),
+            "imported_from": {"checkpoint": checkpoint, "format": format_used},
+        },
+        "model": {
+            "params_total": counts.total,
+            "params_body": counts.body,
+            "params_active": counts.active,
+            "gflops_per_image": params_flops.analytic_gflops_per_image(experiment.model),
+        },
+        # Not trained here: no training time, energy or throughput to report.
+        "train": {"steps": 0, "wall_seconds": 0.0, "images_per_second": None},
+        "eval": {**evaluation.metrics, "eval/wall_seconds": seconds},
+        "routing": trainer_lib.routing_summary(evaluation),
+    }
+    if jax.process_index() == 0:
+        files.write_json_atomically(os.path.join(workdir, run_record.RESULTS_FILE), payload)
+        files.write_text_atomically(
+            os.path.join(workdir, OPERATIVE_CONFIG_FILE), gin.operative_config_str()
+        )
+    return payload
+
+
+def _save_weights(trainer: Any, params: Any, workdir: str) -> None:
+    """An orbax checkpoint at step 0 in the training layout, so sweep and report restore it.
+
+    The optimizer state is a fresh one: importing does not bring the original's."""
+    with trainer.mesh:
+        opt_state = jax.jit(trainer.tx.init, out_shardings=trainer.state_shardings.opt_state)(
+            params
+        )
+    state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state)
+    checkpointer = Checkpointer(workdir, keep=1)
+    checkpointer.save(0, state)
+    checkpointer.close()
