@@ -41,9 +41,22 @@ def sweep(
     experts = spec.moe.num_experts
     if any(k > experts for k in ks):
         raise UsageError(f"k={max(ks)} exceeds the run's E={experts} experts; sweep k <= {experts}")
+    if spec.moe.router == "soft":
+        raise UsageError(
+            f"{run.run_dir} routes with Soft MoE, which has no k, C or BPR to sweep; sweep a "
+            "top_k or expert_choice model"
+        )
+    if timing_batch_size % spec.min_batch:
+        raise UsageError(
+            f"timing batch {timing_batch_size} is not a multiple of the model's routing group "
+            f"(MoeSpec.group_images={spec.moe.group_images}); use a multiple of it"
+        )
+    # Batch Prioritized Routing orders the tokens that choose experts; when experts choose
+    # tokens there is nothing to prioritise.
+    orders = (False,) if spec.moe.router == "expert_choice" else (False, True)
     points = []
     method = ""
-    for batch_priority in (False, True):
+    for batch_priority in orders:
         for k in ks:
             for capacity in capacities:
                 variant = with_eval_routing(spec, k, capacity, batch_priority)
@@ -66,6 +79,7 @@ def sweep(
                         "gflops_per_image": params_flops.analytic_gflops_per_image(variant),
                         "ms_per_batch_p50": timed.p50_ms,
                         "timing_batch_size": timing_batch_size,
+                        "per_image_processed": evaluation.per_image_processed,
                     }
                 )
                 print(
@@ -80,6 +94,8 @@ def sweep(
             "k": spec.moe.num_selected_experts,
             "capacity_factor": spec.moe.capacity_factor,
             "batch_priority": spec.moe.batch_priority,
+            "group_images": spec.moe.group_images,
+            "router": spec.moe.router,
         },
         "points": points,
         "timing_method": method,

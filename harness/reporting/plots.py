@@ -147,3 +147,18 @@ def seed_curves_plot(
         axes.set_yscale("log")
     _label(axes, xlabel, ylabel, title, legend=True)
     return figure
+
+
+def distribution_plot(
+    histograms: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    xlabel: str,
+    title: str,
+) -> Figure:
+    """Step histograms of named (bin_edges, counts) distributions, each normalised to its
+    share of the total, overlaid on one axis."""
+    figure, axes = plt.subplots(figsize=(5.5, 3.6))
+    for name, (edges, counts) in histograms.items():
+        total = float(sum(counts)) or 1.0
+        axes.stairs([c / total for c in counts], edges, label=name, linewidth=1.5)
+    _label(axes, xlabel, "share of images", title, legend=True)
+    return figure

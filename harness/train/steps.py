@@ -14,6 +14,9 @@ from models.stats import STATS, per_block
 
 ROUTING_SCALARS = ("dropped_fraction", "unrouted_fraction")
 EXPERT_CLASS_PREFIX = "expert_class"
+PER_IMAGE_PREFIX = "per_image_processed"
+# Bins over [0, 1] of the per-image processed fraction, for its distribution across images.
+PER_IMAGE_BINS = 20
 
 
 class TrainState(struct.PyTreeNode):
@@ -67,6 +70,25 @@ def attention_metrics(collections: dict[str, Any]) -> dict[str, jax.Array]:
     if not logits:
         return {}
     return {"train/max_attention_logit": jnp.max(jnp.stack(list(logits.values())))}
+
+
+def per_image_compute(collections: dict[str, Any], mask: jax.Array) -> dict[str, jax.Array]:
+    """Sums describing how evenly the MoE layers spend compute across images (V-MoE's
+    adaptive per-image compute): each image's processed fraction (the share of its tokens'
+    expert assignments that fit in capacity) averaged over MoE blocks, as a sum, a sum of
+    squares and a histogram over the batch's real images."""
+    fractions = per_block(collections.get(STATS, {}), "processed_fraction_per_image")
+    if not fractions:
+        return {}
+    per_image = jnp.mean(jnp.stack(list(fractions.values())), axis=0)
+    bins = jnp.clip((per_image * PER_IMAGE_BINS).astype(jnp.int32), 0, PER_IMAGE_BINS - 1)
+    return {
+        f"{PER_IMAGE_PREFIX}/sum": jnp.sum(per_image * mask),
+        f"{PER_IMAGE_PREFIX}/squares": jnp.sum(per_image**2 * mask),
+        f"{PER_IMAGE_PREFIX}/histogram": jnp.sum(
+            jax.nn.one_hot(bins, PER_IMAGE_BINS) * mask[:, None], axis=0
+        ),
+    }
 
 
 def make_train_step(
@@ -135,6 +157,7 @@ def make_eval_step(
         selections = per_block(collections.get(STATS, {}), "assignments_per_image")
         for block, per_image in selections.items():
             sums[f"{EXPERT_CLASS_PREFIX}/{block}"] = classes.T @ per_image
+        sums.update(per_image_compute(collections, mask))
         return sums
 
     return eval_step

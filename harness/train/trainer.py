@@ -27,7 +27,14 @@ from harness.train.experiment import Experiment
 from harness.train.mesh import batch_spec, make_mesh
 from harness.train.preemption import Preempted, PreemptionGuard
 from harness.train.progress import Progress
-from harness.train.steps import EXPERT_CLASS_PREFIX, TrainState, make_eval_step, make_train_step
+from harness.train.steps import (
+    EXPERT_CLASS_PREFIX,
+    PER_IMAGE_BINS,
+    PER_IMAGE_PREFIX,
+    TrainState,
+    make_eval_step,
+    make_train_step,
+)
 from models import builders, specs
 
 
@@ -37,6 +44,8 @@ class Evaluation:
 
     metrics: dict[str, float]  # 'eval/top1', 'eval/loss', 'eval/routing/...'
     expert_class_counts: dict[str, np.ndarray]  # 'block_NN' -> [classes, experts]
+    # Sparse models: the per-image processed fraction's mean, std and histogram over images.
+    per_image_processed: dict[str, Any] | None = None
 
     @classmethod
     def from_sums(cls, totals: dict[str, np.ndarray]) -> "Evaluation":
@@ -46,12 +55,29 @@ class Evaluation:
             "eval/loss": float(totals.pop("loss")) / count,
             "eval/num_examples": count,
         }
+        per_image = _per_image_summary(totals, count)
         prefix = f"{EXPERT_CLASS_PREFIX}/"
         counts = {k[len(prefix) :]: v for k, v in totals.items() if k.startswith(prefix)}
         metrics.update(
             {f"eval/{k}": float(v) / count for k, v in totals.items() if not k.startswith(prefix)}
         )
-        return cls(metrics=metrics, expert_class_counts=counts)
+        return cls(metrics=metrics, expert_class_counts=counts, per_image_processed=per_image)
+
+
+def _per_image_summary(totals: dict[str, np.ndarray], count: float) -> dict[str, Any] | None:
+    """Pops the per-image sums out of `totals`: mean, std over images, and the histogram."""
+    keys = [k for k in totals if k.startswith(f"{PER_IMAGE_PREFIX}/")]
+    if not keys:
+        return None
+    sums = {k.split("/", 1)[1]: totals.pop(k) for k in keys}
+    mean = float(sums["sum"]) / count
+    variance = max(float(sums["squares"]) / count - mean**2, 0.0)
+    return {
+        "mean": mean,
+        "std": variance**0.5,
+        "histogram": [int(round(float(c))) for c in sums["histogram"]],
+        "bin_edges": np.linspace(0.0, 1.0, PER_IMAGE_BINS + 1).tolist(),
+    }
 
 
 class Trainer:
