@@ -10,6 +10,7 @@ would fail deep inside a layer with a message about string formatting.
 """
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any
@@ -75,6 +76,17 @@ class VitSpec(Spec):
     pre_logits: bool = False
     dropout_prob: float = 0.0
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in (
+            "image_size", "patch_size", "num_channels", "num_classes",
+            "model_dims", "num_layers", "mlp_dims", "num_heads",
+        ):  # fmt: skip
+            if getattr(self, name) < 1:
+                raise ValueError(f"VitSpec.{name}={getattr(self, name)} must be >= 1")
+        if not 0 <= self.dropout_prob < 1:
+            raise ValueError(f"VitSpec.dropout_prob={self.dropout_prob} must be in [0, 1)")
+
 
 ROUTERS = ("top_k", "expert_choice", "soft")
 
@@ -128,6 +140,16 @@ class MoeSpec(Spec):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.num_experts < 1:
+            raise ValueError(f"MoeSpec.num_experts E={self.num_experts} must be >= 1")
+        if self.expert_mlp_dims is not None and self.expert_mlp_dims < 1:
+            raise ValueError(f"MoeSpec.expert_mlp_dims={self.expert_mlp_dims} must be >= 1 or None")
+        # Signs and k <= E are checked where the router is built (models/moe/routing.py); a
+        # float that is not finite would only fail deep inside it.
+        for name in ("capacity_factor", "eval_capacity_factor", "noise_std"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"MoeSpec.{name}={value} must be finite")
         if self.router not in ROUTERS:
             raise ValueError(f"MoeSpec.router={self.router!r} is unknown; use one of {ROUTERS}")
         if self.group_images < 1:

@@ -38,3 +38,24 @@ class DataSpec(Spec):
     # Keep decoded train images in memory after the first epoch; right for datasets of a few
     # hundred MB at most (Fashion-MNIST 47 MB, CIFAR 150 MB), wrong for ImageNet.
     cache: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("batch_size", "shuffle_buffer"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"DataSpec.{name}={getattr(self, name)} must be >= 1")
+        for name in ("eval_batch_size", "image_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"DataSpec.{name}={value} must be >= 1 (or None for the default)")
+        if self.crop_padding < 0:
+            raise ValueError(f"DataSpec.crop_padding={self.crop_padding} must be >= 0")
+        if self.augment not in AUGMENTATIONS:
+            raise ValueError(
+                f"DataSpec.augment={self.augment!r} is unknown; use one of {AUGMENTATIONS}"
+            )
+        for name in ("train_split", "eval_split", "dataset"):
+            if getattr(self, name) == "":
+                raise ValueError(
+                    f"DataSpec.{name}='' is empty; name a TFDS {name.replace('_', ' ')}"
+                )

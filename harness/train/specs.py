@@ -36,12 +36,17 @@ class TrainSpec(Spec):
         for name in ("num_steps", "log_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainSpec.{name}={getattr(self, name)} must be >= 1")
-        if self.num_epochs is not None and self.num_epochs <= 0:
-            raise ValueError(f"TrainSpec.num_epochs={self.num_epochs} must be > 0 (or None)")
+        epochs = self.num_epochs
+        if epochs is not None and not (math.isfinite(epochs) and epochs > 0):
+            raise ValueError(f"TrainSpec.num_epochs={epochs} must be finite and > 0 (or None)")
         if self.eval_every_steps < 0:
             raise ValueError(
                 f"TrainSpec.eval_every_steps={self.eval_every_steps} must be >= 0 "
                 "(0 evaluates at the end only)"
+            )
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(
+                f"TrainSpec.label_smoothing={self.label_smoothing} must be in [0, 1); e.g. 0.1"
             )
         if self.loss not in LOSSES:
             raise ValueError(f"TrainSpec.loss={self.loss!r} is unknown; use one of {LOSSES}")
@@ -78,9 +83,26 @@ class OptimizerSpec(Spec):
         super().__post_init__()
         if self.decay not in DECAYS:
             raise ValueError(f"OptimizerSpec.decay={self.decay!r} is unknown; use one of {DECAYS}")
-        if self.learning_rate <= 0:
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
             raise ValueError(
-                f"OptimizerSpec.learning_rate={self.learning_rate} must be positive; e.g. 1e-3"
+                f"OptimizerSpec.learning_rate={self.learning_rate} must be finite and > 0; "
+                "e.g. 1e-3"
+            )
+        if self.warmup_steps < 0:
+            raise ValueError(
+                f"OptimizerSpec.warmup_steps={self.warmup_steps} must be >= 0 (0: no warm-up)"
+            )
+        for name in ("end_learning_rate", "weight_decay"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"OptimizerSpec.{name}={value} must be finite and >= 0")
+        for name in ("b1", "b2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"OptimizerSpec.{name}={getattr(self, name)} must be in [0, 1)")
+        clip = self.grad_clip_norm
+        if clip is not None and not (math.isfinite(clip) and clip > 0):
+            raise ValueError(
+                f"OptimizerSpec.grad_clip_norm={clip} must be finite and > 0 (or None: no clipping)"
             )
 
 
