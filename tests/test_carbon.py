@@ -39,6 +39,11 @@ def test_energy_formula_exact_on_hand_example():
         ("NVIDIA A100-PCIE-40GB", "A100"),
         ("NVIDIA H100 80GB HBM3", "H100"),
         ("NVIDIA H100 PCIe", "H100"),
+        ("NVIDIA H200", "H200"),
+        ("TPU v5 lite", "TPUv5e"),
+        ("TPU v5e", "TPUv5e"),
+        ("TPU v5", "TPUv5p"),
+        ("TPU v5p", "TPUv5p"),
     ],
 )
 def test_device_kinds_map_to_rows(kind, row):
@@ -46,7 +51,9 @@ def test_device_kinds_map_to_rows(kind, row):
     assert (found.name, matched) == (row, True)
 
 
-@pytest.mark.parametrize("kind", ["TPU v4 lite", "TPU v5p", "NVIDIA RTX A1000", "gpu", "tpu", ""])
+@pytest.mark.parametrize(
+    "kind", ["TPU v4 lite", "TPU v6 lite", "NVIDIA RTX A1000", "NVIDIA H2000", "gpu", "tpu", ""]
+)
 def test_unknown_kinds_fall_back_to_cpu_row(kind):
     found, matched = carbon.match_device_kind(kind)
     assert (found.name, matched) == ("CPU", False)
@@ -121,13 +128,34 @@ def test_markdown_table_has_every_row_with_sources():
 
 def test_required_rows_and_figures():
     rows = {row.name: row for row in carbon.DEVICES}
-    assert set(rows) == {"TPUv2", "TPUv3", "TPUv4", "V100", "A100", "H100", "CPU"}
+    assert set(rows) == {
+        *("TPUv2", "TPUv3", "TPUv4", "TPUv5e", "TPUv5p"),
+        *("V100", "A100", "H100", "H200", "CPU"),
+    }
     assert (rows["TPUv3"].avg_watts, rows["TPUv3"].power_kind) == (283.0, "measured-average")
     assert (rows["A100"].avg_watts, rows["A100"].power_kind) == (400.0, "board/TDP")
     assert (rows["H100"].avg_watts, rows["H100"].power_kind) == (700.0, "board/TDP")
     assert rows["H100"].peak_flops == 989e12
     assert rows["CPU"].peak_is_rough
     assert carbon.DEFAULT_PUE.pue == 1.1
+    assert (rows["H200"].avg_watts, rows["H200"].peak_flops) == (700.0, 989e12)
+    assert (rows["TPUv5e"].peak_flops, rows["TPUv5p"].peak_flops) == (197e12, 459e12)
+
+
+def test_unpublished_tpu_v5_power_is_a_flagged_proxy_that_overstates():
+    # Google publishes no TPU v5 power: the stand-in is the table's largest board power, and
+    # every footprint that uses it says so in its method.
+    largest = max(row.avg_watts for row in carbon.DEVICES if row.power_kind == "board/TDP")
+    for name in ("TPUv5e", "TPUv5p"):
+        row = carbon.lookup_device(name)
+        assert row.power_kind == "proxy (unpublished)"
+        assert row.avg_watts == largest
+        assert "no published figure" in row.power_source
+        fp = carbon.measured_run_footprint(
+            3600.0, "TPU v5 lite" if name == "TPUv5e" else "TPU v5", 4
+        )
+        assert fp.device == name
+        assert "proxy (unpublished)" in fp.method
 
 
 def test_grid_figures_match_codecarbon_data_files():

@@ -148,20 +148,23 @@ def carbon_kg(kwh: float, grid_kg_per_kwh: float) -> float:
 _BY_NAME = {row.name.lower(): row for row in DEVICES}
 
 # JAX device_kind strings seen in practice: 'cpu'; 'TPU v2', 'TPU v3', 'TPU v4' (and 'TPU v4 lite',
-# 'TPU v5 lite', 'TPU v5p', ... which are other chips); 'Tesla V100-SXM2-16GB',
-# 'NVIDIA A100-SXM4-40GB', 'NVIDIA A100-PCIE-40GB', 'NVIDIA H100 80GB HBM3', 'NVIDIA H100 PCIe'.
-# The TPU pattern is anchored at both ends so 'TPU v4 lite' (an inference chip) does not match
+# an inference chip); 'TPU v5 lite' (v5e) and 'TPU v5' (v5p); 'Tesla V100-SXM2-16GB',
+# 'NVIDIA A100-SXM4-40GB', 'NVIDIA A100-PCIE-40GB', 'NVIDIA H100 80GB HBM3', 'NVIDIA H100 PCIe',
+# 'NVIDIA H200'. The TPU patterns are anchored at both ends so 'TPU v4 lite' does not match
 # TPUv4. GPU model numbers must not be followed by a digit so 'RTX A1000' is not an A100.
 _TPU = re.compile(r"^tpu\s*v([234])$")
-_GPU = re.compile(r"(?<![a-z0-9])([vah]100)(?![0-9])")
+_TPU_V5E = re.compile(r"^tpu\s*v5\s*(lite|e)$")
+_TPU_V5P = re.compile(r"^tpu\s*v5\s*p?$")
+_GPU = re.compile(r"(?<![a-z0-9])([vah]100|h200)(?![0-9])")
 
 
 def match_device_kind(device_kind_or_platform: str) -> tuple[DevicePower, bool]:
     """Maps a JAX device kind (or platform name, or a table row name) to a table row.
 
     Matching is on the lower-cased string: 'cpu' (JAX's CPU device kind and platform) -> CPU;
-    'tpu v2' / 'tpu v3' / 'tpu v4' exactly (spaces optional) -> TPUv2/3/4; a standalone 'v100',
-    'a100' or 'h100' anywhere in the string -> that GPU row (PCIe boards map to the SXM row,
+    'tpu v2' / 'tpu v3' / 'tpu v4' exactly (spaces optional) -> TPUv2/3/4; 'tpu v5 lite' or
+    'tpu v5e' -> TPUv5e; 'tpu v5' or 'tpu v5p' -> TPUv5p; a standalone 'v100', 'a100', 'h100'
+    or 'h200' anywhere in the string -> that GPU row (PCIe boards map to the SXM row,
     which overstates their power). Anything else, including a bare platform such as 'gpu' or
     'tpu' that names no generation, returns the CPU fallback row and False.
     """
@@ -173,6 +176,10 @@ def match_device_kind(device_kind_or_platform: str) -> tuple[DevicePower, bool]:
     tpu = _TPU.match(text)
     if tpu:
         return _BY_NAME[f"tpuv{tpu.group(1)}"], True
+    if _TPU_V5E.match(text):
+        return _BY_NAME["tpuv5e"], True
+    if _TPU_V5P.match(text):
+        return _BY_NAME["tpuv5p"], True
     gpu = _GPU.search(text)
     if gpu:
         return _BY_NAME[gpu.group(1)], True

@@ -10,7 +10,8 @@ from typing import Literal
 
 # "measured-average": mean power drawn while training, measured by the source.
 # "board/TDP": the vendor's board power or thermal design power, an upper bound on the average.
-PowerKind = Literal["measured-average", "board/TDP"]
+# "proxy (unpublished)": the vendor publishes no power figure; a stated stand-in is used.
+PowerKind = Literal["measured-average", "board/TDP", "proxy (unpublished)"]
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,28 @@ DEVICES: tuple[DevicePower, ...] = (
         peak_source="Google Cloud TPU v4 documentation; Jouppi et al. 2023, TPU v4 (ISCA)",
     ),
     DevicePower(
+        name="TPUv5e",
+        unit="chip",
+        # Google publishes no power figure for any TPU v5 chip. The largest board power in this
+        # table (H100/H200 SXM, 700 W) stands in, so energy is overstated, never understated.
+        avg_watts=700.0,
+        power_kind="proxy (unpublished)",
+        power_source="no published figure; stand-in: NVIDIA H100/H200 SXM max board power 700 W",
+        peak_flops=197 * TERA,
+        peak_precision="bf16",
+        peak_source="Google Cloud TPU v5e documentation (peak compute per chip, bf16)",
+    ),
+    DevicePower(
+        name="TPUv5p",
+        unit="chip",
+        avg_watts=700.0,
+        power_kind="proxy (unpublished)",
+        power_source="no published figure; stand-in: NVIDIA H100/H200 SXM max board power 700 W",
+        peak_flops=459 * TERA,
+        peak_precision="bf16",
+        peak_source="Google Cloud TPU v5p documentation (peak compute per chip, bf16)",
+    ),
+    DevicePower(
         name="V100",
         unit="GPU",
         avg_watts=325.0,
@@ -116,6 +139,17 @@ DEVICES: tuple[DevicePower, ...] = (
         peak_flops=989 * TERA,
         peak_precision="bf16 tensor core, dense",
         peak_source="NVIDIA H100 datasheet (SXM5)",
+    ),
+    DevicePower(
+        name="H200",
+        unit="GPU",
+        avg_watts=700.0,
+        power_kind="board/TDP",
+        power_source="NVIDIA H200 datasheet, SXM max TDP up to 700 W (configurable)",
+        # Same Hopper tensor cores as the H100: the headline 1,979 TFLOP/s is with sparsity.
+        peak_flops=989 * TERA,
+        peak_precision="bf16 tensor core, dense",
+        peak_source="NVIDIA H200 datasheet (SXM)",
     ),
     DevicePower(
         name="CPU",
