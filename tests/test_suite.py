@@ -59,8 +59,14 @@ def test_suite_trains_sweeps_reports_and_resumes(tmp_path, capsys):
         "TrainSpec.num_epochs=0.02",
         "DataSpec.eval_split='test[:500]'",
     ]
-    assert (runs / "vmoe/seed_0/sweep.json").exists()
+    sweep = json.loads((runs / "vmoe/seed_0/sweep.json").read_text())
     assert not (runs / "vit/seed_0/sweep.json").exists()
+    # Every point records how the 500 test images' processed fractions spread. (The padding
+    # of the last eval batch is routed too, so the mean is not exactly 1 - dropped.)
+    for point in sweep["points"]:
+        per_image = point["per_image_processed"]
+        assert sum(per_image["histogram"]) == 500
+        assert 0 < per_image["mean"] <= 1 and per_image["std"] >= 0
     assert (runs / "vit22b_high_lr_no_qknorm/seed_0/diverged.json").exists()
 
     report = (tmp_path / "claims.md").read_text()
@@ -70,7 +76,9 @@ def test_suite_trains_sweeps_reports_and_resumes(tmp_path, capsys):
         "## 3. Adaptive",
         "## 4. WideNet",
         "## 5. ViT-22B",
-        "## 6. Paper scale",
+        "## 6. Soft MoE",
+        "## Routing at evaluation",
+        "## 7. Paper scale",
     ):
         assert heading in report
     assert f"| vit | {vit['model']['gflops_per_image']:.4f} |" in report
@@ -84,7 +92,13 @@ def test_suite_trains_sweeps_reports_and_resumes(tmp_path, capsys):
         step_times["vit"]["batch_size"] / (step_times["vit"]["step_ms"] / 1000)
     )
     assert "| vit_b16 | 86,567,656 | 86,000,000 |" in report
-    for plot in ("accuracy_vs_gflops.png", "bpr_vs_vanilla.png", "k1_vs_k2.png"):
+    plots = (
+        "accuracy_vs_gflops.png",
+        "bpr_vs_vanilla.png",
+        "k1_vs_k2.png",
+        "per_image_compute.png",
+    )
+    for plot in plots:
         assert os.path.getsize(tmp_path / "claims_plots" / plot) > 1000
     capsys.readouterr()
 

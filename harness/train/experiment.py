@@ -38,6 +38,26 @@ def check_mesh_fits_model(spec: ModelSpec, mesh_shape: tuple[int, ...]) -> None:
         )
 
 
+def check_split_sizes(data: DataSpec, num_train: int, num_eval: int) -> None:
+    """Both splits hold examples, and a train batch is no larger than its split (a larger
+    one could never be filled, and an absurd one would hang allocating)."""
+    if num_train < 1:
+        raise ValueError(
+            f"DataSpec.train_split={data.train_split!r} has no examples; give a split with "
+            "some, e.g. 'train' or 'train[:10%]'"
+        )
+    if num_eval < 1:
+        raise ValueError(
+            f"DataSpec.eval_split={data.eval_split!r} has no examples; give a split with some, "
+            "e.g. 'test' or 'test[:1000]'"
+        )
+    if data.batch_size > num_train:
+        raise ValueError(
+            f"DataSpec.batch_size={data.batch_size} exceeds the {num_train} examples of "
+            f"DataSpec.train_split={data.train_split!r}; use a batch of at most {num_train}"
+        )
+
+
 def validate(experiment: Experiment, device_count: int) -> tuple[int, int, int]:
     """Checks what can be checked without training; returns the mesh shape.
 
@@ -60,9 +80,11 @@ def validate(experiment: Experiment, device_count: int) -> tuple[int, int, int]:
         if per_device % spec.min_batch:
             raise ValueError(
                 f"DataSpec.{name}={size} gives {per_device} images per device, not a multiple "
-                f"of MoeSpec.group_images={spec.moe.group_images}; use a batch that is"
+                f"of MoeSpec.group_images={spec.moe.group_images}; use a multiple of "
+                f"{batch_devices * spec.min_batch}"
             )
-    num_classes, image_shape, _, _ = pipeline.dataset_info(experiment.data)
+    num_classes, image_shape, num_train, num_eval = pipeline.dataset_info(experiment.data)
+    check_split_sizes(experiment.data, num_train, num_eval)
     expected = (spec.vit.image_size, spec.vit.image_size, spec.vit.num_channels)
     if tuple(image_shape) != expected:
         raise ValueError(
