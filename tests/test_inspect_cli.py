@@ -2,6 +2,7 @@
 exit code 2 comes from the shared errors.run_cli, tested end to end in test_bad_input.py)."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -61,9 +62,46 @@ def test_table_for_people(capsys):
         ),
         (["--gin_file=gin/vit_b16.gin", "--mesh=2,2"], "--mesh=2,2"),
         (["--gin_param=VitSpec.model_dims=8"], "--gin_file is required"),
+        (["--gin_file=gin/vit_b16.gin", "--batch=0"], "--batch=0"),
+        (
+            ["--gin_file=gin/vmoe_s32.gin", "--mesh=1,8,1", "--batch=12", "--noxla_flops"],
+            "--batch=12",
+        ),
     ],
 )
 def test_bad_input_is_a_usage_error_naming_the_value(args, expected):
     with pytest.raises(UsageError, match=expected.replace("-", r"\-")) as error:
         _in_process(*args)
     assert "\n" not in str(error.value)
+
+
+def test_memory_plan_asks_for_its_cpu_devices_before_jax_starts(monkeypatch):
+    monkeypatch.delitem(sys.modules, "jax")  # as in a fresh `python -m harness.inspect`
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_fast_math=false")
+    inspect.request_host_devices(32)
+    assert os.environ["XLA_FLAGS"] == (
+        "--xla_cpu_enable_fast_math=false --xla_force_host_platform_device_count=32"
+    )
+    inspect.request_host_devices(64)  # a count already set is kept
+    assert os.environ["XLA_FLAGS"].endswith("=32")
+
+
+@pytest.mark.slow
+def test_memory_plan_from_a_fresh_process_sets_its_own_device_count():
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    args = ["--gin_file=gin/cpu/vmoe.gin", "--json", "--mesh=2,2,1", "--batch=32", "--noxla_flops"]
+    process = subprocess.run(
+        [sys.executable, "-m", "harness.inspect", *args],
+        cwd=gin_config.REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert process.returncode == 0, process.stderr[-2000:]
+    plan = json.loads(process.stdout)["memory_plan"]
+    assert plan["mesh"] == [2, 2, 1] and plan["per_device_batch"] == 8
+    assert plan["optimizer"] == 2 * plan["params"]
+    assert plan["total"] == plan["params"] + plan["optimizer"] + plan["batch"] + plan["activations"]
+    assert plan["activations"] > 0 and plan["fits"]["TPU v3 core"] is True
+    assert "2 simulated CPU device(s) as mesh (1, 2, 1)" in plan["method"]

@@ -1,14 +1,23 @@
 r"""Size and compute of a gin-configured model, built abstractly (no weights in memory).
 
   python -m harness.inspect --gin_file=gin/vmoe_h14.gin [--gin_param=B ...] [--json]
-      [--mesh=DATA,EXPERT,MODEL] [--noxla_flops]
+      [--mesh=DATA,EXPERT,MODEL] [--noxla_flops] [--batch=GLOBAL_BATCH]
 
 Prints params_total, params_body, params_active, gflops_per_image and XLA's FLOP count
 (definitions in harness/measure/params_flops.py), and the bytes of weights each device holds
 on the given mesh. A table for people; one JSON object with --json.
+
+With --batch, also a per-device memory plan of one training step on the mesh (weights, Adam
+state, batch, and activations from XLA's buffer assignment of the train step compiled at
+reduced depth and extrapolated per layer; harness/measure/memory_plan.py) and which chips it
+fits. The step is compiled on EXPERT x MODEL simulated CPU devices, whatever the machine: the
+command sets XLA_FLAGS=--xla_force_host_platform_device_count=N for itself before JAX starts
+(an N already in XLA_FLAGS is kept).
 """
 
 import json
+import os
+import sys
 import time
 
 from absl import flags
@@ -23,6 +32,21 @@ flags.adopt_module_key_flags(cli_flags)
 flags.DEFINE_bool("json", False, "Print one JSON object instead of a table.")
 flags.DEFINE_string("mesh", "1,1,1", "Mesh sizes DATA,EXPERT,MODEL for bytes per device.")
 flags.DEFINE_bool("xla_flops", True, "Also report XLA's FLOP count of the lowered forward.")
+flags.DEFINE_integer(
+    "batch", None, "Global batch: adds a per-device memory plan of a training step on --mesh."
+)
+
+DEVICE_COUNT_FLAG = "--xla_force_host_platform_device_count"
+
+
+def request_host_devices(count: int) -> None:
+    """XLA reads its flags once, when JAX starts, so the simulated CPU devices the memory plan
+    compiles on are asked for here, before anything imports jax. A count the caller already
+    set is kept (the plan then says if it is too small)."""
+    current = os.environ.get("XLA_FLAGS", "")
+    if "jax" in sys.modules or DEVICE_COUNT_FLAG in current:
+        return
+    os.environ["XLA_FLAGS"] = f"{current} {DEVICE_COUNT_FLAG}={count}".strip()
 
 
 def parse_mesh(text: str) -> list[int]:
@@ -53,6 +77,10 @@ def main(args: list[str]) -> None:
     if not cli_flags.gin_files():
         raise UsageError("--gin_file is required; e.g. --gin_file=gin/vit_b16.gin")
     mesh = parse_mesh(FLAGS.mesh)
+    if FLAGS.batch is not None:
+        if FLAGS.batch < 1:
+            raise UsageError(f"--batch={FLAGS.batch} is not a positive global batch; e.g. 4096")
+        request_host_devices(mesh[1] * mesh[2])  # the plan compiles with the data axis at 1
     from harness import gin_config
     from harness.train.experiment import check_mesh_fits_model
     from models.specs import ModelSpec
@@ -66,10 +94,33 @@ def main(args: list[str]) -> None:
 
         record = {"gin_files": cli_flags.gin_files()}
         record.update(model_summary.inspect_model(spec, mesh, FLAGS.xla_flops))
+        plan = None
+        if FLAGS.batch is not None:
+            plan = memory_plan_of(spec, mesh, FLAGS.batch)
     except ValueError as error:  # invalid model settings (k > E, bad placement, ...)
         raise UsageError(str(error).splitlines()[0]) from error
     record["inspect_seconds"] = round(time.perf_counter() - start, 1)
-    print(json.dumps(record) if FLAGS.json else format_table(record))
+    if FLAGS.json:
+        if plan is not None:
+            record["memory_plan"] = plan.as_dict()
+        print(json.dumps(record))
+        return
+    print(format_table(record))
+    if plan is not None:
+        from harness.measure import memory_plan
+
+        print()
+        print(memory_plan.format_plan(plan))
+
+
+def memory_plan_of(spec, mesh: list[int], batch: int):
+    """The training-step memory plan, in the gin file's compute dtype and loss."""
+    from harness.measure import memory_plan
+    from harness.train.specs import TrainSpec
+
+    train = TrainSpec()
+    memory_plan.check_batch(spec, mesh, batch)  # a bad batch fails before any compiling
+    return memory_plan.plan(spec, mesh, batch, train.compute_dtype, train.loss)
 
 
 if __name__ == "__main__":
