@@ -1,6 +1,7 @@
 """How every command starts: flags first, one-line usage errors (exit 2), quiet libraries."""
 
 import os
+import signal
 import sys
 from collections.abc import Callable
 
@@ -11,6 +12,7 @@ from harness.errors import UsageError, exit_with_usage_error
 # Before TensorFlow or XLA is imported anywhere: their C++ start-up lines would otherwise arrive
 # ahead of (and around) a one-line error.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+INTERRUPTED_EXIT_CODE = 128 + signal.SIGINT
 
 HELP_FLAGS = ("--help", "-help", "--helpshort", "-helpshort", "--helpfull", "-helpfull", "-?")
 
@@ -41,6 +43,11 @@ def run(main: Callable[[list[str]], None]) -> None:
             main(argv[1:])
         except UsageError as error:
             exit_with_usage_error(error)
+        except KeyboardInterrupt:
+            # Ctrl-C outside a training loop (which saves and stops by itself): one line, and
+            # the exit code a shell gives a command SIGINT killed.
+            print("interrupted (SIGINT)", file=sys.stderr)
+            sys.exit(INTERRUPTED_EXIT_CODE)
 
     app.run(wrapped, flags_parser=_parse_flags)
 

@@ -46,7 +46,7 @@ def main(args: list[str]) -> None:
         sys.exit(1)
     except preemption.Preempted as stopped:
         print(stopped, file=sys.stderr)
-        sys.exit(preemption.PREEMPTED_EXIT_CODE)
+        sys.exit(stopped.exit_code)
     if jax.process_index() == 0:
         print(f"results: {os.path.join(FLAGS.workdir, run_record.RESULTS_FILE)}")
 

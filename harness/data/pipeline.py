@@ -57,9 +57,19 @@ def dataset_info(config: DataSpec) -> DataInfo:
     return DataInfo(
         num_classes=builder.info.features[label_key].num_classes,
         image_shape=(height, width, channels),
-        num_train_examples=builder.info.splits[config.train_split].num_examples,
-        num_eval_examples=builder.info.splits[_eval_split(config, builder)].num_examples,
+        num_train_examples=_split_size(builder, config.train_split, "train_split"),
+        num_eval_examples=_split_size(builder, _eval_split(config, builder), "eval_split"),
     )
+
+
+def _split_size(builder: tfds.core.DatasetBuilder, split: str, field: str) -> int:
+    try:
+        return builder.info.splits[split].num_examples
+    except (KeyError, ValueError, AssertionError) as error:
+        raise UsageError(
+            f"DataSpec.{field}={split!r} is not a split of {builder.name} (it has "
+            f"{sorted(builder.info.splits)}); give one of them, optionally sliced as 'train[:10%]'"
+        ) from error
 
 
 def train_batches(
@@ -176,13 +186,20 @@ def _fashion_mnist_builder(data_dir: str | None) -> tfds.core.DatasetBuilder:
         raise DatasetNotFoundError(_how_to_prepare("fashion_mnist", root, builder.idx_dir))
     # Processes of one job on one machine would otherwise all prepare into the same directory at
     # once; the lock makes the first prepare it and the others wait, then read it.
-    os.makedirs(root, exist_ok=True)
-    with open(os.path.join(root, ".fashion_mnist.lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            return fashion_mnist_local.prepare(data_dir)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    try:
+        os.makedirs(root, exist_ok=True)
+        with open(os.path.join(root, ".fashion_mnist.lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                return fashion_mnist_local.prepare(data_dir)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+    except OSError as error:
+        raise DatasetNotFoundError(
+            f"fashion_mnist is not prepared in DataSpec.data_dir={root!r} and cannot be "
+            f"prepared there ({' '.join(str(error).split())}); set DataSpec.data_dir to a "
+            "writable directory"
+        ) from error
 
 
 def _how_to_prepare(dataset: str, data_dir: str, idx_dir: str) -> str:

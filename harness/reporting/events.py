@@ -1,6 +1,7 @@
 """Reads TensorBoard scalars back with tensorboard's own event reader (report, tests)."""
 
 import os
+import sys
 from collections.abc import Callable
 
 from tensorboard.backend.event_processing import event_accumulator
@@ -10,6 +11,8 @@ from tensorboard.util import tensor_util
 from harness import files
 
 EVENT_FILE_PREFIX = "events.out.tfevents."
+# Replaces 'tfevents' in the name of a damaged event file set aside.
+DAMAGED_MARK = "damaged"
 
 
 def read_scalars(logdir: str) -> dict[str, list[tuple[int, float]]]:
@@ -51,7 +54,9 @@ def discard_events(logdir: str, orphaned: Callable[[event_pb2.Event], bool]) -> 
     A run killed after its last checkpoint has logged steps it will log again when it
     resumes; TensorBoard purges such orphans only for old-style event files, so without this
     it would show each of those steps twice. Each file is written to a temporary name and
-    renamed over the old one, so a second kill in here leaves every file whole.
+    renamed over the old one, so a second kill in here leaves every file whole. A file that is
+    damaged (a record fails its checksum: not something a kill does) is never rewritten: it is
+    renamed aside, with a warning, and its records before the damage carry on in a new file.
     """
     import tensorflow as tf  # heavy; only resuming runs pay for it
 
@@ -60,16 +65,35 @@ def discard_events(logdir: str, orphaned: Callable[[event_pb2.Event], bool]) -> 
         path = os.path.join(logdir, name)
         if not name.startswith(EVENT_FILE_PREFIX) or not os.path.isfile(path):
             continue
-        records, complete = [], True
+        records, complete, damage = [], True, None
         try:
             records.extend(tf.data.TFRecordDataset(path).as_numpy_iterator())
-        except tf.errors.DataLossError:
+        except tf.errors.DataLossError as error:
             complete = False
+            # A kill cuts the last record short ("truncated record"); anything else is damage.
+            if "truncated record" not in str(error):
+                damage = error
         kept = [r for r in records if not orphaned(event_pb2.Event.FromString(r))]
         if complete and len(kept) == len(records):
             continue
         dropped += len(records) - len(kept)
+        if damage is not None:
+            set_aside(path, len(records))
         with files.replacing(path) as temporary, tf.io.TFRecordWriter(temporary) as writer:
             for record in kept:
                 writer.write(record)
     return dropped
+
+
+def set_aside(path: str, readable: int) -> str:
+    """Renames a damaged event file to a name TensorBoard does not read (it reads any file
+    with 'tfevents' in its name) and says so; returns the new path."""
+    directory, name = os.path.split(path)
+    aside = os.path.join(directory, name.replace("tfevents", DAMAGED_MARK, 1))
+    os.replace(path, aside)
+    print(
+        f"warning: TensorBoard event file {path} is damaged after its first {readable} "
+        f"records; kept it as {aside} and carried those {readable} records on",
+        file=sys.stderr,
+    )
+    return aside

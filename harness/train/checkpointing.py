@@ -1,30 +1,49 @@
-"""Atomic, resumable checkpoints of the train state with orbax.
+"""Atomic, verified, resumable checkpoints of the train state with orbax.
 
 orbax writes each step into a temporary directory and renames it when complete, so a run
-killed mid-save leaves the previous checkpoint as the latest one. Saves are synchronous:
-when `save` returns, the step is on disk.
+killed mid-save leaves the previous checkpoint as the latest one (and the next training start
+removes the temporary directory it left). Saves are synchronous: when `save` returns, the step
+is on disk, with the checksums of its files beside it, which `restore` verifies; restored
+weights must also be finite, since a diverged run is never saved.
 """
 
+import errno
+import glob
 import os
+import shutil
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 from harness.errors import UsageError, one_line
+from harness.train import checksums
 
 CHECKPOINT_DIR = "checkpoints"
 
 
-class Checkpointer:
-    """Keeps the newest `keep` checkpoints of a workdir and restores the latest one."""
+class DiskFullError(UsageError):
+    """The disk filled during a save; the previous checkpoint is kept."""
 
-    def __init__(self, workdir: str, keep: int) -> None:
+
+class Checkpointer:
+    """Keeps the newest `keep` checkpoints of a workdir and restores the latest one.
+
+    `writes`: a checkpointer that saves, and removes the unfinished saves of earlier, killed
+    runs; False for readers (sweep, report), which never modify the run directory.
+    """
+
+    def __init__(self, workdir: str, keep: int, writes: bool = True) -> None:
         self.directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
         self._manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(
-                max_to_keep=keep, create=True, enable_async_checkpointing=False
+                max_to_keep=keep if writes else None,
+                create=writes,
+                cleanup_tmp_directories=writes,
+                read_only=not writes,
+                enable_async_checkpointing=False,
             ),
         )
 
@@ -35,21 +54,48 @@ class Checkpointer:
         return list(self._manager.all_steps())
 
     def save(self, step: int, state: Any) -> None:
-        self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
-        self._manager.wait_until_finished()
+        """Saves `step` and its checksums. A full disk raises DiskFullError (one line) after
+        removing the unfinished save, so the previous checkpoint stays the latest."""
+        try:
+            self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
+            self._manager.wait_until_finished()
+            if jax.process_index() == 0:
+                checksums.write(self.step_dir(step))
+        except Exception as error:
+            if not _out_of_space(error):
+                raise
+            self._remove_unfinished(step)
+            kept = [s for s in self.all_steps() if os.path.isdir(self.step_dir(s))]
+            raise DiskFullError(
+                f"the disk holding {self.directory} is full ({_free_mb(self.directory)} MB "
+                f"free) while saving step {step}; "
+                + (f"the checkpoint of step {kept[-1]} is kept; " if kept else "")
+                + "free some space and run the same command to resume"
+            ) from error
+
+    def step_dir(self, step: int) -> str:
+        return os.path.join(self.directory, str(step))
+
+    def _remove_unfinished(self, step: int) -> None:
+        for path in glob.glob(os.path.join(self.directory, f"{step}.orbax-checkpoint-tmp-*")):
+            shutil.rmtree(path, ignore_errors=True)
 
     def restore(self, step: int, abstract_state: Any) -> Any:
         """Restores `step` into arrays laid out like `abstract_state` (ShapeDtypeStructs
-        carrying shardings). A corrupt checkpoint raises UsageError naming it and the way out."""
+        carrying shardings). A damaged checkpoint (unreadable, files that do not match their
+        checksums, weights that are not finite) raises UsageError naming it and the way out."""
         try:
-            return self._manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+            checksums.verify(self.step_dir(step))
+            state = self._manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+            check_finite(state)
+            return state
         except Exception as error:  # orbax raises many types for damaged files
             earlier = [s for s in self.all_steps() if s < step]
             hint = (
                 f"move it aside (e.g. mv {self.directory}/{step} {self.directory}/{step}.bad) "
                 f"to resume from step {earlier[-1]}"
                 if earlier
-                else "remove it to start the run over"
+                else "move it aside to start the run over"
             )
             raise UsageError(
                 f"checkpoint {self.directory}/{step} cannot be restored ({one_line(error)[:200]}); "
@@ -58,6 +104,33 @@ class Checkpointer:
 
     def close(self) -> None:
         self._manager.close()
+
+
+def check_finite(state: Any) -> None:
+    """Raises ValueError naming the first array with a NaN or infinity."""
+    leaves = jax.tree_util.tree_flatten_with_path(state)[0]
+    for path, leaf in leaves:
+        if jnp.issubdtype(leaf.dtype, jnp.inexact) and not bool(jnp.all(jnp.isfinite(leaf))):
+            raise ValueError(f"{jax.tree_util.keystr(path)} holds values that are not finite")
+
+
+def _out_of_space(error: BaseException | None) -> bool:
+    """Whether `error`, or one it was raised from, says the disk (or quota) is full; orbax and
+    tensorstore wrap the OSError, sometimes keeping only its text."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(error) or "Disk quota exceeded" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def _free_mb(directory: str) -> int:
+    try:
+        return shutil.disk_usage(directory).free // 2**20
+    except OSError:
+        return 0
 
 
 def abstract_like(tree: Any, shardings: Any) -> Any:

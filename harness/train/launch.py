@@ -1,8 +1,8 @@
 """Train one experiment from gin into a workdir: validate everything, then train (or resume),
 then record results.json. The library behind `python -m harness.run` and the suite."""
 
+import contextlib
 import os
-import sys
 from typing import Any
 
 import gin
@@ -12,11 +12,12 @@ from harness import files, gin_config
 from harness.data import pipeline
 from harness.errors import UsageError, one_line
 from harness.measure import params_flops
-from harness.train import run_record
+from harness.train import experiment_file, resume, run_record, workdir_lock
+from harness.train.attempts import AttemptLog
 from harness.train.experiment import Experiment, validate
+from harness.train.experiment_file import CONFIG_FILE
 from models.specs import MESH_AXES
 
-CONFIG_FILE = "config.gin"
 OPERATIVE_CONFIG_FILE = "operative_config.gin"
 
 
@@ -40,8 +41,8 @@ def init_distributed(
     )
 
 
-def prepare_workdir(workdir: str, config_text: str) -> None:
-    """Creates the workdir and records the config; refuses an unwritable location."""
+def make_workdir(workdir: str) -> None:
+    """Creates the workdir; refuses an unwritable location."""
     try:
         os.makedirs(workdir, exist_ok=True)
     except OSError as error:
@@ -50,42 +51,98 @@ def prepare_workdir(workdir: str, config_text: str) -> None:
         ) from error
     if not os.access(workdir, os.W_OK):
         raise UsageError(f"--workdir={workdir} is not writable; choose a writable path")
+
+
+def record_config(workdir: str, config_text: str, experiment: Experiment) -> None:
+    """config.gin (the config the run started with; kept on resume) and experiment.json (the
+    resolved specs, what readers of the run directory rebuild it from)."""
+    if jax.process_index() != 0:
+        return
     path = os.path.join(workdir, CONFIG_FILE)
-    if os.path.exists(path):
-        with open(path) as f:
-            if f.read() != config_text:
-                print(
-                    f"warning: the gin config differs from the one this workdir started with "
-                    f"({path}); resuming with the new one",
-                    file=sys.stderr,
-                )
-                return
-    if jax.process_index() == 0:
+    if not os.path.exists(path):
         files.write_text_atomically(path, config_text)
+    experiment_file.write_experiment(workdir, experiment)
 
 
-def train(gin_files: list[str], gin_params: list[str], workdir: str) -> dict[str, Any]:
-    """Parses gin, validates everything, trains (or resumes) in `workdir` and records
-    results.json; returns its payload. Raises UsageError before writing anything on bad input."""
+def prepare_workdir(workdir: str, config_text: str, experiment: Experiment | None = None) -> None:
+    """Creates the workdir and records the config (the gin config parsed now, by default)."""
+    make_workdir(workdir)
+    record_config(workdir, config_text, experiment or Experiment.from_gin())
+
+
+def parse_config(gin_files: list[str], gin_params: list[str]) -> str:
+    try:
+        return gin_config.parse_gin(gin_files, gin_params)
+    except RecursionError as error:
+        raise UsageError(
+            f"the gin files {' '.join(gin_files)} include each other in a loop; remove the "
+            "recursive include"
+        ) from error
+
+
+def build(workdir: str) -> tuple[Experiment, tuple[int, int, int], Any]:
+    """The parsed gin's experiment, its mesh shape and its trainer; every check that needs no
+    training runs here, before anything is written. Raises UsageError (one line)."""
     from harness.train import trainer  # after init_distributed: it imports JAX state
 
-    config_text = gin_config.parse_gin(gin_files, gin_params)
     try:
         experiment = Experiment.from_gin()
         mesh_shape = validate(experiment, jax.device_count())
-        run = trainer.Trainer(experiment, workdir, mesh_shape)
+        return experiment, mesh_shape, trainer.Trainer(experiment, workdir, mesh_shape)
     except pipeline.DatasetNotFoundError as error:
         raise UsageError(str(error)) from error
     except ValueError as error:  # one-line validation messages from specs and layers
         # gin appends "In call to configurable ..." lines; the first line is the message.
         raise UsageError(one_line(str(error).splitlines()[0])) from error
-    prepare_workdir(workdir, config_text)
-    started = run_record.timestamp()
-    outcome = run.run()
+
+
+def train(gin_files: list[str], gin_params: list[str], workdir: str) -> dict[str, Any]:
+    """Parses gin, validates everything, trains (or resumes) in `workdir` and records
+    results.json; returns its payload. Raises UsageError before writing anything on bad input,
+    and when another process trains in `workdir` or its run is of another experiment. A run
+    that has finished is left as it is (its results are returned)."""
+    config_text = parse_config(gin_files, gin_params)
+    experiment, mesh_shape, run = build(workdir)
+    make_workdir(workdir)
+    lock = workdir_lock.locked(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
+    with lock:
+        resume.check_resumable(workdir, experiment, config_text)
+        finished = resume.finished_results(workdir, run.total_steps)
+        if finished is not None:
+            print(
+                f"{workdir} has finished training ({run.total_steps} steps); nothing to do. "
+                "Pass another --workdir (or more TrainSpec.num_steps) to train again"
+            )
+            return finished
+        record_config(workdir, config_text, experiment)
+        log = AttemptLog(workdir, writes=jax.process_index() == 0)
+        outcome = run.run(log)
+        payload = _results(gin_files, gin_params, workdir, config_text, run, mesh_shape)
+        payload.update(outcome)
+        payload["run"]["started"] = log.all()[0]["started"]
+        payload["attempts"] = log.all()
+        if jax.process_index() == 0:
+            files.write_json_atomically(os.path.join(workdir, run_record.RESULTS_FILE), payload)
+            files.write_text_atomically(
+                os.path.join(workdir, OPERATIVE_CONFIG_FILE), gin.operative_config_str()
+            )
+    return payload
+
+
+def _results(
+    gin_files: list[str],
+    gin_params: list[str],
+    workdir: str,
+    config_text: str,
+    run: Any,
+    mesh_shape: tuple[int, int, int],
+) -> dict[str, Any]:
+    """results.json's description of the run and model (the caller adds the outcome)."""
+    experiment = run.experiment
     counts = params_flops.count_params(
         params_flops.abstract_variables(run.model_config, experiment.model), experiment.model
     )
-    payload = {
+    return {
         "run": {
             "workdir": os.path.abspath(workdir),
             "gin_files": list(gin_files),
@@ -95,7 +152,6 @@ def train(gin_files: list[str], gin_params: list[str], workdir: str) -> dict[str
             "mesh": dict(zip(MESH_AXES, mesh_shape, strict=True)),
             "devices": run_record.devices(),
             "versions": run_record.versions(),
-            "started": started,
             "finished": run_record.timestamp(),
         },
         "model": {
@@ -104,11 +160,4 @@ def train(gin_files: list[str], gin_params: list[str], workdir: str) -> dict[str
             "params_active": counts.active,
             "gflops_per_image": params_flops.analytic_gflops_per_image(experiment.model),
         },
-        **outcome,
     }
-    if jax.process_index() == 0:
-        files.write_json_atomically(os.path.join(workdir, run_record.RESULTS_FILE), payload)
-        files.write_text_atomically(
-            os.path.join(workdir, OPERATIVE_CONFIG_FILE), gin.operative_config_str()
-        )
-    return payload

@@ -63,6 +63,13 @@ class Progress:
             (step - self._first_step) * self.batch_size / (time.perf_counter() - self._first_time)
         )
 
+    def timed(self, step: int) -> tuple[int, float]:
+        """(steps since the clock started, their seconds): the throughput's numerator and
+        denominator, so throughput can be summed over attempts."""
+        if self._first_step is None or step <= self._first_step:
+            return 0, 0.0
+        return step - self._first_step, time.perf_counter() - self._first_time
+
     def eta_seconds(self, step: int) -> float | None:
         if self._first_step is None or step <= self._first_step:
             return None

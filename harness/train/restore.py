@@ -1,16 +1,20 @@
-"""A trained run, rebuilt from its run directory with its latest weights restored."""
+"""A trained run, rebuilt from its run directory with its latest weights restored.
+
+The experiment comes from RUN_DIR/experiment.json, read as data (harness/train/
+experiment_file.py): a run directory never gets to execute anything, so its config.gin is not
+parsed.
+"""
 
 import dataclasses
-import os
 from typing import Any
 
 import jax
 
-from harness import gin_config
-from harness.errors import UsageError
+from harness.data import pipeline
+from harness.errors import UsageError, one_line
 from harness.train.checkpointing import Checkpointer
-from harness.train.experiment import Experiment, validate
-from harness.train.launch import CONFIG_FILE
+from harness.train.experiment import validate
+from harness.train.experiment_file import load_experiment
 
 
 @dataclasses.dataclass
@@ -24,19 +28,20 @@ class TrainedRun:
 
 
 def load_trained(run_dir: str) -> TrainedRun:
-    """Rebuilds the run's trainer from RUN_DIR/config.gin and restores its latest weights."""
+    """Rebuilds the run's trainer from RUN_DIR/experiment.json and restores its latest
+    weights. Raises UsageError (one line) for anything but a readable, data-only run directory
+    with a checkpoint."""
     from harness.train import trainer as trainer_lib  # heavy import, only when loading
 
-    config_path = os.path.join(run_dir, CONFIG_FILE)
-    if not os.path.isfile(config_path):
-        raise UsageError(
-            f"{run_dir} is not a run directory (no {CONFIG_FILE}); pass a --workdir of harness.run"
-        )
-    gin_config.parse_gin([config_path], [])
-    experiment = Experiment.from_gin()
-    mesh_shape = validate(experiment, jax.device_count())
-    trainer = trainer_lib.Trainer(experiment, run_dir, mesh_shape)
-    checkpointer = Checkpointer(run_dir, keep=experiment.train.keep_checkpoints)
+    experiment = load_experiment(run_dir)
+    try:
+        mesh_shape = validate(experiment, jax.device_count())
+        trainer = trainer_lib.Trainer(experiment, run_dir, mesh_shape)
+    except pipeline.DatasetNotFoundError as error:
+        raise UsageError(str(error)) from error
+    except ValueError as error:
+        raise UsageError(f"{run_dir} cannot be loaded here: {one_line(error)}") from error
+    checkpointer = Checkpointer(run_dir, keep=experiment.train.keep_checkpoints, writes=False)
     step = checkpointer.latest_step()
     if step is None:
         raise UsageError(f"{run_dir} has no checkpoint; train it with python -m harness.run first")

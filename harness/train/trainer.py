@@ -22,6 +22,7 @@ from praxis import base_layer
 from harness.data import pipeline
 from harness.reporting import events, plots
 from harness.train import optimizer, run_record
+from harness.train.attempts import AttemptLog
 from harness.train.checkpointing import Checkpointer, abstract_like
 from harness.train.experiment import Experiment
 from harness.train.mesh import batch_spec, make_mesh
@@ -225,11 +226,15 @@ class Trainer:
 
         return orphaned
 
-    def run(self) -> dict[str, Any]:
+    def run(self, attempts: AttemptLog | None = None) -> dict[str, Any]:
+        """Trains from the latest checkpoint to the end and evaluates. `attempts` records this
+        attempt's steps and time after every checkpoint (results then total all attempts)."""
         train = self.experiment.train
         is_chief = jax.process_index() == 0
         checkpointer = Checkpointer(self.workdir, keep=train.keep_checkpoints)
         start_step = checkpointer.latest_step() or 0
+        attempts = attempts or AttemptLog(self.workdir, writes=False)
+        attempts.begin(start_step)
         if start_step:
             state = checkpointer.restore(start_step, self.abstract_state())
             print(f"resuming from checkpoint at step {start_step} of {self.total_steps}")
@@ -247,6 +252,10 @@ class Trainer:
         if not start_step:
             writer.write_hparams(run_record.hparams(self.experiment))
         progress = Progress(self.total_steps, start_step, self.experiment.data.batch_size)
+
+        def record(step: int, outcome: str) -> None:
+            attempts.update(step, progress.elapsed(), *progress.timed(step), outcome)
+
         evaluation: Evaluation | None = None
         last_eval_step = None
         interval = MetricsInterval()
@@ -280,26 +289,32 @@ class Trainer:
                     progress.report_eval(step, evaluation.metrics)
                 if should_save:
                     checkpointer.save(step, state)
+                    record(step, "checkpointed")
                 if not last and preemption.requested(step):
                     if not should_save:
                         check_finite(float(metrics["train/loss"]), step, checkpointer)
                         checkpointer.save(step, state)
+                    record(step, "stopped")
                     writer.flush()
                     checkpointer.close()
-                    raise Preempted(step, checkpointer.directory)
-        train_images_per_second = progress.overall_images_per_second(self.total_steps)
+                    raise Preempted(step, checkpointer.directory, preemption.signal_name)
+        timed = progress.timed(self.total_steps)  # before the final evaluation
         if evaluation is None or last_eval_step != self.total_steps:
             evaluation = self.evaluate(state.params)
             write_evaluation(writer, self.total_steps, evaluation)
             progress.report_eval(self.total_steps, evaluation.metrics)
         writer.flush()
         checkpointer.close()
+        attempts.update(self.total_steps, progress.elapsed(), *timed, "finished")
+        batch_size = self.experiment.data.batch_size
         summary = {
             "steps": self.total_steps,
-            "batch_size": self.experiment.data.batch_size,
+            "batch_size": batch_size,
             "resumed_from_step": start_step,
-            "wall_seconds": progress.elapsed(),
-            "images_per_second": train_images_per_second,
+            # Over every attempt at this run (RUN_DIR/attempts.json), not just this one.
+            "wall_seconds": attempts.wall_seconds(),
+            "images_per_second": attempts.images_per_second(batch_size),
+            "attempts": len(attempts.all()),
         }
         return {
             "train": summary,
