@@ -115,8 +115,14 @@ class MoeSpec(Spec):
       noise_std: std of the Gaussian added to the router logits in training, in absolute logit
         units; None = 1/E. (The reference's `noise_std` is a multiple of 1/E: its 1.0 is our
         None.) Used by top_k and expert_choice; soft adds no noise.
-      dispatch: 'gather' or 'einsum', how top_k moves tokens to expert buffers (the other
-        routers have their own dispatch).
+      dispatch: how tokens reach their experts. 'all_to_all': each device routes its own
+        groups and all-to-alls the expert buffers over the 'expert' mesh axis and back
+        (models/moe/expert_parallel.py), so nothing grows with the global batch; top_k fills
+        the buffers by index. 'gather' (top_k by index) and 'einsum' (top_k by one-hot
+        einsums) run the layer as one program over all groups and leave the partitioning to
+        XLA, which gathers every device's tokens; expert_choice and soft treat both alike.
+        'auto' = 'all_to_all' when the layer has a mesh of more than one device, else
+        'gather'.
       router: 'top_k' (V-MoE tokens choose experts), 'expert_choice' (Zhou et al. 2022: experts
         choose tokens) or 'soft' (Puigcerver et al. 2023: slots mix all tokens of a group).
       slots_per_expert: p, slots per expert in each group (soft only).
@@ -134,7 +140,7 @@ class MoeSpec(Spec):
     expert_mlp_dims: int | None = None
     aux_loss: str = "vmoe"
     noise_std: float | None = None
-    dispatch: str = "gather"
+    dispatch: str = "auto"
     router: str = "top_k"
     slots_per_expert: int = 1
 

@@ -263,7 +263,8 @@ def test_group_images_routes_whole_images_together() -> None:
         ({"eval_capacity_factor": -1.0}, r"capacity_factor C=-1.0 must be > 0"),
         (
             {"dispatch": "scatter"},
-            r"dispatch='scatter' is not supported; use one of \['einsum', 'gather'\]",
+            r"dispatch='scatter' is not supported; use one of "
+            r"\['all_to_all', 'auto', 'einsum', 'gather'\]",
         ),
         ({"aux_loss": "gshard"}, r"aux_loss='gshard' is not supported"),
         ({"noise_std": 0.0}, r"noise_std=0.0 is invalid for aux_loss='vmoe'"),

@@ -6,15 +6,17 @@ WideNet shares one of these across blocks. `MoeFeedForward` wraps it as a drop-i
 `StackedTransformer.moe_layers`. The routing math itself lives in `models.moe.routing`.
 """
 
+import functools
+import math
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from praxis import base_layer, pax_fiddle
 from praxis.layers import activations, normalizations, stochastics
 
-from models.moe import expert_choice, routing, soft_routing
+from models.moe import expert_choice, expert_parallel, routing, soft_routing
 from models.specs import MoeSpec
 from models.stats import sow_stat
 
@@ -100,6 +102,12 @@ def gather_dispatch(
     return jnp.einsum("gskd,gsk->gsd", chosen, weights)
 
 
+def _dropout(x: JTensor, key: JTensor, rate: float) -> JTensor:
+    """Inverted dropout, as praxis's Dropout, for code that runs outside the layer's scope."""
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
+
+
 def _with_zero_row(x: JTensor) -> JTensor:
     """[G, N, D] -> [G, N + 1, D], the extra row zero (jnp.pad, not concatenate: see
     blocks.py on concatenation along sharded dims)."""
@@ -108,7 +116,10 @@ def _with_zero_row(x: JTensor) -> JTensor:
 
 Dispatcher = Callable[[routing.Assignments, JTensor, ExpertFn, int, int], JTensor]
 DISPATCHERS: dict[str, Dispatcher] = {"einsum": einsum_dispatch, "gather": gather_dispatch}
+# 'auto': 'all_to_all' when the layer has a mesh of more than one device, else 'gather'.
+DISPATCH_MODES = ("all_to_all", "auto", "einsum", "gather")
 AUX_LOSSES = ("vmoe", "switch")
+EXPERT_WEIGHTS = ("wi", "bi", "wo", "bo")
 
 
 class SparseMoe(base_layer.BaseLayer):
@@ -216,10 +227,10 @@ class SparseMoe(base_layer.BaseLayer):
             )
         for k, c, _ in (self.train_routing, self.eval_routing):
             routing.check_routing_config(self.num_experts, k, c)
-        if self.spec.dispatch not in DISPATCHERS:
+        if self.spec.dispatch not in DISPATCH_MODES:
             raise ValueError(
                 f"MoeSpec.dispatch={self.spec.dispatch!r} is not supported; "
-                f"use one of {sorted(DISPATCHERS)}"
+                f"use one of {list(DISPATCH_MODES)}"
             )
         if self.spec.aux_loss not in AUX_LOSSES:
             raise ValueError(
@@ -304,6 +315,59 @@ class SparseMoe(base_layer.BaseLayer):
         out = jnp.einsum("egch,ehd->egcd", hidden, theta.wo) + theta.bo[:, None, None, :]
         return self._shard(out, ap.egcd)
 
+    @property
+    def _wants_all_to_all(self) -> bool:
+        if self.spec.dispatch == "auto":
+            shape = self.ici_mesh_shape
+            return self.mesh_axis_names is not None and shape is not None and math.prod(shape) > 1
+        return self.spec.dispatch == "all_to_all"
+
+    def _expert_parallel_mesh(self, num_groups: int) -> Any:
+        """The mesh to run per device on (all-to-all dispatch), or None for one program."""
+        mesh = expert_parallel.context_mesh() if self._wants_all_to_all else None
+        if mesh is None or not expert_parallel.can_shard(mesh, num_groups, self.num_experts):
+            return None
+        return mesh
+
+    def _per_group(self, fn: Callable[..., Any], *args: JTensor) -> Any:
+        """`fn(*args)` for per-group routing maths whose arrays lead with the group axis; on
+        each device's own groups when dispatching by all-to-all, since XLA's partitioner
+        gathers top-k's operand from every device first."""
+        mesh = self._expert_parallel_mesh(args[0].shape[0])
+        return fn(*args) if mesh is None else expert_parallel.map_groups(mesh, fn, *args)
+
+    def _dispatch(
+        self, local: expert_parallel.LocalDispatch, assignments: Any, x: JTensor
+    ) -> JTensor:
+        """Runs `local` (fill buffers, experts, combine) on the groups `x` [G, S, D].
+
+        With all-to-all dispatch on a mesh, each device runs it on its own groups and its
+        tokens reach other devices' experts by all-to-all (models.moe.expert_parallel).
+        Otherwise it is one program over all groups, which XLA partitions as it can. That
+        is also the path of a batch the mesh cannot split into whole groups (initialising
+        with one group).
+        """
+        mesh = self._expert_parallel_mesh(x.shape[0])
+        if mesh is None:
+            return local(assignments, x, self._experts)
+        mapping = self.weight_split_dims_mapping
+        specs = {name: self._for_mesh(getattr(mapping, name)) for name in EXPERT_WEIGHTS}
+        weights = {name: getattr(self.theta, name) for name in EXPERT_WEIGHTS}
+        hidden_axis = expert_parallel.MODEL_AXIS
+        hidden_axis = hidden_axis if mesh.shape[hidden_axis] > 1 else None
+        rate = 0.0 if self.do_eval else self.relu_dropout_prob
+        key = self.next_prng_key() if rate > 0 else None
+
+        def mlp(weights: dict[str, JTensor], buffers: JTensor, key: JTensor | None) -> JTensor:
+            dropout = None if key is None else functools.partial(_dropout, key=key, rate=rate)
+            return expert_parallel.expert_mlp(
+                weights, buffers, self.activation, dropout, hidden_axis
+            )
+
+        return expert_parallel.expert_parallel_dispatch(
+            mesh, local, assignments, x, weights, specs, mlp, key
+        )
+
     def _group(self, inputs: JTensor) -> JTensor:
         """[B, N, D] -> [B / group_images, group_images * N, D]: consecutive images share a
         group, so a device's groups hold its own images when it holds whole groups."""
@@ -354,10 +418,18 @@ class SparseMoe(base_layer.BaseLayer):
         capacity = routing.expert_capacity(x.shape[1], self.num_experts, k, capacity_factor)
         clean_logits, noisy_logits, noise_std = self._router_logits(x)
         gates = jax.nn.softmax(noisy_logits, axis=-1)
-        assignments = routing.top_k_assignments(gates, k, capacity, batch_priority)
-        outputs = DISPATCHERS[self.spec.dispatch](
-            assignments, x, self._experts, self.num_experts, capacity
+        assignments = self._per_group(
+            functools.partial(
+                routing.top_k_assignments, k=k, capacity=capacity, batch_priority=batch_priority
+            ),
+            gates,
         )
+        local = functools.partial(
+            DISPATCHERS["einsum" if self.spec.dispatch == "einsum" else "gather"],
+            num_experts=self.num_experts,
+            capacity=capacity,
+        )
+        outputs = self._dispatch(local, assignments, x)
         clean_gates = jax.nn.softmax(clean_logits, axis=-1)
         self._aux_losses(gates, clean_gates, clean_logits, noisy_logits, k, noise_std, training)
         kept = assignments.kept.astype(jnp.float32)
@@ -376,10 +448,12 @@ class SparseMoe(base_layer.BaseLayer):
             tokens, routing.expert_capacity(tokens, self.num_experts, k, capacity_factor)
         )
         _, noisy_logits, _ = self._router_logits(x)
-        choice = expert_choice.expert_choice_assignments(
-            jax.nn.softmax(noisy_logits, axis=-1), capacity
+        choice = self._per_group(
+            functools.partial(expert_choice.expert_choice_assignments, capacity=capacity),
+            jax.nn.softmax(noisy_logits, axis=-1),
         )
-        outputs = expert_choice.expert_choice_dispatch(choice, x, self._experts, tokens)
+        local = functools.partial(expert_choice.expert_choice_dispatch, num_tokens=tokens)
+        outputs = self._dispatch(local, choice, x)
         taken = choice.taken(tokens)  # [G, S, E]
         routed = jnp.max(taken, axis=-1)
         report = RoutingReport(
@@ -397,7 +471,7 @@ class SparseMoe(base_layer.BaseLayer):
             theta.router.astype(jnp.float32),
             theta.router_scale[0].astype(jnp.float32),
         )
-        outputs = soft_routing.soft_dispatch(weights, x, self._experts)
+        outputs = self._dispatch(soft_routing.soft_dispatch, weights, x)
         every_token = jnp.ones(x.shape[:2], jnp.float32)
         report = RoutingReport(
             dropped_fraction=jnp.zeros((), jnp.float32),
@@ -438,7 +512,13 @@ class SparseMoe(base_layer.BaseLayer):
                     self.importance_loss_weight,
                 ),
                 "load_loss": (
-                    routing.load_loss(clean_logits, noisy_logits, k, noise_std),
+                    routing.cv_squared(
+                        self._per_group(
+                            functools.partial(routing.expected_load, k=k, noise_std=noise_std),
+                            clean_logits,
+                            noisy_logits,
+                        )
+                    ),
                     self.load_loss_weight,
                 ),
             }

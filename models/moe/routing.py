@@ -144,7 +144,7 @@ def top_k_dispatch(
     )
 
 
-def _cv_squared(values: jax.Array) -> jax.Array:
+def cv_squared(values: jax.Array) -> jax.Array:
     """(std / mean)^2 over the last axis (population variance), mean over the rest."""
     mean = jnp.mean(values, axis=-1)
     return jnp.mean(jnp.var(values, axis=-1) / (mean**2 + 1e-10))
@@ -159,7 +159,7 @@ def importance_loss(gates: jax.Array) -> jax.Array:
     Returns:
       Scalar, the mean over groups.
     """
-    return _cv_squared(jnp.sum(gates, axis=1))
+    return cv_squared(jnp.sum(gates, axis=1))
 
 
 def load_loss(
@@ -180,9 +180,16 @@ def load_loss(
     Returns:
       Scalar, the mean over groups.
     """
+    return cv_squared(expected_load(clean_logits, noisy_logits, k, noise_std))
+
+
+def expected_load(
+    clean_logits: jax.Array, noisy_logits: jax.Array, k: int, noise_std: float
+) -> jax.Array:
+    """[G, E] each expert's expected number of tokens per group (the load loss's argument)."""
     threshold = jax.lax.top_k(noisy_logits, k)[0][..., -1:]  # [G, S, 1]
     prob = 1.0 - jax.scipy.stats.norm.cdf((threshold - clean_logits) / noise_std)
-    return _cv_squared(jnp.sum(prob, axis=1))
+    return jnp.sum(prob, axis=1)
 
 
 def switch_balance_loss(gates: jax.Array) -> jax.Array:
