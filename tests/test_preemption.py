@@ -17,7 +17,7 @@ import pytest
 
 from harness import gin_config
 from harness.reporting.events import read_scalars
-from harness.train.preemption import PREEMPTED_EXIT_CODE
+from harness.train.preemption import PREEMPTED_EXIT_CODE, Preempted, PreemptionGuard
 
 STEPS = 24
 ARGS = [
@@ -77,6 +77,21 @@ def _final_params(workdir) -> dict:
     return jax.tree_util.tree_map(np.asarray, restored["params"])
 
 
+@pytest.mark.parametrize(
+    "signum, exit_code", [(signal.SIGTERM, PREEMPTED_EXIT_CODE), (signal.SIGINT, 130)]
+)
+def test_sigterm_and_ctrl_c_ask_for_a_checkpoint_and_a_stop(signum, exit_code):
+    previous = signal.getsignal(signum)
+    with PreemptionGuard() as guard:
+        assert not guard.requested(1)
+        os.kill(os.getpid(), signum)  # handled: neither kills the process nor raises
+        assert guard.requested(2)
+    assert signal.getsignal(signum) is previous
+    stopped = Preempted(2, "/w/checkpoints", guard.signal_name)
+    assert stopped.exit_code == exit_code
+    assert str(stopped).startswith(f"stopped by {signal.Signals(signum).name} after step 2;")
+
+
 @pytest.mark.slow
 def test_killed_and_terminated_run_ends_bit_identical_to_an_uninterrupted_one(tmp_path):
     reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
@@ -130,6 +145,11 @@ def test_killed_and_terminated_run_ends_bit_identical_to_an_uninterrupted_one(tm
     ours = json.loads((interrupted / "results.json").read_text())
     theirs = json.loads((reference / "results.json").read_text())
     assert ours["train"]["resumed_from_step"] == stopped_at
+    # Training time is that of every attempt (each recorded up to its last checkpoint).
+    attempts = ours["attempts"]
+    assert [a["outcome"] for a in attempts[-2:]] == ["stopped", "finished"]
+    assert attempts[-2]["to_step"] == attempts[-1]["from_step"] == stopped_at
+    assert ours["train"]["wall_seconds"] == pytest.approx(sum(a["wall_seconds"] for a in attempts))
     assert ours["eval"] == theirs["eval"]
     assert ours["eval"]["eval/num_examples"] == 500
     # The run's identity, as the CLI records it.
