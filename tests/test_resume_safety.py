@@ -115,6 +115,8 @@ def test_a_longer_run_resumes_and_counts_the_time_of_every_attempt(trained, tmp_
     )
     assert payload["train"]["wall_seconds"] > first["train"]["wall_seconds"]
     assert payload["train"]["images_per_second"] > 0
+    for name in ("results.json", "attempts.json", "experiment.json", "config.gin"):
+        assert os.stat(os.path.join(workdir, name)).st_mode & 0o777 == 0o644, name
 
 
 @pytest.mark.slow
@@ -279,3 +281,17 @@ def test_an_event_file_cut_short_by_a_kill_loses_only_its_last_record(tmp_path, 
     assert os.listdir(tmp_path) == [name] and capsys.readouterr().err == ""
     steps = [step for step, _ in events.read_scalars(str(tmp_path))["train/loss"]]
     assert steps == list(range(1, 10))
+
+
+@pytest.mark.slow
+def test_a_run_from_before_experiment_json_is_recorded_by_rerunning_its_config(trained, tmp_path):
+    workdir = _copy(trained, tmp_path)
+    os.remove(os.path.join(workdir, "experiment.json"))
+    with pytest.raises(UsageError, match=r"no experiment\.json"):
+        restore.load_trained(workdir)
+    before = _snapshot(workdir)
+    launch.train(["gin/cpu/vit.gin"], TINY, workdir)  # finished: only records the experiment
+    after = _snapshot(workdir)
+    assert set(after) - set(before) == {"experiment.json"}
+    assert {name: after[name] for name in before} == before
+    assert restore.load_trained(workdir).step == 2

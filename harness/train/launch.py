@@ -109,6 +109,10 @@ def train(gin_files: list[str], gin_params: list[str], workdir: str) -> dict[str
         resume.check_resumable(workdir, experiment, config_text)
         finished = resume.finished_results(workdir, run.total_steps)
         if finished is not None:
+            if experiment_file.read_experiment_data(workdir) is None and jax.process_index() == 0:
+                # A run from before experiment.json, its config just matched: record it, so
+                # sweep and report can read the run as data.
+                experiment_file.write_experiment(workdir, experiment)
             print(
                 f"{workdir} has finished training ({run.total_steps} steps); nothing to do. "
                 "Pass another --workdir (or more TrainSpec.num_steps) to train again"
