@@ -84,7 +84,9 @@ def smallest_fitting_mesh(plan, spec, chip) -> str:
     weights = (plan.params + plan.optimizer) / 2**30
     if weights > chip.bytes / 2**30:
         return f"none: weights + Adam alone are {weights:.1f} GiB per device"
-    return "none: even one image per device does not fit"
+    group = spec.min_batch
+    smallest = "one image" if group == 1 else f"one routing group ({group} images)"
+    return f"none: even {smallest} per device does not fit"
 
 
 def main() -> None:
