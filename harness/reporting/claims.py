@@ -119,6 +119,7 @@ class Writer:
 
 
 TOP1_LABEL = "test top-1 (mean ± spread over seeds)"
+TOP1_CELL = "top-1 (mean ± spread)"
 
 
 def _available(seeds: dict[str, Seeds], *names: str) -> bool:
@@ -134,20 +135,26 @@ def claim_sparse_vs_dense(w: Writer, seeds: dict[str, Seeds]) -> None:
         "",
     )
     names = [n for n in ("vit", "vit_wide", "vmoe") if _available(seeds, n)]
-    rows = ["| model | GFLOPs/img | params total | params active | top-1 (mean ± spread) | seeds |"]
-    rows.append("|---|---:|---:|---:|---:|---:|")
+    rows = []
     points, spreads = {}, {}
     for name in names:
         s = seeds[name]
         model = s.first.results["model"]
         mean, spread = s.top1()
         rows.append(
-            f"| {name} | {model['gflops_per_image']:.4f} | {model['params_total']:,} | "
-            f"{model['params_active']:,} | {_pm(mean, spread)} | {len(s.runs)} |"
+            (
+                name,
+                f"{model['gflops_per_image']:.4f}",
+                f"{model['params_total']:,}",
+                f"{model['params_active']:,}",
+                _pm(mean, spread),
+                len(s.runs),
+            )
         )
         points[name] = (model["gflops_per_image"], mean)
         spreads[name] = spread
-    w.add(*rows, "")
+    header = ("model", "GFLOPs/img", "params total", "params active", TOP1_CELL, "seeds")
+    w.add(table(header, rows, align="lrrrrr"), "")
     if points:
         w.plot(
             plots.scatter_plot(
@@ -246,18 +253,21 @@ def claim_bpr(w: Writer, seeds: dict[str, Seeds]) -> None:
     # Both routings drop the same number of assignments at a given C (capacity is the same);
     # BPR only chooses which ones. The fraction shows how much of the MoE was switched off.
     dropped = _sweep_curve(s, "bpr", 2, "dropped_fraction")[1]
-    rows = [
-        "| C | assignments dropped | vanilla top-1 | BPR top-1 | BPR - vanilla |",
-        "|---:|---:|---:|---:|---:|",
-    ]
+    rows = []
     cs = curves["bpr"][0]
     for i, c in enumerate(cs):
         van, bpr = curves["vanilla"][1][i], curves["bpr"][1][i]
         rows.append(
-            f"| {c:g} | {dropped[i]:.0%} | {_pm(van, curves['vanilla'][2][i])} | "
-            f"{_pm(bpr, curves['bpr'][2][i])} | {bpr - van:+.4f} |"
+            (
+                f"{c:g}",
+                f"{dropped[i]:.0%}",
+                _pm(van, curves["vanilla"][2][i]),
+                _pm(bpr, curves["bpr"][2][i]),
+                f"{bpr - van:+.4f}",
+            )
         )
-    w.add(*rows, "")
+    header = ("C", "assignments dropped", "vanilla top-1", "BPR top-1", "BPR - vanilla")
+    w.add(table(header, rows, align="rrrrr"), "")
     _plot_sweep(
         w, seeds, curves, "V-MoE, k=2: vanilla vs BPR", "bpr_vs_vanilla.png", "vanilla vs BPR"
     )
@@ -356,8 +366,7 @@ def claim_soft_moe(w: Writer, seeds: dict[str, Seeds]) -> None:
                 len(seeds[name].runs),
             )
         )
-    w.add(table(("model", "GFLOPs/img", "params total", "top-1 (mean ± spread)", "seeds"), rows))
-    w.add("")
+    w.add(table(("model", "GFLOPs/img", "params total", TOP1_CELL, "seeds"), rows, "lrrrr"), "")
     holds = None
     if _available(seeds, "vit", "vmoe", "softmoe"):
         soft, soft_s = seeds["softmoe"].top1()
@@ -435,13 +444,16 @@ def claim_adaptive_k(w: Writer, seeds: dict[str, Seeds]) -> None:
         return
     curves = {f"k={k}": _sweep_curve(s, "bpr", k) for k in (1, 2)}
     gflops = {p["k"]: p["gflops_per_image"] for r in s.runs if r.sweep for p in r.sweep["points"]}
-    rows = ["| C | k=1 top-1 | k=2 top-1 |", "|---:|---:|---:|"]
-    for i, c in enumerate(curves["k=2"][0]):
-        rows.append(
-            f"| {c:g} | {_pm(curves['k=1'][1][i], curves['k=1'][2][i])} | "
-            f"{_pm(curves['k=2'][1][i], curves['k=2'][2][i])} |"
+    rows = [
+        (
+            f"{c:g}",
+            _pm(curves["k=1"][1][i], curves["k=1"][2][i]),
+            _pm(curves["k=2"][1][i], curves["k=2"][2][i]),
         )
-    w.add(*rows, "", f"GFLOPs per image: k=1 {gflops[1]:.4f}, k=2 {gflops[2]:.4f}.", "")
+        for i, c in enumerate(curves["k=2"][0])
+    ]
+    w.add(table(("C", "k=1 top-1", "k=2 top-1"), rows, align="rrr"))
+    w.add("", f"GFLOPs per image: k=1 {gflops[1]:.4f}, k=2 {gflops[2]:.4f}.", "")
     _plot_sweep(w, seeds, curves, "V-MoE trained with k=2, BPR", "k1_vs_k2.png", "k=1 vs k=2")
     at_one = curves["k=2"][0].index(1.0) if 1.0 in curves["k=2"][0] else None
     if at_one is None:
@@ -459,7 +471,7 @@ def claim_widenet(w: Writer, seeds: dict[str, Seeds]) -> None:
         "reproduced if WideNet's mean top-1 beats ViT's while having fewer parameters.",
         "",
     )
-    rows = ["| model | params total | top-1 | top-1 per million params |", "|---|---:|---:|---:|"]
+    rows = []
     points, spreads = {}, {}
     for name in ("vit", "widenet", "vmoe"):
         if not _available(seeds, name):
@@ -467,10 +479,11 @@ def claim_widenet(w: Writer, seeds: dict[str, Seeds]) -> None:
         s = seeds[name]
         params = s.first.results["model"]["params_total"]
         mean, spread = s.top1()
-        rows.append(f"| {name} | {params:,} | {_pm(mean, spread)} | {mean / params * 1e6:.3f} |")
+        rows.append((name, f"{params:,}", _pm(mean, spread), f"{mean / params * 1e6:.3f}"))
         points[name] = (params / 1e6, mean)
         spreads[name] = spread
-    w.add(*rows, "")
+    header = ("model", "params total", "top-1", "top-1 per million params")
+    w.add(table(header, rows, align="lrrr"), "")
     if points:
         w.plot(
             plots.scatter_plot(
@@ -515,33 +528,42 @@ def _no_worse(candidate: Seeds, reference: Seeds) -> bool:
     return candidate.top1()[0] >= reference.top1()[0] - ACCURACY_TOLERANCE
 
 
-def _step_cells(step_times: dict[str, Any], name: str) -> str:
+def _step_cells(step_times: dict[str, Any], name: str) -> tuple[str, str]:
     timed = step_times.get("times", {}).get(name)
     if timed is None:
-        return "n/a | n/a"
-    return f"{timed['step_ms']:.1f} | {timed['images_per_s']:.0f}"
+        return ("n/a", "n/a")
+    return f"{timed['step_ms']:.1f}", f"{timed['images_per_s']:.0f}"
 
 
-def _vit22b_table(seeds: dict[str, Seeds], step_times: dict[str, Any]) -> list[str]:
-    rows = [
-        "| variant | top-1 | step ms | images/s | final train loss | max attention logit "
-        "| diverged |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
+def _vit22b_table(seeds: dict[str, Seeds], step_times: dict[str, Any]) -> str:
+    rows = []
     for name in VIT22B_VARIANTS:
         s = seeds.get(name)
         if s is None:
             continue
         if s.runs:
             rows.append(
-                f"| {name} | {_pm(*s.top1())} | {_step_cells(step_times, name)} | "
-                f"{s.mean(lambda r: _final(r, 'train/loss')):.4f} | "
-                f"{s.mean(lambda r: _final(r, 'train/max_attention_logit')):.1f} | "
-                f"{s.diverged}/{s.diverged + len(s.runs)} |"
+                (
+                    name,
+                    _pm(*s.top1()),
+                    *_step_cells(step_times, name),
+                    f"{s.mean(lambda r: _final(r, 'train/loss')):.4f}",
+                    f"{s.mean(lambda r: _final(r, 'train/max_attention_logit')):.1f}",
+                    f"{s.diverged}/{s.diverged + len(s.runs)}",
+                )
             )
         else:
-            rows.append(f"| {name} | n/a | n/a | n/a | n/a | n/a | {s.diverged}/{s.diverged} |")
-    return rows
+            rows.append((name, "n/a", "n/a", "n/a", "n/a", "n/a", f"{s.diverged}/{s.diverged}"))
+    header = (
+        "variant",
+        "top-1",
+        "step ms",
+        "images/s",
+        "final train loss",
+        "max attention logit",
+        "diverged",
+    )
+    return table(header, rows, align="lrrrrrr")
 
 
 def _learning_rate(s: Seeds) -> float | None:
@@ -607,7 +629,7 @@ def claim_vit22b(
         "no more than 1 point below the biased block's.",
         "",
     )
-    w.add(*_vit22b_table(seeds, step_times), "")
+    w.add(_vit22b_table(seeds, step_times), "")
     if step_times:
         w.add(
             f"Step time ({step_times['devices']['kind']}): {step_times['method']}. Written to "
@@ -665,23 +687,37 @@ def paper_scale(w: Writer, paper: dict[str, dict[str, Any]]) -> None:
         "are not restated here.",
         "",
     )
-    rows = [
-        "| config | params (ours) | params (paper) | ours/paper | GFLOPs/img | train "
-        f"{ESTIMATE_DEVICE}-hours | kWh | tCO2e | paper source |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
-    ]
+    rows = []
     for name, record in paper.items():
         published, source = PUBLISHED_PARAMS.get(name, (None, "n/a"))
         flops = 3 * record["gflops_per_image"] * 1e9 * record["train_images"]
         estimate = carbon.estimated_training_footprint(flops, ESTIMATE_DEVICE, 1)
         ratio = f"{record['params_total'] / published:.3f}" if published else "n/a"
         rows.append(
-            f"| {name} | {record['params_total']:,} | "
-            f"{f'{published:,.0f}' if published else 'n/a'} | {ratio} | "
-            f"{record['gflops_per_image']:.2f} | {estimate.hours:,.0f} | {estimate.kwh:,.0f} | "
-            f"{estimate.kg_co2e / 1000:,.2f} | {source} |"
+            (
+                name,
+                f"{record['params_total']:,}",
+                f"{published:,.0f}" if published else "n/a",
+                ratio,
+                f"{record['gflops_per_image']:.2f}",
+                f"{estimate.hours:,.0f}",
+                f"{estimate.kwh:,.0f}",
+                f"{estimate.kg_co2e / 1000:,.2f}",
+                source,
+            )
         )
-    w.add(*rows, "")
+    header = (
+        "config",
+        "params (ours)",
+        "params (paper)",
+        "ours/paper",
+        "GFLOPs/img",
+        f"train {ESTIMATE_DEVICE}-hours",
+        "kWh",
+        "tCO2e",
+        "paper source",
+    )
+    w.add(table(header, rows, align="lrrrrrrrl"), "")
     # The method string spells out one worked example; every row repeats it with its own
     # training FLOPs F = 3 x forward GFLOPs x 1e9 x images seen.
     example = carbon.estimated_training_footprint(3e18, ESTIMATE_DEVICE, 1)
@@ -731,9 +767,7 @@ def write_report(spec: Any, paper: dict[str, dict[str, Any]], command: str, devi
             if spec.seeds == 1
             else []
         ),
-        "| claim | verdict at this scale |",
-        "|---|---|",
-        *[f"| {claim} | {verdict} |" for claim, verdict in w.summary],
+        table(("claim", "verdict at this scale"), w.summary),
         "",
         f"Training the {len(trained)} runs took {wall_minutes:.1f} minutes of wall time "
         "(each run's own clock, summed); estimated energy "

@@ -15,6 +15,7 @@ from harness import files
 from harness.errors import UsageError
 from harness.measure import carbon
 from harness.reporting import carbon_tables, plots
+from harness.reporting.markdown import table
 from harness.reporting.runs import Run, footprint_of, load_run, warn
 from harness.train import run_record
 
@@ -58,55 +59,90 @@ def comparison_table(
     for timed in timings.values():
         timing_batch = max(t.batch_size for t in timed)
     header = (
-        "| run | family | params total | params active | GFLOPs/img | top-1 | "
-        f"img/s (batch {timing_batch}) | latency p50 / p90 ms (batch {timing_batch}) | "
-        "train time s | kWh | kgCO2e |"
+        "run",
+        "family",
+        "params total",
+        "params active",
+        "GFLOPs/img",
+        "top-1",
+        f"img/s (batch {timing_batch})",
+        f"latency p50 / p90 ms (batch {timing_batch})",
+        "train time s",
+        "kWh",
+        "kgCO2e",
     )
-    lines = [header, "|" + "---|" * 11]
+    rows = []
     for run in runs:
         model = run.results["model"]
         timed = {t.batch_size: t for t in timings.get(run.name, [])}.get(timing_batch)
         footprint = footprints[run.name]
-        lines.append(
-            f"| {run.name} | {run.family} | {_fmt_int(model['params_total'])} | "
-            f"{_fmt_int(model['params_active'])} | {_fmt(model['gflops_per_image'], 4)} | "
-            f"{_fmt(run.top1, 4)} | {_fmt(timed.images_per_s if timed else None, 0)} | "
-            f"{_fmt(timed.p50_ms if timed else None, 2)} / "
-            f"{_fmt(timed.p90_ms if timed else None, 2)} | "
-            f"{_fmt(run.results['train']['wall_seconds'], 0)} | {footprint.kwh:.2e} | "
-            f"{footprint.kg_co2e:.2e} |"
+        rows.append(
+            (
+                run.name,
+                run.family,
+                _fmt_int(model["params_total"]),
+                _fmt_int(model["params_active"]),
+                _fmt(model["gflops_per_image"], 4),
+                _fmt(run.top1, 4),
+                _fmt(timed.images_per_s if timed else None, 0),
+                f"{_fmt(timed.p50_ms if timed else None, 2)} / "
+                f"{_fmt(timed.p90_ms if timed else None, 2)}",
+                _fmt(run.results["train"]["wall_seconds"], 0),
+                f"{footprint.kwh:.2e}",
+                f"{footprint.kg_co2e:.2e}",
+            )
         )
-    return "\n".join(lines)
+    return table(header, rows, align="llrrrrrrrrr")
 
 
 def timing_table(timings: dict[str, list[Any]]) -> str:
-    lines = [
-        "| run | batch | p50 ms | p90 ms | mean ms | img/s (at p50) |",
-        "|---|---|---|---|---|---|",
+    rows = [
+        (
+            name,
+            t.batch_size,
+            f"{t.p50_ms:.2f}",
+            f"{t.p90_ms:.2f}",
+            f"{t.mean_ms:.2f}",
+            f"{t.images_per_s:.0f}",
+        )
+        for name, timed in timings.items()
+        for t in timed
     ]
-    for name, timed in timings.items():
-        for t in timed:
-            lines.append(
-                f"| {name} | {t.batch_size} | {t.p50_ms:.2f} | {t.p90_ms:.2f} | "
-                f"{t.mean_ms:.2f} | {t.images_per_s:.0f} |"
-            )
-    return "\n".join(lines)
+    header = ("run", "batch", "p50 ms", "p90 ms", "mean ms", "img/s (at p50)")
+    return table(header, rows, align="lrrrrr")
 
 
 def sweep_section(run: Run, plots_dir: str, rel: str) -> list[str]:
     points = run.sweep["points"]
-    series, table = {}, ["| routing | k | C | top-1 | dropped | GFLOPs/img | ms/batch p50 |"]
-    table.append("|---|---|---|---|---|---|---|")
+    series, rows = {}, []
     for p in points:
         key = f"{p['routing']} k={p['k']}"
         xs, ys = series.setdefault(key, ([], []))
         xs.append(p["capacity_factor"])
         ys.append(p["top1"])
-        table.append(
-            f"| {p['routing']} | {p['k']} | {p['capacity_factor']} | {p['top1']:.4f} | "
-            f"{p['dropped_fraction']:.3f} | {p['gflops_per_image']:.4f} | "
-            f"{p['ms_per_batch_p50']:.2f} |"
+        per_image = p.get("per_image_processed")
+        rows.append(
+            (
+                p["routing"],
+                p["k"],
+                p["capacity_factor"],
+                f"{p['top1']:.4f}",
+                f"{p['dropped_fraction']:.3f}",
+                f"{per_image['std']:.3f}" if per_image else "n/a",
+                f"{p['gflops_per_image']:.4f}",
+                f"{p['ms_per_batch_p50']:.2f}",
+            )
         )
+    header = (
+        "routing",
+        "k",
+        "C",
+        "top-1",
+        "dropped",
+        "per-image processed std",
+        "GFLOPs/img",
+        "ms/batch p50",
+    )
     filename = f"{run.name}_capacity.png"
     plots.save(
         plots.line_plot(
@@ -129,7 +165,10 @@ def sweep_section(run: Run, plots_dir: str, rel: str) -> list[str]:
         "",
         f"![accuracy vs capacity]({rel}/{filename})",
         "",
-        *table,
+        table(header, rows, align="lrrrrrrr"),
+        "",
+        "Per-image processed std: how unevenly the test images' expert assignments fit in "
+        "capacity (0 = every image kept the same share).",
         "",
         f"Regenerate: `{run.sweep['command']}`",
         "",
