@@ -67,6 +67,7 @@ def test_diverging_run_stops_non_zero_and_keeps_its_last_good_checkpoint(tmp_pat
     assert not (workdir / "results.json").exists()
 
 
+@pytest.mark.slow  # two tiny trainings: ~60 s on 2 busy cores
 def test_truncated_checkpoint_is_named_with_the_way_back(tmp_path):
     workdir = tmp_path / "run"
     bindings = [*TINY, "TrainSpec.checkpoint_every_steps=2", "TrainSpec.keep_checkpoints=3"]
