@@ -14,11 +14,24 @@ from collections.abc import Sequence
 
 import jax.numpy as jnp
 from praxis import pax_fiddle
-from praxis.layers import activations, transformers
+from praxis.layers import activations, repeats, transformers
+from praxis.layers.checkpoint_policy import AutodiffCheckpointType
 
 from models import vit, vit22b, widenet
 from models.moe import layers as moe
 from models.specs import MESH_AXES, ModelSpec, MoeSpec, Vit22bSpec, VitSpec, moe_layer_indices
+from models.stats import STATS
+
+# VitSpec.remat -> what the backward pass keeps of a block (the rest is recomputed).
+CHECKPOINT_POLICIES = {
+    "none": AutodiffCheckpointType.SAVE_EVERYTHING,
+    "full": AutodiffCheckpointType.SAVE_NOTHING,
+    "dots_saveable": AutodiffCheckpointType.SAVE_DOT_ONLY,
+}
+# praxis's scan carries the collections it lists along the depth axis; our layers also sow
+# STATS (routing, attention logits), which flax would otherwise refuse to mutate inside the
+# scan. Each sown value then gains a leading axis: one entry per repeat of the block.
+repeats.SCAN_VARIABLE_AXES.setdefault(STATS, 0)
 
 
 def _sparse_moe(spec: MoeSpec) -> pax_fiddle.Config:
@@ -37,10 +50,43 @@ def _dense_block() -> pax_fiddle.Config:
     return block
 
 
-def _stack(spec: VitSpec, block: pax_fiddle.Config) -> pax_fiddle.Config:
+def _stack(
+    spec: VitSpec, block: pax_fiddle.Config, moe_layers: list[int] | None = None
+) -> pax_fiddle.Config:
+    """The encoder stack: plain, with each block rematerialised, or one block scanned.
+
+    Scanning repeats the stack's period (1 block, or N for an MoE every N blocks) x times.
+    """
+    if not spec.scan_layers:
+        layers = _layers(spec, block, spec.num_layers, moe_layers or [])
+        layers.remat = spec.remat != "none"
+        layers.checkpoint_policy = CHECKPOINT_POLICIES[spec.remat]
+        return layers
+    period = _period(spec.num_layers, moe_layers or [])
+    return pax_fiddle.Config(
+        transformers.StackedTransformerRepeated,
+        block=_layers(spec, block, period, [i for i in moe_layers or [] if i < period]),
+        x_times=spec.num_layers // period,
+        # praxis's scan always rematerialises; SAVE_EVERYTHING is remat='none'.
+        checkpoint_policy=CHECKPOINT_POLICIES[spec.remat],
+    )
+
+
+def _period(num_layers: int, moe_layers: list[int]) -> int:
+    """The smallest n such that the stack is one n-block pattern repeated."""
+    for n in range(1, num_layers + 1):
+        pattern = [i % n for i in moe_layers]
+        if num_layers % n == 0 and moe_layers == [i for i in range(num_layers) if i % n in pattern]:
+            return n
+    return num_layers
+
+
+def _layers(
+    spec: VitSpec, block: pax_fiddle.Config, num_layers: int, moe_layers: list[int]
+) -> pax_fiddle.Config:
     return pax_fiddle.Config(
         transformers.StackedTransformer,
-        num_layers=spec.num_layers,
+        num_layers=num_layers,
         model_dims=spec.model_dims,
         hidden_dims=spec.mlp_dims,
         num_heads=spec.num_heads,
@@ -49,6 +95,7 @@ def _stack(spec: VitSpec, block: pax_fiddle.Config) -> pax_fiddle.Config:
         packed_input=False,
         use_cross_attention=False,
         transformer_layer_params_tpl=block,
+        moe_layers=moe_layers,
     )
 
 
@@ -60,6 +107,11 @@ def _encoder(family: str, spec: VitSpec, moe_spec: MoeSpec, block_spec: Vit22bSp
         return _stack(spec, block)
     expert_dims = moe_spec.expert_mlp_dims or spec.mlp_dims
     if family == "widenet":
+        if spec.scan_layers:
+            raise ValueError(
+                "VitSpec.scan_layers=True is not supported for WideNet, whose blocks share "
+                "their weights; set it to False (each block is one call of the shared layers)"
+            )
         attention = _dense_block().tr_atten_tpl
         return pax_fiddle.Config(
             widenet.WideNetEncoder,
@@ -70,11 +122,12 @@ def _encoder(family: str, spec: VitSpec, moe_spec: MoeSpec, block_spec: Vit22bSp
             num_experts=moe_spec.num_experts,
             attention_tpl=attention,
             moe_tpl=_sparse_moe(moe_spec),
+            remat_policy=None if spec.remat == "none" else CHECKPOINT_POLICIES[spec.remat],
         )
-    stack = _stack(spec, _dense_block())
-    stack.moe_layers = moe_layer_indices(moe_spec.placement, spec.num_layers)
-    stack.num_experts = moe_spec.num_experts
-    stack.moe_layer_tpl = pax_fiddle.Config(
+    stack = _stack(spec, _dense_block(), moe_layer_indices(moe_spec.placement, spec.num_layers))
+    layers = stack.block if spec.scan_layers else stack
+    layers.num_experts = moe_spec.num_experts
+    layers.moe_layer_tpl = pax_fiddle.Config(
         moe.MoeFeedForward,
         hidden_dims=expert_dims,
         moe_tpl=_sparse_moe(moe_spec),

@@ -56,13 +56,23 @@ def _describe(expected: Any) -> str:
 
 
 FAMILIES = ("vit", "vmoe", "widenet", "vit22b")
+REMAT_POLICIES = ("none", "full", "dots_saveable")
 MESH_AXES = ("data", "expert", "model")
 
 
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
 class VitSpec(Spec):
-    """Shape of the transformer and its input/output."""
+    """Shape of the transformer and its input/output, and how its stack is compiled.
+
+    remat: activation rematerialisation of each block in training: 'none' keeps every
+      activation for the backward pass; 'full' keeps only each block's input and recomputes
+      the rest (jax's nothing_saveable, big_vision's default when remat is on); 'dots_saveable'
+      keeps the matmul outputs and recomputes the cheap elementwise ops in between.
+    scan_layers: compile one block and scan it over the depth (praxis
+      StackedTransformerRepeated), so compile time does not grow with depth. Parameters then
+      carry a leading depth axis. ViT and ViT-22B only (uniform stacks).
+    """
 
     image_size: int = 224
     patch_size: int = 16
@@ -75,9 +85,15 @@ class VitSpec(Spec):
     pooling: str = "token"
     pre_logits: bool = False
     dropout_prob: float = 0.0
+    remat: str = "none"
+    scan_layers: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.remat not in REMAT_POLICIES:
+            raise ValueError(
+                f"VitSpec.remat={self.remat!r} is unknown; use one of {REMAT_POLICIES}"
+            )
         for name in (
             "image_size", "patch_size", "num_channels", "num_classes",
             "model_dims", "num_layers", "mlp_dims", "num_heads",

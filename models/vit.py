@@ -121,11 +121,17 @@ class VisionTransformerClassifier(base_layer.BaseLayer):
         )
 
     def __call__(self, images: JTensor) -> JTensor:
-        """Maps images [B, H, W, C] to class logits [B, num_classes]."""
+        """Maps images [B, H, W, C] to class logits [B, num_classes] (float32).
+
+        Weights are cast to `fprop_dtype` when read (praxis's theta), but an op on float32
+        images and bfloat16 weights runs in float32; casting the images is what puts every
+        matmul after them in the compute dtype. The logits go back to float32 for the loss.
+        """
+        images = images.astype(self.fprop_dtype)
         tokens = self.patch_embedding(images) + self.theta.position_embedding
         paddings = jnp.zeros(tokens.shape[:2], dtype=tokens.dtype)
         tokens = self.final_norm(self.encoder(tokens, paddings))
         pooled = tokens[:, 0] if self.pooling == "token" else jnp.mean(tokens, axis=1)
         if self.pre_logits:
             pooled = self.pre_logits_layer(pooled)
-        return self.head(pooled)
+        return self.head(pooled).astype(jnp.float32)

@@ -6,8 +6,9 @@ normalised inputs at each depth. praxis's `shared_weight_layer_id` cannot expres
 the MoE: sharing praxis's MoE feed-forward layer would share its inner LayerNorm too.
 """
 
+from flax import linen as nn
 from praxis import base_layer, pax_fiddle
-from praxis.layers import attentions, normalizations
+from praxis.layers import attentions, checkpoint_policy, normalizations
 
 from models.moe import layers as moe
 
@@ -28,6 +29,8 @@ class WideNetEncoder(base_layer.BaseLayer):
       attention_tpl: The shared attention layer.
       moe_tpl: The shared models.moe.layers.SparseMoe (routing settings live there).
       ln_tpl: Template of the 2 * num_layers per-block LayerNorms.
+      remat_policy: None keeps every activation for the backward pass; else each block is
+        rematerialised, keeping what the policy names.
     """
 
     num_layers: int = 12
@@ -38,6 +41,7 @@ class WideNetEncoder(base_layer.BaseLayer):
     attention_tpl: LayerTpl = template_field(attentions.DotProductAttention)
     moe_tpl: LayerTpl = template_field(moe.SparseMoe)
     ln_tpl: LayerTpl = template_field(normalizations.LayerNorm)
+    remat_policy: checkpoint_policy.AutodiffCheckpointType | None = None
 
     def setup(self) -> None:
         self.create_child(
@@ -66,10 +70,17 @@ class WideNetEncoder(base_layer.BaseLayer):
     def __call__(self, inputs: JTensor, paddings: JTensor) -> JTensor:
         """Applies the shared blocks to tokens [B, T, D] with paddings [B, T]."""
         mask = attentions.convert_paddings_to_mask(paddings, inputs.dtype)
-        x = inputs
-        for attention_norm, moe_norm in zip(self.attention_norms, self.moe_norms, strict=True):
-            normed = attention_norm(x)
-            attended, _ = self.attention(normed, normed, normed, atten_mask=mask)
+
+        def block(encoder: "WideNetEncoder", x: JTensor, mask: JTensor, i: int) -> JTensor:
+            normed = encoder.attention_norms[i](x)
+            attended, _ = encoder.attention(normed, normed, normed, atten_mask=mask)
             x = x + attended
-            x = x + self.moe(moe_norm(x))
+            return x + encoder.moe(encoder.moe_norms[i](x))
+
+        if self.remat_policy is not None:
+            policy = checkpoint_policy.custom_policy(self.remat_policy)
+            block = nn.remat(block, policy=policy, static_argnums=(3,))
+        x = inputs
+        for i in range(self.num_layers):
+            x = block(self, x, mask, i)
         return x
