@@ -111,7 +111,12 @@ def main() -> None:
     h100 = next(c for c in memory_plan.CHIPS if c.name == "H100 80GB")
     for name in args.configs.split(","):
         start = time.perf_counter()
-        plan, spec = plan_config(name)
+        try:
+            plan, spec = plan_config(name)
+        except Exception as error:  # one config's failure must not lose the others' rows
+            lines.append(f"| {name} | failed: {str(error).splitlines()[0][:200]} |")
+            print(lines[-1], file=sys.stderr, flush=True)
+            continue
         _, source = REFERENCE_MESHES[name]
         mesh = ",".join(map(str, plan.mesh))
         lines.append(
@@ -123,11 +128,16 @@ def main() -> None:
         )
         methods.append(f"- {name}: {plan.method} ({time.perf_counter() - start:.0f} s)")
         print(lines[-1], file=sys.stderr, flush=True)
+        write(args.output, lines, methods)  # after every row, so a long run keeps its rows
+    print(write(args.output, lines, methods))
+
+
+def write(output: str | None, lines: list[str], methods: list[str]) -> str:
     text = "\n".join([*lines, "", "Method per row:", "", *methods]) + "\n"
-    if args.output:
-        with open(args.output, "w") as out:
+    if output:
+        with open(output, "w") as out:
             out.write(text)
-    print(text)
+    return text
 
 
 if __name__ == "__main__":
