@@ -76,7 +76,7 @@ def _per_image_summary(totals: dict[str, np.ndarray], count: float) -> dict[str,
     return {
         "mean": mean,
         "std": variance**0.5,
-        "histogram": [int(round(float(c))) for c in sums["histogram"]],
+        "histogram": [round(float(c)) for c in sums["histogram"]],
         "bin_edges": np.linspace(0.0, 1.0, PER_IMAGE_BINS + 1).tolist(),
     }
 
