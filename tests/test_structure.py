@@ -16,6 +16,7 @@ COMMANDS = {
     "sweep": ["--capacities", "--ks", "--timing_batch_size"],
     "report": ["--output", "--batch_sizes", "--timing_repeats"],
     "suite": ["--gin_file", "--gin_param"],
+    "evaluate": ["--gin_file", "--gin_param", "--workdir", "--checkpoint", "--format"],
 }
 
 
