@@ -13,14 +13,16 @@ import gin
 from harness.errors import UsageError, one_line
 from harness.project import REPO_ROOT
 
-GIN_ERRORS = (ValueError, KeyError, SyntaxError, TypeError, ImportError, OSError)
+# RecursionError: a gin file that includes itself, directly or not.
+GIN_ERRORS = (ValueError, KeyError, SyntaxError, TypeError, ImportError, OSError, RecursionError)
 
 
 def register_configurables() -> None:
     """Imports the modules that declare gin configurables, so any gin file parses anywhere."""
     import harness.data.spec
     import harness.suites.spec
-    import harness.train.specs  # noqa: F401
+    import harness.train.specs
+    import harness.transfer.fewshot_datasets  # noqa: F401
     import models.specs  # noqa: F401
 
 

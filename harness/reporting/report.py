@@ -7,6 +7,7 @@ sweeps and expert-by-class heatmaps where the run has them. Every figure says ho
 measured, and the commands that regenerate the runs and the report are printed with it.
 """
 
+import math
 import os
 import shlex
 from typing import Any
@@ -25,7 +26,7 @@ def time_runs(runs: list[Run], batch_sizes: list[int], repeats: int) -> dict[str
     from harness.measure import inference  # restoring checkpoints needs the trainer stack
     from harness.train import restore
 
-    forwards, image_shape = {}, None
+    forwards, image_shape, group = {}, None, 1
     for run in runs:
         try:
             trained = restore.load_trained(run.path)
@@ -39,9 +40,24 @@ def time_runs(runs: list[Run], batch_sizes: list[int], repeats: int) -> dict[str
             del forwards[run.name]
             continue
         image_shape = shape
+        group = math.lcm(group, trained.trainer.experiment.model.min_batch)
     if not forwards:
         return {}
-    return inference.time_models(forwards, image_shape, batch_sizes, repeats=repeats)
+    return inference.time_models(
+        forwards, image_shape, whole_groups(batch_sizes, group), repeats=repeats
+    )
+
+
+def whole_groups(batch_sizes: list[int], group: int) -> list[int]:
+    """Batch sizes rounded up to whole routing groups (a sparse model routes groups of
+    images), so every run is timed at the same sizes; says so when it changes any."""
+    rounded = sorted({math.ceil(b / group) * group for b in batch_sizes})
+    if rounded != sorted(set(batch_sizes)):
+        warn(
+            f"timing batch sizes {rounded} instead of {sorted(set(batch_sizes))}: the sparse "
+            f"runs route groups of images, so batches must be multiples of {group}"
+        )
+    return rounded
 
 
 def _fmt_int(value: int) -> str:
