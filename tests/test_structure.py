@@ -17,6 +17,7 @@ COMMANDS = {
     "report": ["--output", "--batch_sizes", "--timing_repeats"],
     "suite": ["--gin_file", "--gin_param"],
     "evaluate": ["--gin_file", "--gin_param", "--workdir", "--checkpoint", "--format"],
+    "fewshot": ["--datasets", "--shots", "--seeds", "--l2_regs", "--data_dir"],
 }
 
 
@@ -161,6 +162,7 @@ def test_help_imports_no_heavy_library(command):
         ["report", "runs/x"],
         ["sweep"],
         ["suite", "stray_argument"],
+        ["fewshot", "WORKDIR", "--shots=0"],
     ],
 )
 def test_a_usage_error_is_one_line_and_exit_2(args, tmp_path):

@@ -195,3 +195,27 @@ def summary_scalars(summary: Mapping[str, FewShotSummary]) -> dict[str, float]:
         scalars[tag] = row.mean
         scalars[f"{tag}_std"] = row.std
     return scalars
+
+
+def format_table(summary: Mapping[str, FewShotSummary]) -> str:
+    """Plain-text table: a row per shot count, a column per dataset, 'mean ± std' accuracy."""
+    cells: dict[tuple[int, str], FewShotSummary] = {}
+    for tag, row in summary.items():
+        _, dataset, shot_text = tag.split("/")
+        cells[(int(shot_text.removesuffix("shot")), dataset)] = row
+    datasets = list(dict.fromkeys(dataset for _, dataset in cells))
+    shots = sorted({shot_count for shot_count, _ in cells})
+    header = ["shots", *datasets]
+    rows = [
+        [str(s)]
+        + [
+            f"{cells[(s, d)].mean:.4f} ± {cells[(s, d)].std:.4f}" if (s, d) in cells else "-"
+            for d in datasets
+        ]
+        for s in shots
+    ]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+        for r in [header, *rows]
+    )

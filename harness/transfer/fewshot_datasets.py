@@ -7,7 +7,9 @@ TFDS names and splits are those of V-MoE's `vmoe/configs/common_fewshot.py` and 
 the V-MoE paper's few-shot datasets (Riquelme et al. 2021) but in neither config, use their
 TFDS 'train' and 'test' splits.
 
-`fashion_mnist_heldout` is the CPU-scale stand-in; see FASHION_MNIST_HELDOUT_CLASSES.
+`fashion_mnist_heldout` is the CPU-scale stand-in; see FASHION_MNIST_HELDOUT_CLASSES. It is
+transfer only for a model pretrained without those classes; DataSpec has no class filter yet, so a
+run trained on Fashion-MNIST has seen them, and `setting` labels the probe in-domain.
 """
 
 import dataclasses
@@ -59,6 +61,9 @@ FEWSHOT_DATASETS: dict[str, FewShotDataset] = {
     "col_hist": FewShotDataset("colorectal_histology", "train[:2000]", "train[2000:]"),
     # In both configs, though not in the V-MoE paper's list.
     "cars": FewShotDataset("cars196:2.1.0", "train", "test"),
+    # CPU scale, all ten classes: in-domain for a model trained on Fashion-MNIST (the probe then
+    # re-reads classes it was trained on), the cheapest sanity check of the features.
+    "fashion_mnist": FewShotDataset("fashion_mnist", "train", "test"),
     # CPU scale: probe the classes held out of pretraining (FASHION_MNIST_PRETRAIN_CLASSES).
     "fashion_mnist_heldout": FewShotDataset(
         "fashion_mnist", "train", "test", classes=FASHION_MNIST_HELDOUT_CLASSES
@@ -125,3 +130,30 @@ class FewShotSpec(Spec):
             raise ValueError(f"FewShotSpec.l2_regs={self.l2_regs} must be positive")
         if not self.seeds:
             raise ValueError("FewShotSpec.seeds is empty; give at least one seed, e.g. (0,)")
+
+
+def _family(tfds_name: str) -> str:
+    """'imagenet2012_subset/10pct' and 'imagenet2012:5.*.*' -> 'imagenet2012'."""
+    return tfds_name.split(":")[0].split("/")[0].removesuffix("_subset")
+
+
+def setting(name: str, trained_on: str) -> tuple[str, str]:
+    """('in-domain' or 'transfer', a one-line explanation) of probing FEWSHOT_DATASETS[name]
+    with a model trained on the TFDS dataset `trained_on` (all of its classes: DataSpec has no
+    class subset)."""
+    dataset = FEWSHOT_DATASETS[name]
+    if _family(dataset.tfds_name) != _family(trained_on):
+        return (
+            "transfer",
+            f"{name}: transfer ({dataset.tfds_name}; the run trained on {trained_on})",
+        )
+    if dataset.classes is None:
+        return "in-domain", (
+            f"{name}: in-domain, the run trained on {trained_on} with these classes; this "
+            "measures how linearly separable its own training classes are, not transfer"
+        )
+    return "in-domain", (
+        f"{name}: in-domain, classes {list(dataset.classes)} are held out of the protocol's "
+        f"pretraining but this run trained on all of {trained_on}'s classes (DataSpec has no "
+        "class subset), so it has seen them; not transfer"
+    )
