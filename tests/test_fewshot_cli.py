@@ -7,14 +7,16 @@ import subprocess
 import sys
 
 import gin
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from absl import flags
 
 from harness.cli import fewshot as fewshot_cli
 from harness.errors import UsageError
-from harness.train import launch
-from harness.transfer import fewshot, fewshot_datasets
+from harness.train import launch, restore
+from harness.train.steps import apply_model
+from harness.transfer import features, fewshot, fewshot_datasets
 from harness.transfer.fewshot_datasets import FewShotDataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -82,6 +84,18 @@ def test_fewshot_on_a_tiny_run(tmp_path, monkeypatch, capsys):
     mean = summary["fewshot/fashion_mnist/1shot"]["mean"]
     assert f"{mean:.4f} ±" in table[1]
     assert np.isfinite(mean)
+
+    # The features are the classifier head's input: the head applied to them gives the logits.
+    run = restore.load_trained(run_dir)
+    images = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (4, *run.trainer.image_shape)))
+    model = run.trainer.model
+    pooled = features.pre_logits(model, run.params, images)
+    logits, _ = apply_model(model, run.params, images, rng=None)
+    head = run.params["head"]
+    assert pooled.shape == (4, run.trainer.experiment.model.vit.model_dims)
+    np.testing.assert_allclose(
+        pooled @ head["linear"]["w"] + head["bias"]["b"], logits, rtol=1e-4, atol=1e-4
+    )
 
 
 @pytest.mark.parametrize(
