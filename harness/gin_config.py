@@ -13,8 +13,7 @@ import gin
 from harness.errors import UsageError, one_line
 from harness.project import REPO_ROOT
 
-# RecursionError: a gin file that includes itself, directly or not.
-GIN_ERRORS = (ValueError, KeyError, SyntaxError, TypeError, ImportError, OSError, RecursionError)
+GIN_ERRORS = (ValueError, KeyError, SyntaxError, TypeError, ImportError, OSError)
 
 
 def register_configurables() -> None:
@@ -53,6 +52,10 @@ def parse_gin(gin_files: Sequence[str], gin_params: Sequence[str]) -> str:
 def _usage_errors(what: str) -> Iterator[None]:
     try:
         yield
+    except RecursionError as error:  # gin files that include each other, directly or not
+        raise UsageError(
+            f"{what}: the gin files include each other in a loop; remove the recursive include"
+        ) from error
     except GIN_ERRORS as error:
         raise UsageError(
             f"{what} ({one_line(error)}); check the names against the configurables in "

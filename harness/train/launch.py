@@ -70,16 +70,6 @@ def prepare_workdir(workdir: str, config_text: str, experiment: Experiment | Non
     record_config(workdir, config_text, experiment or Experiment.from_gin())
 
 
-def parse_config(gin_files: list[str], gin_params: list[str]) -> str:
-    try:
-        return gin_config.parse_gin(gin_files, gin_params)
-    except RecursionError as error:
-        raise UsageError(
-            f"the gin files {' '.join(gin_files)} include each other in a loop; remove the "
-            "recursive include"
-        ) from error
-
-
 def build(workdir: str) -> tuple[Experiment, tuple[int, int, int], Any]:
     """The parsed gin's experiment, its mesh shape and its trainer; every check that needs no
     training runs here, before anything is written. Raises UsageError (one line)."""
@@ -101,7 +91,7 @@ def train(gin_files: list[str], gin_params: list[str], workdir: str) -> dict[str
     results.json; returns its payload. Raises UsageError before writing anything on bad input,
     and when another process trains in `workdir` or its run is of another experiment. A run
     that has finished is left as it is (its results are returned)."""
-    config_text = parse_config(gin_files, gin_params)
+    config_text = gin_config.parse_gin(gin_files, gin_params)
     experiment, mesh_shape, run = build(workdir)
     make_workdir(workdir)
     lock = workdir_lock.locked(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
