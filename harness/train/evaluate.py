@@ -20,13 +20,11 @@ from harness import files, gin_config
 from harness.data import pipeline
 from harness.errors import UsageError, one_line
 from harness.imports import import_params
-from harness.measure import params_flops
 from harness.train import run_record
 from harness.train.checkpointing import Checkpointer
 from harness.train.experiment import Experiment, validate
-from harness.train.launch import OPERATIVE_CONFIG_FILE, prepare_workdir
+from harness.train.launch import OPERATIVE_CONFIG_FILE, describe_run, prepare_workdir
 from harness.train.steps import TrainState
-from models.specs import MESH_AXES
 
 
 def evaluate_checkpoint(
@@ -65,34 +63,17 @@ def evaluate_checkpoint(
         writer.write_hparams(run_record.hparams(experiment))
         trainer_lib.write_evaluation(writer, 0, evaluation)
         writer.flush()
-    counts = params_flops.count_params(
-        params_flops.abstract_variables(trainer.model_config, experiment.model), experiment.model
+    payload = describe_run(gin_files, gin_params, workdir, config_text, trainer, mesh_shape)
+    payload["run"]["started"] = started
+    payload["run"]["imported_from"] = {"checkpoint": checkpoint, "format": format_used}
+    payload.update(
+        {
+            # Not trained here: no training time, energy or throughput to report.
+            "train": {"steps": 0, "wall_seconds": 0.0, "images_per_second": None},
+            "eval": {**evaluation.metrics, "eval/wall_seconds": seconds},
+            "routing": trainer_lib.routing_summary(evaluation),
+        }
     )
-    payload = {
-        "run": {
-            "workdir": os.path.abspath(workdir),
-            "gin_files": list(gin_files),
-            "gin_params": list(gin_params),
-            "config": config_text,
-            "family": experiment.model.family,
-            "mesh": dict(zip(MESH_AXES, mesh_shape, strict=True)),
-            "devices": run_record.devices(),
-            "versions": run_record.versions(),
-            "started": started,
-            "finished": run_record.timestamp(),
-            "imported_from": {"checkpoint": checkpoint, "format": format_used},
-        },
-        "model": {
-            "params_total": counts.total,
-            "params_body": counts.body,
-            "params_active": counts.active,
-            "gflops_per_image": params_flops.analytic_gflops_per_image(experiment.model),
-        },
-        # Not trained here: no training time, energy or throughput to report.
-        "train": {"steps": 0, "wall_seconds": 0.0, "images_per_second": None},
-        "eval": {**evaluation.metrics, "eval/wall_seconds": seconds},
-        "routing": trainer_lib.routing_summary(evaluation),
-    }
     if jax.process_index() == 0:
         files.write_json_atomically(os.path.join(workdir, run_record.RESULTS_FILE), payload)
         files.write_text_atomically(

@@ -111,7 +111,7 @@ def train(gin_files: list[str], gin_params: list[str], workdir: str) -> dict[str
         record_config(workdir, config_text, experiment)
         log = AttemptLog(workdir, writes=jax.process_index() == 0)
         outcome = run.run(log)
-        payload = _results(gin_files, gin_params, workdir, config_text, run, mesh_shape)
+        payload = describe_run(gin_files, gin_params, workdir, config_text, run, mesh_shape)
         payload.update(outcome)
         payload["run"]["started"] = log.all()[0]["started"]
         payload["attempts"] = log.all()
@@ -123,7 +123,7 @@ def train(gin_files: list[str], gin_params: list[str], workdir: str) -> dict[str
     return payload
 
 
-def _results(
+def describe_run(
     gin_files: list[str],
     gin_params: list[str],
     workdir: str,
@@ -131,7 +131,8 @@ def _results(
     run: Any,
     mesh_shape: tuple[int, int, int],
 ) -> dict[str, Any]:
-    """results.json's description of the run and model (the caller adds the outcome)."""
+    """results.json's description of the run and model (the caller adds the outcome); shared
+    by training and by the evaluation of imported weights."""
     experiment = run.experiment
     counts = params_flops.count_params(
         params_flops.abstract_variables(run.model_config, experiment.model), experiment.model
