@@ -169,3 +169,15 @@ def test_bfloat16_reaches_every_matmul_but_the_routers(family: str) -> None:
     assert len(bf16) + len(f32) == len(dots)
     if family in ("vmoe", "widenet"):  # expert matmuls [E, G, Cap, D] x [E, D, H]
         assert any(re.search(rf"tensor<{EXPERTS}x32x64xbf16>", dot) for dot in bf16)
+
+
+@pytest.mark.parametrize("family", ["vit", "vmoe"])
+def test_inspect_counts_every_layer_of_a_scanned_stack(family: str) -> None:
+    # praxis keeps a scanned weight's layer axis out of its metadata shape (repeat_prefix), and
+    # XLA counts a loop body once: neither may make a scanned model look smaller.
+    from harness.measure import model_summary
+
+    plain = model_summary.inspect_model(_spec(family), [1, 1, 1])
+    scanned = model_summary.inspect_model(_spec(family, scan_layers=True), [1, 1, 1])
+    assert scanned == plain
+    assert plain["params_total"] > 0 and plain["xla_gflops_per_image"] > 0

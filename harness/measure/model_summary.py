@@ -1,6 +1,7 @@
 """The inspect record of a model spec: parameters, FLOPs and weight bytes per device, computed
 abstractly (no weights in memory), as `python -m harness.inspect` and the suite print them."""
 
+import dataclasses
 from typing import Any
 
 from harness.measure import params_flops
@@ -24,6 +25,9 @@ def inspect_model(spec: ModelSpec, mesh: list[int], xla_flops: bool = True) -> d
         "param_bytes_per_device": params_flops.param_bytes_per_device(variables, mesh, MESH_AXES),
     }
     if xla_flops:
-        flops = params_flops.xla_gflops_per_image(model_config, spec)
+        # XLA counts a scanned stack's loop body once, not once per layer; the unrolled model
+        # does the same arithmetic, so count that.
+        unrolled = dataclasses.replace(spec, vit=dataclasses.replace(spec.vit, scan_layers=False))
+        flops = params_flops.xla_gflops_per_image(builders.build_model(unrolled, mesh), unrolled)
         record["xla_gflops_per_image"] = None if flops is None else round(flops, 4)
     return record

@@ -19,7 +19,9 @@
   counts elementwise work and the one-hot dispatch einsums. It is read from the
   lowered HLO, before backend optimisation: that needs no compilation (seconds even for
   ViT-22B), and it is the same on every backend, whereas the CPU backend's compiled count
-  leaves out matmuls it hands to library calls.
+  leaves out matmuls it hands to library calls. A scanned stack (VitSpec.scan_layers) is
+  counted unrolled, since XLA counts a loop body once.
+- Parameter counts and bytes include every layer of a scanned stack (`full_shape`).
 """
 
 import dataclasses
@@ -63,6 +65,19 @@ def weights_with_paths(variables: Mapping[str, Any]) -> list[tuple[str, base_lay
     return [("/".join(str(getattr(k, "key", k)) for k in path), leaf) for path, leaf in flat]
 
 
+def full_shape(weight: base_layer.WeightHParams) -> tuple[int, ...]:
+    """The stored shape: a scanned stack (VitSpec.scan_layers) keeps one copy of a block's
+    weight per layer, stacked on leading axes that praxis records apart, in `repeat_prefix`."""
+    return (*(weight.repeat_prefix or ()), *weight.shape)
+
+
+def full_split_dims_mapping(weight: base_layer.WeightHParams) -> tuple[Any, ...]:
+    """`full_shape`'s mesh axis per dimension (the stacked layer axes are not split)."""
+    prefix = weight.repeat_prefix or ()
+    prefix_mapping = weight.repeat_prefix_split_dims_mapping or (None,) * len(prefix)
+    return (*prefix_mapping, *(weight.tensor_split_dims_mapping or (None,) * len(weight.shape)))
+
+
 def is_expert_weight(weight: base_layer.WeightHParams) -> bool:
     """Expert weights are the ones split over the 'expert' mesh axis on their leading dim."""
     mapping = weight.tensor_split_dims_mapping
@@ -72,7 +87,7 @@ def is_expert_weight(weight: base_layer.WeightHParams) -> bool:
 def count_params(variables: Mapping[str, Any], spec: ModelSpec) -> ParamCounts:
     total = body = active = 0
     for path, weight in weights_with_paths(variables):
-        size = math.prod(weight.shape)
+        size = math.prod(full_shape(weight))
         total += size
         if path.split("/")[0] not in HEAD_LAYERS:
             body += size
@@ -159,10 +174,10 @@ def param_bytes_per_device(
     total = 0
     for _, weight in weights_with_paths(variables):
         shards = 1
-        for dim_axes in weight.tensor_split_dims_mapping or ():
+        for dim_axes in full_split_dims_mapping(weight):
             # An entry is an axis name, a tuple of names, or None / -1 for "replicated".
             names = (dim_axes,) if isinstance(dim_axes, str) else dim_axes
             if isinstance(names, tuple | list):
                 shards *= math.prod(sizes.get(axis, 1) for axis in names)
-        total += math.ceil(math.prod(weight.shape) / shards) * BYTES_PER_PARAM
+        total += math.ceil(math.prod(full_shape(weight)) / shards) * BYTES_PER_PARAM
     return total
