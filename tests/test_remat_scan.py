@@ -12,7 +12,7 @@ import pytest
 from praxis import base_layer
 
 from models import builders, specs
-from models.stats import STATS
+from models.stats import STATS, layers_per_repeat, per_block, unscan_stats
 
 AUX = base_layer.AUX_LOSS
 EXPERTS = 5  # no other dimension of the tiny model is 5, so a shape with a 5 is the router's
@@ -130,6 +130,13 @@ def test_scanned_stack_gives_the_plain_loss_gradients_and_parameter_count(
         want = [want_cols[STATS]["encoder"][f"x_layers_{i}"]["ff_layer"]["moe"]["dropped_fraction"]
                 for i in (1, 3)]  # fmt: skip
         np.testing.assert_allclose(dropped, np.ravel(want), rtol=1e-6)
+        # ... which the trainer lays out per block, as the plain stack reports them.
+        unscanned = unscan_stats(cols[STATS], layers_per_repeat(scanned))
+        got = per_block(unscanned, "dropped_fraction")
+        assert sorted(got) == ["block_01", "block_03"]
+        for block, value in per_block(want_cols[STATS], "dropped_fraction").items():
+            np.testing.assert_allclose(got[block], value, rtol=1e-6)
+    assert layers_per_repeat(plain) == 0
 
 
 def test_scan_is_refused_for_widenet() -> None:

@@ -10,7 +10,7 @@ from flax import struct
 from praxis import base_layer
 
 from harness.train.losses import classification_loss
-from models.stats import STATS, per_block
+from models.stats import STATS, layers_per_repeat, per_block, unscan_stats
 
 ROUTING_SCALARS = ("dropped_fraction", "unrouted_fraction")
 EXPERT_CLASS_PREFIX = "expert_class"
@@ -39,6 +39,9 @@ def apply_model(
             rngs=rngs,
             mutable=[base_layer.AUX_LOSS, STATS],
         )
+    if STATS in collections:
+        stats = unscan_stats(collections[STATS], layers_per_repeat(model))
+        collections = {**collections, STATS: stats}
     return logits, collections
 
 
