@@ -102,9 +102,10 @@ def scatter_plot(
     ylabel: str,
     title: str,
     errors: Mapping[str, float] | None = None,
+    diagonal: str | None = None,
 ) -> Figure:
     """Labelled points, e.g. accuracy against GFLOPs per image, one per model, with optional
-    vertical error bars."""
+    vertical error bars and a dashed y = x line labelled `diagonal`."""
     figure, axes = plt.subplots(figsize=(5.5, 3.6))
     rightmost = max(x for x, _ in points.values())
     for name, (x, y) in points.items():
@@ -123,6 +124,12 @@ def scatter_plot(
             fontsize=8,
         )
     axes.margins(x=0.12, y=0.12)
+    if diagonal is not None:
+        # Spans both axes' ranges, so it shows even when every point lies far below it.
+        low = min(min(axes.get_xlim()), min(axes.get_ylim()))
+        high = max(max(axes.get_xlim()), max(axes.get_ylim()))
+        axes.plot([low, high], [low, high], color="grey", linestyle="--", linewidth=1)
+        axes.annotate(diagonal, (high, high), ha="right", va="bottom", fontsize=7, color="grey")
     _label(axes, xlabel, ylabel, title, legend=False)
     return figure
 
