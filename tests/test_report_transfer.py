@@ -196,10 +196,13 @@ def test_corrupt_fewshot_file_falls_back_to_results_with_a_warning(tmp_path, cap
 def test_malformed_summary_tag_costs_the_fewshot_table_only(tmp_path, capsys):
     bad = json.loads(json.dumps(FILE_FEWSHOT))
     bad["summary"] = {"fewshot/5shot": bad["summary"]["fewshot/fashion_mnist/5shot"]}
-    path = _write_run(tmp_path / "runs" / "vit", _results(0.7), bad)
-    markdown = _report(tmp_path, [path])
+    results = _results(0.7, ood={"imagenet_v2": _ood("imagenet_v2", 6, 10)})
+    markdown = _report(tmp_path, [_write_run(tmp_path / "runs" / "vit", results, bad)])
     assert "is not fewshot/<dataset>/<s>shot" in capsys.readouterr().err
-    assert "## Transfer" not in markdown and "## Environment" in markdown
+    assert "### Few-shot linear probe" not in markdown
+    assert _rows(_section(markdown, "### Out-of-distribution top-1")) == [
+        ["vit", "0.7000", "0.6000 (6/10)"]
+    ]
 
 
 def test_fewshot_file_name_is_the_one_the_command_writes():

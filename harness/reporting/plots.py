@@ -71,9 +71,10 @@ def line_plot(
     logx: bool = False,
     errors: Mapping[str, Sequence[float]] | None = None,
     reference: tuple[str, float] | None = None,
+    xticks: Sequence[float] | None = None,
 ) -> Figure:
-    """One line per named (xs, ys) series, with optional error bars and a dashed horizontal
-    (label, y) reference line.
+    """One line per named (xs, ys) series, with optional error bars, a dashed horizontal
+    (label, y) reference line and x ticks at `xticks` (e.g. the shot counts 1, 5, 10, 25).
 
     On a log-x axis with error bars, each series is nudged sideways by a few percent of an
     octave so that bars at the same x do not hide each other; the caption should say so.
@@ -92,6 +93,9 @@ def line_plot(
         axes.axhline(y, color="grey", linestyle="--", linewidth=1, label=label)
     if logx:
         axes.set_xscale("log", base=2)
+    if xticks is not None:
+        axes.set_xticks(list(xticks), labels=[f"{x:g}" for x in xticks])
+        axes.minorticks_off()
     _label(axes, xlabel, ylabel, title, legend=True)
     return figure
 

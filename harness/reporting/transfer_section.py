@@ -61,6 +61,7 @@ def _fewshot_plot(transfers: Sequence[RunTransfer], path: str) -> None:
             "Few-shot linear probe accuracy vs shots",
             logx=True,
             errors=errors,
+            xticks=sorted({r.shots for t in transfers for r in t.fewshot.rows}),
         ),
         path,
     )
@@ -78,8 +79,9 @@ def fewshot_lines(transfers: Sequence[RunTransfer], plots_dir: str, rel: str) ->
         "",
         f"![few-shot accuracy vs shots]({rel}/{FEWSHOT_PLOT})",
         "",
-        "Setting: *in-domain* when the probe's dataset is the one the run trained on (how "
-        "linearly separable its own classes are), *transfer* otherwise. The plot has one line "
+        "Setting: *in-domain* when the probe's images come from the dataset the run trained on "
+        "(its classes are not new to the model), *transfer* otherwise; each run's reasons are "
+        "listed below. The plot has one line "
         "per run and dataset; error bars are the sample std over seeds, and lines are nudged "
         "sideways by a few percent of an octave so their bars do not hide each other. "
         "How each run was measured, and the command that regenerates its numbers:",
@@ -124,7 +126,7 @@ def ood_lines(transfers: Sequence[RunTransfer], plots_dir: str, rel: str) -> lis
     plots.save(
         plots.scatter_plot(
             points,
-            "in-distribution top-1 (the run's own test split)",
+            "in-distribution top-1 (the run's own evaluation split)",
             "out-of-distribution top-1",
             "Out-of-distribution vs in-distribution accuracy",
             diagonal="y = x",
@@ -140,8 +142,8 @@ def ood_lines(transfers: Sequence[RunTransfer], plots_dir: str, rel: str) -> lis
         "",
         f"![OOD vs in-distribution top-1]({rel}/{OOD_PLOT})",
         "",
-        "Cells: top-1 (correct / images counted) of the run's final weights on each whole "
-        "test set; in-distribution top-1 is the run's final evaluation (`results.json`). The "
+        "Cells: top-1 (correct / images counted) of the run's weights on each whole test "
+        "set; in-distribution top-1 is the run's final evaluation (`results.json`). The "
         "plot has one point per run and set; the dashed line is no drop from in-distribution. "
         "Sets:",
         "",
