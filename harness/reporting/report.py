@@ -3,7 +3,8 @@
 Per run: family, parameters (total, active), GFLOPs per image, test top-1, inference
 throughput and latency (all runs timed in this one process, on this process's devices),
 training time, energy and carbon (measured wall time x the device's table power), routing
-sweeps and expert-by-class heatmaps where the run has them. Every figure says how it was
+sweeps and expert-by-class heatmaps where the run has them, and the transfer section
+(few-shot, out-of-distribution, shape bias; transfer_section.py). Every figure says how it was
 measured, and the commands that regenerate the runs and the report are printed with it.
 """
 
