@@ -14,7 +14,7 @@ from typing import Any
 
 from harness import files
 from harness.measure import carbon
-from harness.reporting import plots
+from harness.reporting import plots, transfer_data, transfer_section
 from harness.reporting.carbon_tables import device_table_markdown
 from harness.reporting.markdown import table
 from harness.reporting.runs import footprint_of, load_run
@@ -748,6 +748,13 @@ def write_report(spec: Any, paper: dict[str, dict[str, Any]], command: str, devi
     claim_vit22b(w, seeds, step_times, step_times_path)
     claim_soft_moe(w, seeds)
     routing_section(w, seeds)
+    # Per seed run, named entry/seed_N; the suite's command trained every one of them.
+    transfers = [
+        transfer_data.read_transfer(run, command, f"{s.name}/{os.path.basename(run.path)}")
+        for s in seeds.values()
+        for run in s.runs
+    ]
+    w.add(*transfer_section.transfer_section(transfers, w.plots_dir, w.rel, command))
     paper_scale(w, paper)
     trained = [run for s in seeds.values() for run in s.runs]
     footprints = [footprint_of(run) for run in trained]

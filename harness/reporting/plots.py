@@ -71,9 +71,10 @@ def line_plot(
     logx: bool = False,
     errors: Mapping[str, Sequence[float]] | None = None,
     reference: tuple[str, float] | None = None,
+    xticks: Sequence[float] | None = None,
 ) -> Figure:
-    """One line per named (xs, ys) series, with optional error bars and a dashed horizontal
-    (label, y) reference line.
+    """One line per named (xs, ys) series, with optional error bars, a dashed horizontal
+    (label, y) reference line and x ticks at `xticks` (e.g. the shot counts 1, 5, 10, 25).
 
     On a log-x axis with error bars, each series is nudged sideways by a few percent of an
     octave so that bars at the same x do not hide each other; the caption should say so.
@@ -92,6 +93,9 @@ def line_plot(
         axes.axhline(y, color="grey", linestyle="--", linewidth=1, label=label)
     if logx:
         axes.set_xscale("log", base=2)
+    if xticks is not None:
+        axes.set_xticks(list(xticks), labels=[f"{x:g}" for x in xticks])
+        axes.minorticks_off()
     _label(axes, xlabel, ylabel, title, legend=True)
     return figure
 
@@ -102,9 +106,10 @@ def scatter_plot(
     ylabel: str,
     title: str,
     errors: Mapping[str, float] | None = None,
+    diagonal: str | None = None,
 ) -> Figure:
     """Labelled points, e.g. accuracy against GFLOPs per image, one per model, with optional
-    vertical error bars."""
+    vertical error bars and a dashed y = x line labelled `diagonal`."""
     figure, axes = plt.subplots(figsize=(5.5, 3.6))
     rightmost = max(x for x, _ in points.values())
     for name, (x, y) in points.items():
@@ -123,6 +128,12 @@ def scatter_plot(
             fontsize=8,
         )
     axes.margins(x=0.12, y=0.12)
+    if diagonal is not None:
+        # Spans both axes' ranges, so it shows even when every point lies far below it.
+        low = min(min(axes.get_xlim()), min(axes.get_ylim()))
+        high = max(max(axes.get_xlim()), max(axes.get_ylim()))
+        axes.plot([low, high], [low, high], color="grey", linestyle="--", linewidth=1)
+        axes.annotate(diagonal, (high, high), ha="right", va="bottom", fontsize=7, color="grey")
     _label(axes, xlabel, ylabel, title, legend=False)
     return figure
 

@@ -3,7 +3,8 @@
 Per run: family, parameters (total, active), GFLOPs per image, test top-1, inference
 throughput and latency (all runs timed in this one process, on this process's devices),
 training time, energy and carbon (measured wall time x the device's table power), routing
-sweeps and expert-by-class heatmaps where the run has them. Every figure says how it was
+sweeps and expert-by-class heatmaps where the run has them, and the transfer section
+(few-shot, out-of-distribution, shape bias; transfer_section.py). Every figure says how it was
 measured, and the commands that regenerate the runs and the report are printed with it.
 """
 
@@ -15,9 +16,10 @@ from typing import Any
 from harness import files
 from harness.errors import UsageError
 from harness.measure import carbon
-from harness.reporting import carbon_tables, plots
+from harness.reporting import carbon_tables, plots, transfer_data, transfer_section
 from harness.reporting.markdown import table
 from harness.reporting.runs import Run, footprint_of, load_run, warn
+from harness.reporting.transfer_data import FROM_FILE
 from harness.train import run_record
 
 
@@ -291,6 +293,8 @@ def render(
             if run.sweep:
                 lines += sweep_section(run, plots_dir, rel)
             lines += heatmap_section(run, plots_dir, rel)
+    transfers = [transfer_data.read_transfer(run, run_command(run)) for run in runs]
+    lines += transfer_section.transfer_section(transfers, plots_dir, rel, command)
     lines += ["## Environment", ""]
     for run in runs:
         info = run.results["run"]
@@ -314,6 +318,7 @@ def render(
         "```sh",
         *[run_command(run) for run in runs],
         *[run.sweep["command"] for run in runs if run.sweep],
+        *[t.fewshot.command for t in transfers if t.fewshot and t.fewshot.source == FROM_FILE],
         command,
         "```",
         "",
