@@ -42,7 +42,15 @@ def init_distributed(
 
 
 def make_workdir(workdir: str) -> None:
-    """Creates the workdir; refuses an unwritable location."""
+    """Creates the workdir; refuses an unwritable location, and a URL."""
+    if "://" in workdir:
+        # os and open() would write config, results and checkpoints into a local folder named
+        # after the scheme ('gs:') while TensorBoard writes to the bucket: refuse until every
+        # file goes through TensorFlow's file system.
+        raise UsageError(
+            f"--workdir={workdir} is a URL, and workdirs on object stores are not supported "
+            "yet; train into a local directory and copy it to the bucket afterwards"
+        )
     try:
         os.makedirs(workdir, exist_ok=True)
     except OSError as error:
