@@ -19,7 +19,7 @@ import os
 import re
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from harness.measure.carbon_defaults import (
@@ -53,6 +53,8 @@ __all__ = [
     "lookup_device",
     "match_device_kind",
     "measured_run_footprint",
+    "power_sources",
+    "run_footprint",
     "track_with_codecarbon",
 ]
 
@@ -259,6 +261,14 @@ def measured_run_footprint(
     )
 
 
+def run_footprint(wall_seconds: float, devices: dict[str, Any]) -> Footprint:
+    """`measured_run_footprint` of a run from results.json's 'devices' record."""
+    # CPU power is per socket: JAX's CPU "devices" may be simulated slices of one socket, so a
+    # CPU run counts one socket per process.
+    count = devices["process_count"] if devices["platform"] == "cpu" else devices["count"]
+    return measured_run_footprint(wall_seconds, devices["kind"], count)
+
+
 def estimated_training_footprint(
     total_train_flops: float,
     device: str | DevicePower,
@@ -317,6 +327,9 @@ class CodecarbonReading:
     gpu_watts: float | None = None
     ram_watts: float | None = None
     method: str = ""
+    # Where codecarbon takes each component's power from, e.g. {'cpu': 'intel_rapl', 'gpu':
+    # 'NvidiaGPUDevice', 'ram': 'RAM'}; see `power_sources`.
+    power_sources: dict[str, str] = field(default_factory=dict)
 
 
 @contextlib.contextmanager
@@ -324,6 +337,7 @@ def track_with_codecarbon(
     country_iso_code: str,
     output_dir: str | os.PathLike[str] | None = None,
     measure_power_secs: float = 15.0,
+    log_level: str = "error",
 ) -> Iterator[CodecarbonReading]:
     """Tracks the block with codecarbon's OfflineEmissionsTracker; no network is used.
 
@@ -360,11 +374,12 @@ def track_with_codecarbon(
             measure_power_secs=measure_power_secs,
             # True skips codecarbon's cross-process lock file.
             allow_multiple_runs=True,
-            log_level="error",
+            log_level=log_level,
         )
         reading = CodecarbonReading(country_iso_code=code)
         block_failed = False
         tracker.start()
+        reading.power_sources = power_sources(tracker)
         try:
             yield reading
         except BaseException:
@@ -379,6 +394,28 @@ def track_with_codecarbon(
                 _fill_reading(reading, data, codecarbon.__version__)
             elif not block_failed:
                 raise RuntimeError("codecarbon produced no emissions data (see its log above)")
+
+
+def power_sources(tracker: Any) -> dict[str, str]:
+    """Which power source codecarbon chose for each component: 'cpu' -> the CPU's mode
+    ('intel_rapl' reads RAPL counters; 'constant' and 'cpu_load' scale a TDP), 'gpu' -> the
+    device class ('NvidiaGPUDevice' reads NVML), 'ram' -> 'RAM' (always its estimate from the
+    memory size). codecarbon has no public API for this, so it is read from its 3.3.2 internals
+    (`_hardware`, `CPU._mode`); anything unrecognised is left out, never guessed."""
+    sources: dict[str, str] = {}
+    for hardware in getattr(tracker, "_hardware", None) or []:
+        kind = type(hardware).__name__
+        if kind == "CPU":
+            sources["cpu"] = str(getattr(hardware, "_mode", "unknown"))
+        elif kind == "GPU":
+            devices = getattr(getattr(hardware, "devices", None), "devices", None) or []
+            names = sorted({type(device).__name__ for device in devices})
+            sources["gpu"] = "+".join(names) or "unknown"
+        elif kind == "RAM":
+            sources["ram"] = "RAM"
+        else:  # Apple silicon, Raspberry Pi, ...: codecarbon's own readers
+            sources[kind.lower()] = kind
+    return sources
 
 
 def _fill_reading(reading: CodecarbonReading, data: Any, version: str) -> None:

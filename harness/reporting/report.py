@@ -2,7 +2,8 @@
 
 Per run: family, parameters (total, active), GFLOPs per image, test top-1, inference
 throughput and latency (all runs timed in this one process, on this process's devices),
-training time, energy and carbon (measured wall time x the device's table power), routing
+training time, energy and carbon (measured wall time x the device's table power, and
+codecarbon's reading beside it), accuracy against measured training throughput, routing
 sweeps and expert-by-class heatmaps where the run has them, and the transfer section
 (few-shot, out-of-distribution, shape bias; transfer_section.py). Every figure says how it was
 measured, and the commands that regenerate the runs and the report are printed with it.
@@ -16,7 +17,13 @@ from typing import Any
 from harness import files
 from harness.errors import UsageError
 from harness.measure import carbon
-from harness.reporting import carbon_tables, plots, transfer_data, transfer_section
+from harness.reporting import (
+    carbon_tables,
+    measured_section,
+    plots,
+    transfer_data,
+    transfer_section,
+)
 from harness.reporting.markdown import table
 from harness.reporting.runs import Run, footprint_of, load_run, warn
 from harness.reporting.transfer_data import FROM_FILE
@@ -275,6 +282,8 @@ def render(
         os.path.join(plots_dir, "accuracy_vs_gflops.png"),
     )
     lines += [f"![accuracy vs GFLOPs]({rel}/accuracy_vs_gflops.png)", ""]
+    lines += measured_section.throughput_section(runs, plots_dir, rel)
+    lines += measured_section.energy_section(runs, footprints)
     curves = {
         r.name: tuple(zip(*r.scalars["train/loss"], strict=True))
         for r in runs

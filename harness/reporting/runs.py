@@ -68,10 +68,4 @@ def load_run(path: str) -> Run | None:
 
 
 def footprint_of(run: Run) -> carbon.Footprint:
-    devices = run.results["run"]["devices"]
-    # CPU power is per socket: JAX's CPU "devices" may be simulated slices of one socket, so a
-    # CPU run counts one socket per process.
-    count = devices["process_count"] if devices["platform"] == "cpu" else devices["count"]
-    return carbon.measured_run_footprint(
-        run.results["train"]["wall_seconds"], devices["kind"], count
-    )
+    return carbon.run_footprint(run.results["train"]["wall_seconds"], run.results["run"]["devices"])

@@ -58,6 +58,13 @@ class AttemptLog:
         if self.writes:
             files.write_json_atomically(self.path, {"attempts": self.all()})
 
+    def record_energy(self, section: dict[str, Any]) -> None:
+        """This attempt's codecarbon reading (harness.measure.energy_tracker), kept with it so
+        a resumed run's energy sums every attempt that was metered."""
+        self.current["energy"] = section
+        if self.writes:
+            files.write_json_atomically(self.path, {"attempts": self.all()})
+
     def all(self) -> list[dict[str, Any]]:
         return [*self.earlier, self.current]
 

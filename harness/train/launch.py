@@ -11,7 +11,7 @@ import jax
 from harness import files, gin_config
 from harness.data import pipeline
 from harness.errors import UsageError, one_line
-from harness.measure import params_flops
+from harness.measure import energy_tracker, params_flops
 from harness.train import experiment_file, resume, run_record, workdir_lock
 from harness.train.attempts import AttemptLog
 from harness.train.experiment import Experiment, validate
@@ -42,7 +42,15 @@ def init_distributed(
 
 
 def make_workdir(workdir: str) -> None:
-    """Creates the workdir; refuses an unwritable location."""
+    """Creates the workdir; refuses an unwritable location, and a URL."""
+    if "://" in workdir:
+        # os and open() would write config, results and checkpoints into a local folder named
+        # after the scheme ('gs:') while TensorBoard writes to the bucket: refuse until every
+        # file goes through TensorFlow's file system.
+        raise UsageError(
+            f"--workdir={workdir} is a URL, and workdirs on object stores are not supported "
+            "yet; train into a local directory and copy it to the bucket afterwards"
+        )
     try:
         os.makedirs(workdir, exist_ok=True)
     except OSError as error:
@@ -110,11 +118,18 @@ def train(gin_files: list[str], gin_params: list[str], workdir: str) -> dict[str
             return finished
         record_config(workdir, config_text, experiment)
         log = AttemptLog(workdir, writes=jax.process_index() == 0)
-        outcome = run.run(log)
+        try:
+            with energy_tracker.track_attempt(enabled=jax.process_index() == 0) as energy:
+                outcome = run.run(log)
+        finally:  # a pre-empted or failed attempt keeps the energy it used too
+            log.record_energy(energy.section)
         payload = describe_run(gin_files, gin_params, workdir, config_text, run, mesh_shape)
         payload.update(outcome)
         payload["run"]["started"] = log.all()[0]["started"]
         payload["attempts"] = log.all()
+        payload["energy"] = energy_tracker.results_section(
+            log.all(), payload["run"]["devices"], payload["train"]["wall_seconds"]
+        )
         if jax.process_index() == 0:
             files.write_json_atomically(os.path.join(workdir, run_record.RESULTS_FILE), payload)
             files.write_text_atomically(

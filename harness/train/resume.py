@@ -27,6 +27,7 @@ MAY_CHANGE = frozenset(
         "TrainSpec.eval_every_steps",
         "TrainSpec.checkpoint_every_steps",
         "TrainSpec.keep_checkpoints",
+        "TrainSpec.profile_steps",
         "MeshSpec.data",
         "MeshSpec.expert",
         "MeshSpec.model",

@@ -30,9 +30,25 @@ class TrainSpec(Spec):
     loss: str = "softmax"
     label_smoothing: float = 0.0
     compute_dtype: str = "float32"
+    # (first step, number of steps) to trace with jax.profiler into WORKDIR/plugins/profile
+    # (TensorBoard's profile tab); None: no trace. Step 1 compiles, so start at 2 or later.
+    profile_steps: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.profile_steps, list):  # experiment.json stores tuples as lists
+            object.__setattr__(self, "profile_steps", tuple(self.profile_steps))
         super().__post_init__()
+        window = self.profile_steps
+        if window is not None and (
+            len(window) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in window)
+            or window[0] < 1
+            or window[1] < 1
+        ):
+            raise ValueError(
+                f"TrainSpec.profile_steps={window!r} must be (first step >= 1, number of "
+                "steps >= 1), e.g. (10, 5), or None"
+            )
         for name in ("num_steps", "log_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainSpec.{name}={getattr(self, name)} must be >= 1")

@@ -21,7 +21,7 @@ from praxis import base_layer
 
 from harness.data import pipeline
 from harness.reporting import events, plots
-from harness.train import optimizer, run_record
+from harness.train import optimizer, profiling, run_record
 from harness.train.attempts import AttemptLog
 from harness.train.checkpointing import Checkpointer, abstract_like
 from harness.train.experiment import Experiment
@@ -96,6 +96,7 @@ class Trainer:
         info = pipeline.dataset_info(experiment.data)
         self.image_shape, self.num_train_examples = tuple(info.image_shape), info.num_train_examples
         self.total_steps = train.total_steps(experiment.data.batch_size, self.num_train_examples)
+        profiling.check_window(train.profile_steps, self.total_steps)
         self.schedule = optimizer.make_schedule(experiment.optimizer, self.total_steps)
         self.tx = optimizer.make_optimizer(experiment.optimizer, self.total_steps)
         self.init_rng, step_rng = jax.random.split(jax.random.PRNGKey(train.seed))
@@ -259,11 +260,14 @@ class Trainer:
         evaluation: Evaluation | None = None
         last_eval_step = None
         interval = MetricsInterval()
-        with self.mesh, PreemptionGuard() as preemption:
+        profiler = profiling.StepProfiler(self.workdir, train.profile_steps, is_chief)
+        with self.mesh, PreemptionGuard() as preemption, profiler:
             batches = self.train_batches(start_step)
             for step in range(start_step + 1, self.total_steps + 1):
                 batch = self.global_batch(next(batches), self.batch_shardings)
+                profiler.before_step(step)
                 state, metrics = self.train_step(state, batch)
+                profiler.after_step(step, state)
                 interval.add(metrics)
                 if step == start_step + 1:
                     jax.block_until_ready(metrics)
