@@ -102,6 +102,11 @@ def test_a_tiny_run_writes_a_trace_for_tensorboard(tmp_path):
     assert os.path.getsize(traces[0]) > 1000
     # TensorBoard events are still written after the trace (jax's tracer must not break them).
     assert [step for step, _ in read_scalars(str(tmp_path))["train/loss"]] == [1, 3]
+    # The profile tab's own converter (tensorboard-plugin-profile, in the lock) reads it.
+    from tensorboard_plugin_profile.convert import raw_to_tool_data
+
+    data, content_type = raw_to_tool_data.xspace_to_tool_data(traces, "overview_page^", {})
+    assert content_type == "application/json" and len(data) > 100
 
 
 def test_tensorflows_trace_switch_is_restored_after_jax_replaces_it(monkeypatch):
