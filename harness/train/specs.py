@@ -9,6 +9,7 @@ import math
 
 import gin
 
+from harness.transfer.eval_datasets import check_eval_datasets
 from models.specs import MESH_AXES, Spec
 
 LOSSES = ("softmax", "sigmoid")
@@ -30,9 +31,15 @@ class TrainSpec(Spec):
     loss: str = "softmax"
     label_smoothing: float = 0.0
     compute_dtype: str = "float32"
+    # OOD test sets and 'shape_bias' evaluated after the final evaluation, e.g.
+    # ('imagenet_v2', 'imagenet_r', 'shape_bias'); harness/transfer/ood_eval.py. A list from
+    # JSON or gin is kept as a tuple.
+    eval_datasets: tuple[str, ...] | list[str] = ()
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        object.__setattr__(self, "eval_datasets", tuple(self.eval_datasets))
+        check_eval_datasets(self.eval_datasets, "TrainSpec.eval_datasets")
         for name in ("num_steps", "log_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainSpec.{name}={getattr(self, name)} must be >= 1")
