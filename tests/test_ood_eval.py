@@ -29,6 +29,7 @@ from harness.data.spec import DataSpec
 from harness.errors import UsageError
 from harness.reporting import events
 from harness.train import evaluate as evaluate_lib
+from harness.train import experiment_file, resume
 from harness.train.experiment import Experiment
 from harness.train.specs import MeshSpec, OptimizerSpec, TrainSpec
 from harness.train.steps import apply_model
@@ -380,3 +381,14 @@ def test_an_unprepared_set_names_itself_and_how_to_prepare_it(run, tmp_path, nam
     assert "\n" not in message and message.startswith(f"eval dataset {name!r}: ")
     assert fix.format(tmp_path) in message
     assert os.listdir(tmp_path) == []  # Nothing downloaded or written.
+
+
+def test_eval_datasets_survive_experiment_json_and_may_change_on_resume():
+    experiment = tiny_experiment(eval_datasets=("imagenet_r", "shape_bias"))
+    stored = json.loads(json.dumps(experiment_file.experiment_to_data(experiment)))
+    assert stored["train"]["eval_datasets"] == ["imagenet_r", "shape_bias"]
+    assert experiment_file.spec_from_data(Experiment, stored, "experiment") == experiment
+    # Which OOD sets a run is scored on at the end is not part of what it trains.
+    assert resume.first_difference(experiment, tiny_experiment()) is None
+    other_seed = tiny_experiment(seed=1)
+    assert resume.first_difference(experiment, other_seed) == ("TrainSpec.seed", 0, 1)
