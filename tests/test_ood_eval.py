@@ -252,15 +252,41 @@ def test_ood_sets_and_shape_bias_are_scored_on_the_models_logits(run, mock_root)
     }
 
 
+# tiny_experiment() as gin bindings, for harness.evaluate.
+TINY_GIN = [
+    "ModelSpec.family = 'vit'",
+    f"VitSpec.image_size = {SIZE}",
+    "VitSpec.patch_size = 8",
+    "VitSpec.num_classes = 1000",
+    "VitSpec.model_dims = 32",
+    "VitSpec.num_layers = 1",
+    "VitSpec.mlp_dims = 64",
+    "VitSpec.num_heads = 2",
+    f"DataSpec.image_size = {SIZE}",
+    "DataSpec.batch_size = 8",
+    "DataSpec.eval_batch_size = 8",
+]
+
+
 @pytest.mark.slow
-def test_training_with_eval_datasets_records_them(run, mock_root, tmp_path):
+def test_training_and_evaluating_a_run_record_the_same_ood_results(mock_root, tmp_path):
     from harness.train.trainer import Trainer
 
     LABELS["imagenet_r"] = [{"label": IMAGENET_R_CLASSES[i]} for i in range(NUM_EXAMPLES)]
-    experiment = tiny_experiment(eval_datasets=("imagenet_r", "shape_bias"))
+    names = ("imagenet_r", "shape_bias")
+    run_dir, evaluated = str(tmp_path / "run"), str(tmp_path / "evaluated")
     with mocked(mock_root):
-        trainer = Trainer(experiment, str(tmp_path), (8, 1, 1))
+        trainer = Trainer(tiny_experiment(eval_datasets=names), run_dir, (8, 1, 1))
         outcome = trainer.run()
+        try:
+            payload = evaluate_lib.evaluate_checkpoint(
+                ["gin/data/imagenet2012.gin"],
+                [*TINY_GIN, f"TrainSpec.eval_datasets = {names}"],
+                run_dir,
+                evaluated,
+            )
+        finally:
+            gin.clear_config()
     row = outcome["ood"]["imagenet_r"]
     assert row["counted"] == NUM_EXAMPLES and row["top1"] == row["correct"] / NUM_EXAMPLES
     assert set(outcome["shape_bias"]) == {
@@ -269,9 +295,15 @@ def test_training_with_eval_datasets_records_them(run, mock_root, tmp_path):
         "texture_hits",
         "conflict_images",
     }
-    scalars = events.read_scalars(str(tmp_path))
-    assert scalars["ood/imagenet_r/top1"] == [(2, pytest.approx(row["top1"]))]
-    assert [step for step, _ in scalars["shape_bias"]] == [2]
+    # The same weights imported by harness.evaluate give the same numbers.
+    np.testing.assert_equal(payload["ood"], outcome["ood"])
+    np.testing.assert_equal(payload["shape_bias"], outcome["shape_bias"])
+    with open(os.path.join(evaluated, "results.json")) as f:
+        np.testing.assert_equal(json.load(f)["ood"], outcome["ood"])
+    for workdir, step in [(run_dir, 2), (evaluated, 0)]:
+        scalars = events.read_scalars(workdir)
+        assert scalars["ood/imagenet_r/top1"] == [(step, pytest.approx(row["top1"]))]
+        assert [logged for logged, _ in scalars["shape_bias"]] == [step]
 
 
 @pytest.mark.parametrize(
