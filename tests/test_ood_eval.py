@@ -29,7 +29,7 @@ from harness.data.spec import DataSpec
 from harness.errors import UsageError
 from harness.reporting import events
 from harness.train import evaluate as evaluate_lib
-from harness.train import experiment_file, resume
+from harness.train import experiment_file, launch, resume
 from harness.train.experiment import Experiment
 from harness.train.specs import MeshSpec, OptimizerSpec, TrainSpec
 from harness.train.steps import apply_model
@@ -390,6 +390,21 @@ def test_a_model_without_1000_classes_is_refused_before_the_checkpoint_is_read(t
     assert message.startswith("eval dataset 'imagenet_r' needs a 1000-class ImageNet model")
     assert "VitSpec.num_classes=10" in message
     assert not out.exists()
+
+
+@pytest.mark.skipif(
+    not fashion_mnist_local.idx_files_present(fashion_mnist_local.DEFAULT_IDX_DIR),
+    reason="needs the embedded Fashion-MNIST (make setup)",
+)
+def test_training_a_model_without_1000_classes_is_refused_before_it_starts(tmp_path):
+    workdir = tmp_path / "run"
+    with pytest.raises(UsageError, match=r"^eval dataset 'shape_bias' needs a 1000-class"):
+        try:
+            bindings = ["TrainSpec.eval_datasets=['shape_bias']"]
+            launch.train(["gin/cpu/vit.gin"], bindings, str(workdir))
+        finally:
+            gin.clear_config()
+    assert not workdir.exists()
 
 
 @pytest.mark.parametrize(

@@ -4,8 +4,8 @@ The released ViT and V-MoE checkpoints (and our own runs) are imported strictly 
 config's model (harness/imports), evaluated on the config's eval split (and on the OOD sets of
 TrainSpec.eval_datasets: harness/transfer/ood_eval.py), and written with the same files a
 training run writes: config.gin, an orbax checkpoint of the weights, TensorBoard events and
-results.json. So `harness.sweep`, `harness.report` and TensorBoard treat
-a published model exactly like one trained here, and its C/k sweep is the published weights'.
+results.json. So `harness.sweep`, `harness.report` and TensorBoard treat a published model
+exactly like one trained here, and its C/k sweep is the published weights'.
 """
 
 import os
