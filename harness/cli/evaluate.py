@@ -2,6 +2,7 @@ r"""Evaluate a released or trained checkpoint on the gin config's data; write a 
 
   python -m harness.evaluate --gin_file=gin/vmoe_b16.gin --checkpoint=PATH --workdir=DIR
       [--gin_param=...] [--eval_split=validation] [--format=vit_npz]
+      [--eval_datasets=imagenet_v2,imagenet_r,imagenet_a,imagenet_sketch,imagenet2012_real,shape_bias]
 
 PATH is a run directory of ours, a google-research/vision_transformer or big_vision .npz, or
 a V-MoE reference checkpoint (its prefix or .index file); local or gs://. The format is chosen
@@ -9,6 +10,8 @@ by what PATH holds unless --format names one. Every checkpoint tensor must find 
 the model and every weight must be loaded, or the command stops with one line. The run
 directory it writes (results.json with top-1 and routing statistics, TensorBoard events, the
 config, the weights) is read by `harness.sweep` and `harness.report` like a trained run.
+--eval_datasets adds out-of-distribution top-1 (results.json "ood") and the Geirhos shape bias
+(results.json "shape_bias") of a 1000-class ImageNet model; each set must be prepared in TFDS.
 """
 
 import os
@@ -18,6 +21,7 @@ from absl import flags
 from harness.cli import app
 from harness.cli import flags as cli_flags
 from harness.errors import UsageError
+from harness.transfer.eval_datasets import EVAL_DATASETS, check_eval_datasets
 
 FORMATS = ("run", "vit_npz", "big_vision_npz", "vmoe")
 
@@ -28,6 +32,11 @@ flags.adopt_module_key_flags(cli_flags)
 flags.DEFINE_string("checkpoint", None, "Checkpoint to evaluate: run dir, .npz or V-MoE prefix.")
 flags.DEFINE_enum("format", None, FORMATS, "Checkpoint format; default: detected from PATH.")
 flags.DEFINE_string("eval_split", None, "TFDS split to evaluate on; default: the config's.")
+flags.DEFINE_list(
+    "eval_datasets",
+    [],
+    f"OOD sets to evaluate a 1000-class ImageNet model on, of: {', '.join(EVAL_DATASETS)}.",
+)
 
 
 def main(args: list[str]) -> None:
@@ -42,11 +51,21 @@ def main(args: list[str]) -> None:
     gin_params = cli_flags.gin_params()
     if FLAGS.eval_split:
         gin_params.append(f"DataSpec.eval_split={FLAGS.eval_split!r}")
+    if FLAGS.eval_datasets:
+        try:
+            check_eval_datasets(FLAGS.eval_datasets, "--eval_datasets")
+        except ValueError as error:
+            raise UsageError(str(error)) from error
+        gin_params.append(f"TrainSpec.eval_datasets={tuple(FLAGS.eval_datasets)!r}")
     from harness.train import evaluate
 
     payload = evaluate.evaluate_checkpoint(
         cli_flags.gin_files(), gin_params, FLAGS.checkpoint, FLAGS.workdir, FLAGS.format
     )
+    for name, row in payload.get("ood", {}).items():
+        print(f"{name}: top-1 {row['top1']:.4f} ({row['correct']}/{row['counted']})")
+    if "shape_bias" in payload:
+        print(f"shape bias {payload['shape_bias']['shape_bias']:.4f}")
     print(f"top-1 {payload['eval']['eval/top1']:.4f}; results: {FLAGS.workdir}/results.json")
 
 

@@ -12,7 +12,7 @@ import contextlib
 import fcntl
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -51,11 +51,11 @@ def dataset_info(config: DataSpec) -> DataInfo:
     data_dir) and raises DatasetNotFoundError for any other dataset that is not prepared.
     """
     builder = _builder(config)
-    image_key, label_key = _keys(builder)
+    image_key, label_key = _keys(builder, config)
     channels = builder.info.features[image_key].shape[-1]
     height, width = _output_size(config, builder)
     return DataInfo(
-        num_classes=builder.info.features[label_key].num_classes,
+        num_classes=_num_classes(builder, label_key),
         image_shape=(height, width, channels),
         num_train_examples=_split_size(builder, config.train_split, "train_split"),
         num_eval_examples=_split_size(builder, _eval_split(config, builder), "eval_split"),
@@ -84,7 +84,7 @@ def train_batches(
     """
     local_batch = _local_batch(config.batch_size, "batch_size", process_index, process_count)
     builder = _builder(config)
-    image_key, label_key = _keys(builder)
+    image_key, label_key = _keys(builder, config)
     augment = _augmentation(config, builder)
     size = _output_size(config, builder)
     jpeg = _is_jpeg(builder, image_key)
@@ -119,18 +119,26 @@ def train_batches(
 
 
 def eval_batches(
-    config: DataSpec, process_index: int = 0, process_count: int = 1
+    config: DataSpec,
+    process_index: int = 0,
+    process_count: int = 1,
+    label_keys: Sequence[str] | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
     """One pass over this process's shard of the eval split in file order, padded to full batches.
 
     Padding examples are zeros with 'mask' 0; real ones have 'mask' 1. Every process yields the
     same number of batches (enough for the largest shard), so multi-process eval steps stay in
     lockstep and sum(mask) over all processes is exactly the split size.
+
+    `label_keys` (default: the dataset's label as 'label') names the label features to return,
+    each under its own name, as int32. A feature holding a list of labels per image (ImageNet
+    ReaL's 'real_label') is padded with -1 to the longest list in its batch.
     """
     eval_batch_size = config.eval_batch_size or config.batch_size
     local_batch = _local_batch(eval_batch_size, "eval_batch_size", process_index, process_count)
     builder = _builder(config)
-    image_key, label_key = _keys(builder)
+    image_key, label_key = _keys(builder, config)
+    labels = {"label": label_key} if label_keys is None else {key: key for key in label_keys}
     size = _output_size(config, builder)
     jpeg = _is_jpeg(builder, image_key)
     split_name = _eval_split(config, builder)
@@ -144,17 +152,24 @@ def eval_batches(
     def preprocess(ex: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         return {
             "image": _normalise(_eval_image(ex[image_key], size, jpeg)),
-            "label": tf.cast(ex[label_key], tf.int32),
+            **{name: tf.cast(ex[key], tf.int32) for name, key in labels.items()},
             "mask": tf.constant(1.0, tf.float32),
         }
 
     ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
+    # A padding example's label lists are empty (a dimension of unknown length becomes 0).
     padding = tf.data.Dataset.from_tensors(
-        tf.nest.map_structure(lambda spec: tf.zeros(spec.shape, spec.dtype), ds.element_spec)
+        tf.nest.map_structure(
+            lambda spec: tf.zeros([d or 0 for d in spec.shape], spec.dtype), ds.element_spec
+        )
     ).repeat()
     ds = ds.concatenate(padding).take(num_batches * local_batch)
-    ds = ds.batch(local_batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
-    return ds.as_numpy_iterator()
+    # Only label lists have a dimension to pad; -1 is never a class.
+    fill = tf.nest.map_structure(
+        lambda spec: tf.constant(-1 if spec.dtype.is_integer else 0, spec.dtype), ds.element_spec
+    )
+    ds = ds.padded_batch(local_batch, padding_values=fill, drop_remainder=True)
+    return ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
 
 
 # --- Finding the dataset -------------------------------------------------------------------------
@@ -214,8 +229,8 @@ def _how_to_prepare(dataset: str, data_dir: str, idx_dir: str) -> str:
     if dataset.startswith("imagenet2012"):
         return (
             f"{where}; put ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar (from "
-            f"image-net.org) in {data_dir}/downloads/manual and run 'tfds build imagenet2012 "
-            f"--data_dir={data_dir}', {set_dir}"
+            f"image-net.org) in {data_dir}/downloads/manual and run 'tfds build "
+            f"{dataset.split(':')[0]} --data_dir={data_dir}', {set_dir}"
         )
     return (
         f"{where}; run 'tfds build {dataset} --data_dir={data_dir}' on a machine with internet "
@@ -226,9 +241,27 @@ def _how_to_prepare(dataset: str, data_dir: str, idx_dir: str) -> str:
 # --- Reading the metadata ------------------------------------------------------------------------
 
 
-def _keys(builder: tfds.core.DatasetBuilder) -> tuple[str, str]:
+def _keys(builder: tfds.core.DatasetBuilder, config: DataSpec | None = None) -> tuple[str, str]:
+    """(image feature, label feature): the supervised keys, DataSpec.label_key overriding."""
     keys = builder.info.supervised_keys
-    return (keys[0], keys[1]) if keys and len(keys) == 2 else ("image", "label")
+    image_key, label_key = (keys[0], keys[1]) if keys and len(keys) == 2 else ("image", "label")
+    if config is not None and config.label_key is not None:
+        label_key = config.label_key
+    return image_key, label_key
+
+
+def _num_classes(builder: tfds.core.DatasetBuilder, label_key: str) -> int:
+    class_labels = {
+        name: feature
+        for name, feature in builder.info.features.items()
+        if isinstance(feature, tfds.features.ClassLabel)
+    }
+    if label_key not in class_labels:
+        raise UsageError(
+            f"{builder.name} has no single class label {label_key!r}; set DataSpec.label_key to "
+            f"one of {sorted(class_labels)}"
+        )
+    return class_labels[label_key].num_classes
 
 
 def _variable_size(builder: tfds.core.DatasetBuilder) -> bool:

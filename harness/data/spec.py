@@ -29,6 +29,9 @@ class DataSpec(Spec):
     # TFDS split specs; eval_split None = 'test', or 'validation' where there is no test split.
     train_split: str = "train"
     eval_split: str | None = None
+    # The label feature; None = the dataset's supervised label (e.g. 'original_label' reads
+    # imagenet2012_real's single ImageNet label instead of its ReaL label list).
+    label_key: str | None = None
     shuffle_buffer: int = 10_000
     # Train augmentation, one of AUGMENTATIONS. 'auto': 'inception_crop_flip' for variable-size
     # images, 'pad_crop_flip' for cifar*, 'none' otherwise (Fashion-MNIST is not flip-invariant:
@@ -54,7 +57,7 @@ class DataSpec(Spec):
             raise ValueError(
                 f"DataSpec.augment={self.augment!r} is unknown; use one of {AUGMENTATIONS}"
             )
-        for name in ("train_split", "eval_split", "dataset"):
+        for name in ("train_split", "eval_split", "dataset", "label_key"):
             if getattr(self, name) == "":
                 raise ValueError(
                     f"DataSpec.{name}='' is empty; name a TFDS {name.replace('_', ' ')}"

@@ -1,10 +1,11 @@
 """Evaluate weights from any checkpoint and record them as a run directory, as if trained here.
 
 The released ViT and V-MoE checkpoints (and our own runs) are imported strictly into the gin
-config's model (harness/imports), evaluated on the config's eval split, and written with the
-same files a training run writes: config.gin, an orbax checkpoint of the weights,
-TensorBoard events and results.json. So `harness.sweep`, `harness.report` and TensorBoard treat
-a published model exactly like one trained here, and its C/k sweep is the published weights'.
+config's model (harness/imports), evaluated on the config's eval split (and on the OOD sets of
+TrainSpec.eval_datasets: harness/transfer/ood_eval.py), and written with the same files a
+training run writes: config.gin, an orbax checkpoint of the weights, TensorBoard events and
+results.json. So `harness.sweep`, `harness.report` and TensorBoard treat a published model
+exactly like one trained here, and its C/k sweep is the published weights'.
 """
 
 import os
@@ -25,6 +26,7 @@ from harness.train.checkpointing import Checkpointer
 from harness.train.experiment import Experiment, validate
 from harness.train.launch import OPERATIVE_CONFIG_FILE, describe_run, prepare_workdir
 from harness.train.steps import TrainState
+from harness.transfer import ood_eval
 
 
 def evaluate_checkpoint(
@@ -43,6 +45,7 @@ def evaluate_checkpoint(
         experiment = Experiment.from_gin()
         mesh_shape = validate(experiment, jax.device_count())
         trainer = trainer_lib.Trainer(experiment, workdir, mesh_shape)
+        ood_eval.check_ready(trainer, experiment.train.eval_datasets)  # before the import
     except pipeline.DatasetNotFoundError as error:
         raise UsageError(str(error)) from error
     except ValueError as error:
@@ -57,11 +60,14 @@ def evaluate_checkpoint(
     started, clock = run_record.timestamp(), time.perf_counter()
     evaluation = trainer.evaluate(params)
     seconds = time.perf_counter() - clock
+    transfer = ood_eval.evaluate(trainer, params, experiment.train.eval_datasets)
     _save_weights(trainer, params, workdir)
     if jax.process_index() == 0:
         writer = metric_writers.SummaryWriter(workdir)
         writer.write_hparams(run_record.hparams(experiment))
         trainer_lib.write_evaluation(writer, 0, evaluation)
+        if transfer:
+            writer.write_scalars(0, ood_eval.scalars(transfer))
         writer.flush()
     payload = describe_run(gin_files, gin_params, workdir, config_text, trainer, mesh_shape)
     payload["run"]["started"] = started
@@ -72,6 +78,7 @@ def evaluate_checkpoint(
             "train": {"steps": 0, "wall_seconds": 0.0, "images_per_second": None},
             "eval": {**evaluation.metrics, "eval/wall_seconds": seconds},
             "routing": trainer_lib.routing_summary(evaluation),
+            **transfer,
         }
     )
     if jax.process_index() == 0:

@@ -82,11 +82,14 @@ def build(workdir: str) -> tuple[Experiment, tuple[int, int, int], Any]:
     """The parsed gin's experiment, its mesh shape and its trainer; every check that needs no
     training runs here, before anything is written. Raises UsageError (one line)."""
     from harness.train import trainer  # after init_distributed: it imports JAX state
+    from harness.transfer import ood_eval
 
     try:
         experiment = Experiment.from_gin()
         mesh_shape = validate(experiment, jax.device_count())
-        return experiment, mesh_shape, trainer.Trainer(experiment, workdir, mesh_shape)
+        run = trainer.Trainer(experiment, workdir, mesh_shape)
+        ood_eval.check_ready(run, experiment.train.eval_datasets)  # before any training
+        return experiment, mesh_shape, run
     except pipeline.DatasetNotFoundError as error:
         raise UsageError(str(error)) from error
     except ValueError as error:  # one-line validation messages from specs and layers

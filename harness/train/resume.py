@@ -5,8 +5,9 @@ model, data, optimizer or seed would restore weights into other shapes (orbax cu
 them without a word) or mix two experiments in one curve, so it is refused, naming the first
 difference. What may change on resume is how long training goes on (TrainSpec.num_steps or
 num_epochs: a longer run continues from the latest checkpoint; note the learning-rate schedule
-follows the new length from there on), how often it logs, evaluates and saves, where the data
-lives and which split evaluates it, and the mesh (checkpoints restore onto any layout).
+follows the new length from there on), how often it logs, evaluates and saves, which OOD sets
+it is evaluated on at the end, where the data lives and which split evaluates it, and the mesh
+(checkpoints restore onto any layout).
 """
 
 import dataclasses
@@ -28,6 +29,7 @@ MAY_CHANGE = frozenset(
         "TrainSpec.checkpoint_every_steps",
         "TrainSpec.keep_checkpoints",
         "TrainSpec.profile_steps",
+        "TrainSpec.eval_datasets",
         "MeshSpec.data",
         "MeshSpec.expert",
         "MeshSpec.model",

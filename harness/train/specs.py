@@ -9,6 +9,7 @@ import math
 
 import gin
 
+from harness.transfer.eval_datasets import check_eval_datasets
 from models.specs import MESH_AXES, Spec
 
 LOSSES = ("softmax", "sigmoid")
@@ -33,6 +34,10 @@ class TrainSpec(Spec):
     # (first step, number of steps) to trace with jax.profiler into WORKDIR/plugins/profile
     # (TensorBoard's profile tab); None: no trace. Step 1 compiles, so start at 2 or later.
     profile_steps: tuple[int, int] | None = None
+    # OOD test sets and 'shape_bias' evaluated after the final evaluation, e.g.
+    # ('imagenet_v2', 'imagenet_r', 'shape_bias'); harness/transfer/ood_eval.py. A list from
+    # JSON or gin is kept as a tuple.
+    eval_datasets: tuple[str, ...] | list[str] = ()
 
     def __post_init__(self) -> None:
         if isinstance(self.profile_steps, list):  # experiment.json stores tuples as lists
@@ -49,6 +54,8 @@ class TrainSpec(Spec):
                 f"TrainSpec.profile_steps={window!r} must be (first step >= 1, number of "
                 "steps >= 1), e.g. (10, 5), or None"
             )
+        object.__setattr__(self, "eval_datasets", tuple(self.eval_datasets))
+        check_eval_datasets(self.eval_datasets, "TrainSpec.eval_datasets")
         for name in ("num_steps", "log_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainSpec.{name}={getattr(self, name)} must be >= 1")

@@ -36,6 +36,7 @@ from harness.train.steps import (
     make_eval_step,
     make_train_step,
 )
+from harness.transfer import ood_eval
 from models import builders, specs
 
 
@@ -307,6 +308,10 @@ class Trainer:
             evaluation = self.evaluate(state.params)
             write_evaluation(writer, self.total_steps, evaluation)
             progress.report_eval(self.total_steps, evaluation.metrics)
+        # OOD sets and shape bias (TrainSpec.eval_datasets; checked in launch.build).
+        transfer = ood_eval.evaluate(self, state.params, train.eval_datasets)
+        if transfer:
+            writer.write_scalars(self.total_steps, ood_eval.scalars(transfer))
         writer.flush()
         checkpointer.close()
         attempts.update(self.total_steps, progress.elapsed(), *timed, "finished")
@@ -324,6 +329,7 @@ class Trainer:
             "train": summary,
             "eval": evaluation.metrics,
             "routing": routing_summary(evaluation),
+            **transfer,
         }
 
 

@@ -1,0 +1,171 @@
+"""OOD test sets and shape bias of a run's model: the logits come from the run, the scoring
+from harness/transfer/ood.py and shape_bias.py.
+
+Each set is read from TFDS through `harness.data.pipeline.eval_batches` with the run's DataSpec
+pointed at the set's dataset and split, so its images get the run's eval preprocessing (central
+87.5% crop of variable-size images, resized to the model's input side). Logits are the model's
+in inference mode (no dropout, no router noise, the run's eval-time routing). Labels stay on the
+host: ReaL's label lists differ in length per image, and scoring is numpy.
+
+`check_ready` runs before any work (training included) and fails in one line: a model that is not
+a 1000-class ImageNet classifier, a set that is not prepared, images the model cannot take.
+"""
+
+import dataclasses
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import NamedSharding
+
+from harness.data import pipeline
+from harness.data.spec import DataSpec
+from harness.errors import UsageError, one_line
+from harness.train.mesh import batch_spec
+from harness.train.steps import apply_model
+from harness.transfer import ood, shape_bias
+from harness.transfer.eval_datasets import SHAPE_BIAS
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSet:
+    """Where an eval-datasets name lives in TFDS and which label features it is scored by."""
+
+    tfds_name: str
+    split: str
+    label_keys: tuple[str, ...]
+    # A single-class label feature, for the metadata check of `check_ready` (ReaL's own labels
+    # are lists; its 'original_label' is the plain ImageNet one).
+    class_key: str
+
+
+def eval_set(name: str) -> EvalSet:
+    if name == SHAPE_BIAS:
+        keys = (shape_bias.SHAPE_LABEL_KEY, shape_bias.TEXTURE_LABEL_KEY)
+        return EvalSet(shape_bias.TFDS_NAME, shape_bias.TFDS_SPLIT, keys, keys[0])
+    spec = ood.OOD_DATASETS[name]
+    class_key = "original_label" if spec.multi_label else spec.label_key
+    return EvalSet(spec.tfds_name, spec.split, (spec.label_key,), class_key)
+
+
+def data_spec(data: DataSpec, image_shape: Sequence[int], name: str) -> DataSpec:
+    """The run's DataSpec reading set `name` at the model's input side."""
+    where = eval_set(name)
+    return dataclasses.replace(
+        data,
+        dataset=where.tfds_name,
+        # These sets have one split; pointing train_split at it only satisfies dataset_info.
+        train_split=where.split,
+        eval_split=where.split,
+        label_key=where.class_key,
+        image_size=image_shape[0],
+    )
+
+
+def check_ready(trainer: Any, names: Sequence[str]) -> None:
+    """Raises UsageError (one line naming the set and the fix) unless every set can be evaluated
+    with the trainer's model: 1000 ImageNet classes, the set prepared, images the model takes."""
+    if not names:
+        return
+    num_classes = trainer.experiment.model.vit.num_classes
+    if num_classes != ood.NUM_IMAGENET_CLASSES:
+        raise UsageError(
+            f"eval dataset {names[0]!r} needs a 1000-class ImageNet model but this one has "
+            f"VitSpec.num_classes={num_classes}; evaluate an ImageNet-1k model, or drop it from "
+            "--eval_datasets / TrainSpec.eval_datasets"
+        )
+    for name in names:
+        spec = data_spec(trainer.experiment.data, trainer.image_shape, name)
+        try:
+            info = pipeline.dataset_info(spec)
+        except UsageError as error:  # Not prepared (says how to prepare it), or no such split.
+            raise UsageError(f"eval dataset {name!r}: {one_line(error)}") from error
+        if tuple(info.image_shape) != tuple(trainer.image_shape):
+            raise UsageError(
+                f"eval dataset {name!r} gives {info.image_shape} images but the model takes "
+                f"{tuple(trainer.image_shape)}; it needs a model of RGB images"
+            )
+
+
+def evaluate(trainer: Any, params: Any, names: Sequence[str]) -> dict[str, Any]:
+    """results.json's 'ood' ({name: top1, correct, counted, tfds_name, split}) and 'shape_bias'
+    ({shape_bias, shape_hits, texture_hits, conflict_images}) sections, for the sets in `names`
+    (a section is absent when no name belongs to it)."""
+    logits_of = _logits_function(trainer)
+    results: dict[str, Any] = {}
+    for name in names:
+        where = eval_set(name)
+        spec = data_spec(trainer.experiment.data, trainer.image_shape, name)
+        if name == SHAPE_BIAS:
+            counts = shape_bias.ShapeBiasCounts(0, 0, 0)
+            for logits, labels in _logits_and_labels(trainer, params, logits_of, spec, where):
+                counts += shape_bias.shape_bias_from_logits(
+                    logits, labels[shape_bias.SHAPE_LABEL_KEY], labels[shape_bias.TEXTURE_LABEL_KEY]
+                )
+            counts = shape_bias.ShapeBiasCounts(*_sum_over_processes(dataclasses.astuple(counts)))
+            results[SHAPE_BIAS] = {"shape_bias": counts.shape_bias, **dataclasses.asdict(counts)}
+            continue
+        correct = counted = 0
+        for logits, labels in _logits_and_labels(trainer, params, logits_of, spec, where):
+            hits, seen = ood.score(name, logits, labels[where.label_keys[0]])
+            correct, counted = correct + hits, counted + seen
+        correct, counted = _sum_over_processes((correct, counted))
+        results.setdefault("ood", {})[name] = {
+            "top1": correct / counted if counted else float("nan"),
+            "correct": correct,
+            "counted": counted,
+            "tfds_name": where.tfds_name,
+            "split": where.split,
+        }
+    return results
+
+
+def scalars(results: dict[str, Any]) -> dict[str, float]:
+    """TensorBoard scalars of `evaluate`'s results: 'ood/<name>/top1' and 'shape_bias'."""
+    out = {f"ood/{name}/top1": row["top1"] for name, row in results.get("ood", {}).items()}
+    if SHAPE_BIAS in results:
+        out[SHAPE_BIAS] = results[SHAPE_BIAS]["shape_bias"]
+    return out
+
+
+def _logits_function(trainer: Any) -> Any:
+    model = trainer.model
+    rows = NamedSharding(trainer.mesh, batch_spec(2))
+
+    def logits(params: Any, images: jax.Array) -> jax.Array:
+        return apply_model(model, params, images, rng=None)[0].astype(jnp.float32)
+
+    return jax.jit(
+        logits,
+        in_shardings=(trainer.state_shardings.params, trainer.eval_batch_shardings["image"]),
+        out_shardings=rows,
+    )
+
+
+def _logits_and_labels(
+    trainer: Any, params: Any, logits_of: Any, spec: DataSpec, where: EvalSet
+) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+    """This process's (logits, labels) per batch, padding examples dropped."""
+    process = (jax.process_index(), jax.process_count())
+    image_spec = trainer.eval_batch_shardings["image"].spec
+    with trainer.mesh:
+        for local in pipeline.eval_batches(spec, *process, label_keys=where.label_keys):
+            images = multihost_utils.host_local_array_to_global_array(
+                local["image"], trainer.mesh, image_spec
+            )
+            # Back to this process's rows, which line up with its labels.
+            logits = multihost_utils.global_array_to_host_local_array(
+                logits_of(params, images), trainer.mesh, batch_spec(2)
+            )
+            keep = local["mask"] > 0
+            yield np.asarray(logits)[keep], {key: local[key][keep] for key in where.label_keys}
+
+
+def _sum_over_processes(counts: Sequence[int]) -> tuple[int, ...]:
+    if jax.process_count() == 1:
+        return tuple(int(c) for c in counts)
+    gathered = multihost_utils.process_allgather(np.asarray(counts, np.int64))
+    return tuple(int(c) for c in np.asarray(gathered).reshape(-1, len(counts)).sum(axis=0))
