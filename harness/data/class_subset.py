@@ -37,9 +37,7 @@ def keep_and_relabel(ds: tf.data.Dataset, classes: tuple[int, ...]) -> tf.data.D
     return ds.map(lambda image, label: (image, new_label(label)))
 
 
-def count(
-    config: DataSpec, builder: tfds.core.DatasetBuilder, split: str, label_key: str
-) -> int:
+def count(config: DataSpec, builder: tfds.core.DatasetBuilder, split: str, label_key: str) -> int:
     """How many examples of `split` have a label in config.classes."""
     assert config.classes is not None
     return _count(config.dataset, str(builder.data_dir), split, config.classes, builder, label_key)

@@ -73,11 +73,13 @@ def prepare_workdir(workdir: str, config_text: str, experiment: Experiment | Non
 def build(workdir: str) -> tuple[Experiment, tuple[int, int, int], Any]:
     """The parsed gin's experiment, its mesh shape and its trainer; every check that needs no
     training runs here, before anything is written. Raises UsageError (one line)."""
-    from harness.train import trainer  # after init_distributed: it imports JAX state
+    # After init_distributed: they import JAX state.
+    from harness.train import fewshot_eval, trainer
 
     try:
         experiment = Experiment.from_gin()
         mesh_shape = validate(experiment, jax.device_count())
+        fewshot_eval.check_datasets(experiment)
         return experiment, mesh_shape, trainer.Trainer(experiment, workdir, mesh_shape)
     except pipeline.DatasetNotFoundError as error:
         raise UsageError(str(error)) from error
@@ -110,7 +112,9 @@ def train(gin_files: list[str], gin_params: list[str], workdir: str) -> dict[str
             return finished
         record_config(workdir, config_text, experiment)
         log = AttemptLog(workdir, writes=jax.process_index() == 0)
-        outcome = run.run(log)
+        from harness.train import fewshot_eval  # imports JAX, like the trainer
+
+        outcome = run.run(log, fewshot=fewshot_eval.periodic(run))
         payload = describe_run(gin_files, gin_params, workdir, config_text, run, mesh_shape)
         payload.update(outcome)
         payload["run"]["started"] = log.all()[0]["started"]
