@@ -15,47 +15,28 @@ import tensorflow_datasets as tfds
 from harness.data.spec import DataSpec
 
 
-def _relabelling(classes: tuple[int, ...]) -> tf.Tensor:
-    """int64 [max(classes) + 1]: the new label of each old one, -1 for the dropped ones."""
-    mapping = np.full(max(classes) + 1, -1, np.int64)
+def keep_and_relabel(
+    ds: tf.data.Dataset, classes: tuple[int, ...], num_classes: int
+) -> tf.data.Dataset:
+    """(image, label) pairs of `ds` whose label is in `classes`, labels renumbered 0..k-1.
+
+    `num_classes` is the dataset's class count; every label of `ds` and of `classes` is below it.
+    """
+    mapping = np.full(num_classes, -1, np.int64)  # Old label -> new one, -1 for dropped ones.
     mapping[list(classes)] = np.arange(len(classes))
-    return tf.constant(mapping)
-
-
-def keep_and_relabel(ds: tf.data.Dataset, classes: tuple[int, ...]) -> tf.data.Dataset:
-    """(image, label) pairs of `ds` whose label is in `classes`, labels renumbered 0..k-1."""
-    mapping = _relabelling(classes)
-    size = tf.shape(mapping, out_type=tf.int64)[0]
-
-    def new_label(label: tf.Tensor) -> tf.Tensor:
-        # Labels past the mapping's end are dropped classes too; clamp before the gather.
-        label = tf.cast(label, tf.int64)
-        inside = label < size
-        return tf.where(inside, tf.gather(mapping, tf.minimum(label, size - 1)), -1)
-
-    ds = ds.filter(lambda image, label: new_label(label) >= 0)
-    return ds.map(lambda image, label: (image, new_label(label)))
-
-
-def count(config: DataSpec, builder: tfds.core.DatasetBuilder, split: str, label_key: str) -> int:
-    """How many examples of `split` have a label in config.classes."""
-    assert config.classes is not None
-    return _count(config.dataset, str(builder.data_dir), split, config.classes, builder, label_key)
+    new_label = tf.constant(mapping)
+    ds = ds.filter(lambda image, label: tf.gather(new_label, label) >= 0)
+    return ds.map(lambda image, label: (image, tf.gather(new_label, label)))
 
 
 # (dataset, data_dir, split, classes) -> count; a builder is not hashable, so no lru_cache.
 _COUNTS: dict[tuple[str, str, str, tuple[int, ...]], int] = {}
 
 
-def _count(
-    dataset: str,
-    data_dir: str,
-    split: str,
-    classes: tuple[int, ...],
-    builder: tfds.core.DatasetBuilder,
-    label_key: str,
-) -> int:
-    key = (dataset, data_dir, split, classes)
+def count(config: DataSpec, builder: tfds.core.DatasetBuilder, split: str, label_key: str) -> int:
+    """How many examples of `split` have a label in config.classes."""
+    assert config.classes is not None
+    key = (config.dataset, str(builder.data_dir), split, config.classes)
     if key not in _COUNTS:
         ds = builder.as_dataset(
             split=split,
@@ -65,5 +46,5 @@ def _count(
         labels = np.concatenate(
             [batch[label_key] for batch in tfds.as_numpy(ds.batch(65_536))] or [np.zeros(0)]
         )
-        _COUNTS[key] = int(np.isin(labels, classes).sum())
+        _COUNTS[key] = int(np.isin(labels, config.classes).sum())
     return _COUNTS[key]

@@ -73,7 +73,8 @@ def dataset_info(config: DataSpec) -> DataInfo:
     )
 
 
-def _check_classes_exist(config: DataSpec, builder: tfds.core.DatasetBuilder) -> None:
+def _check_classes_exist(config: DataSpec, builder: tfds.core.DatasetBuilder) -> int:
+    """The dataset's class count, after checking that DataSpec.classes are below it."""
     num_classes = builder.info.features[_keys(builder)[1]].num_classes
     too_large = [c for c in config.classes or () if c >= num_classes]
     if too_large:
@@ -81,6 +82,7 @@ def _check_classes_exist(config: DataSpec, builder: tfds.core.DatasetBuilder) ->
             f"DataSpec.classes={config.classes} has {too_large}, but {builder.name} has labels "
             f"0..{num_classes - 1}; keep labels below {num_classes}"
         )
+    return num_classes
 
 
 def _split_size(builder: tfds.core.DatasetBuilder, split: str, field: str) -> int:
@@ -121,8 +123,8 @@ def train_batches(
     )
     ds = ds.map(lambda ex: (ex[image_key], ex[label_key]), num_parallel_calls=tf.data.AUTOTUNE)
     if config.classes is not None:
-        _check_classes_exist(config, builder)
-        ds = class_subset.keep_and_relabel(ds, config.classes)
+        num_classes = _check_classes_exist(config, builder)
+        ds = class_subset.keep_and_relabel(ds, config.classes, num_classes)
     if config.cache:
         ds = ds.cache()
     # Shuffle before repeat: epochs stay whole (each example once per epoch), at the cost of a
@@ -162,7 +164,7 @@ def eval_batches(
     if config.classes is None:
         largest_shard = max(builder.info.splits[shard].num_examples for shard in shards)
     else:
-        _check_classes_exist(config, builder)
+        num_classes = _check_classes_exist(config, builder)
         largest_shard = max(class_subset.count(config, builder, s, label_key) for s in shards)
     num_batches = math.ceil(largest_shard / local_batch)
     ds = builder.as_dataset(
@@ -170,7 +172,7 @@ def eval_batches(
     )
     ds = ds.map(lambda ex: (ex[image_key], ex[label_key]), num_parallel_calls=tf.data.AUTOTUNE)
     if config.classes is not None:
-        ds = class_subset.keep_and_relabel(ds, config.classes)
+        ds = class_subset.keep_and_relabel(ds, config.classes, num_classes)
 
     def preprocess(image: tf.Tensor, label: tf.Tensor) -> dict[str, tf.Tensor]:
         return {
