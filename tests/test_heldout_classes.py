@@ -5,6 +5,7 @@ Data tests read the embedded Fashion-MNIST (TFDS's default data_dir, as the trai
 and compare the pipeline with a plain numpy filter of the same split read straight from TFDS.
 """
 
+import dataclasses
 import json
 import os
 
@@ -18,6 +19,7 @@ from harness.errors import UsageError
 from harness.reporting.events import read_scalars
 from harness.train import experiment_file, launch
 from harness.train.experiment import Experiment, validate
+from harness.train.resume import first_difference
 from harness.transfer import fewshot, fewshot_datasets
 from harness.transfer.fewshot_datasets import (
     FASHION_MNIST_HELDOUT_CLASSES,
@@ -103,16 +105,10 @@ def test_a_class_beyond_the_dataset_names_its_labels():
 
 
 def test_validate_asks_for_the_subset_class_count():
-    experiment = Experiment.from_gin()  # Defaults: a 1000-class ViT at 224 px.
+    base = Experiment.from_gin()  # Defaults: a 1000-class ViT at 224 px.
+    model = dataclasses.replace(base.model, vit=dataclasses.replace(base.model.vit, num_channels=1))
     data = DataSpec(classes=FASHION_MNIST_PRETRAIN_CLASSES, image_size=224, eval_split=EVAL_SPLIT)
-    vit = experiment.model.vit
-    experiment = Experiment(
-        model=type(experiment.model)(vit=type(vit)(num_channels=1)),
-        train=experiment.train,
-        mesh=experiment.mesh,
-        optimizer=experiment.optimizer,
-        data=data,
-    )
+    experiment = dataclasses.replace(base, model=model, data=data)
     with pytest.raises(ValueError, match=r"subset has 5 classes .* VitSpec.num_classes=5$"):
         validate(experiment, 1)
 
@@ -153,6 +149,18 @@ def test_experiment_json_round_trips_classes_and_fewshot(tmp_path):
     assert old.data.classes is None and old.fewshot == FewShotSpec()
 
 
+def test_resume_may_change_the_probes_but_not_the_classes():
+    base = Experiment.from_gin()
+    before = dataclasses.replace(base, data=DataSpec(classes=(0, 1)))
+    probes = FewShotSpec(datasets=("fashion_mnist_heldout",), shots=(1,), seeds=(0,))
+    train = dataclasses.replace(base.train, fewshot_every_steps=10)
+    assert (
+        first_difference(before, dataclasses.replace(before, fewshot=probes, train=train)) is None
+    )
+    other_classes = dataclasses.replace(base, data=DataSpec(classes=(0, 2)))
+    assert first_difference(before, other_classes) == ("DataSpec.classes", (0, 1), (0, 2))
+
+
 SHORT = [
     "TrainSpec.num_epochs=None",
     "TrainSpec.num_steps=6",
@@ -172,8 +180,19 @@ def test_training_probes_the_held_out_classes(tmp_path, monkeypatch):
         "fashion_mnist_heldout",
         FewShotDataset("fashion_mnist", "train[:2000]", "test[:500]", classes=(3, 4, 6, 7, 9)),
     )
+    heldout_reads = []
+    read = pipeline.eval_batches
+
+    def counted(spec: DataSpec, *args):
+        if spec.classes == FASHION_MNIST_HELDOUT_CLASSES:
+            heldout_reads.append(spec.eval_split)
+        return read(spec, *args)
+
+    monkeypatch.setattr(pipeline, "eval_batches", counted)
     run_dir = str(tmp_path / "vit_heldout")
     launch.train(PRETRAIN, SHORT, run_dir)
+    # Two evaluations, but each split's images were read once and kept.
+    assert sorted(heldout_reads) == ["test[:500]", "train[:2000]"]
 
     tags = [fewshot.fewshot_tag("fashion_mnist_heldout", s) for s in (1, 5)]
     scalars = read_scalars(run_dir)

@@ -19,6 +19,7 @@ it would the whole split.
 """
 
 import dataclasses
+from collections.abc import Iterable
 from typing import Any
 
 import flax.linen as nn
@@ -41,6 +42,9 @@ from harness.transfer.fewshot_datasets import (
 )
 
 HEAD = "head"  # The classifier head's name in VisionTransformerClassifier.
+# A split's preprocessed float32 images are kept between evaluations up to this size (all of
+# Fashion-MNIST's train split is 188 MB); larger splits are read again for each evaluation.
+IMAGE_CACHE_BYTES = 2**30
 
 
 def pre_logits(model: Any, params: Any, images: jax.Array) -> jax.Array:
@@ -140,21 +144,30 @@ class ModelFeatures:
     def features(self, dataset: FewShotDataset, split: str) -> tuple[np.ndarray, np.ndarray]:
         key = (dataset.tfds_name, split, dataset.classes)
         if key not in self._features:
-            if key not in self._images:
-                self.info(dataset)  # Image-shape check, one line, before reading anything.
-                self._images[key] = self._read(self.data_spec(dataset, split))
-            features, labels = self._compute(self._images[key], dataset, split)
+            features, labels = self._compute(self._batches(key, dataset, split), dataset, split)
             if dataset.classes is not None:  # Back to the dataset's own label numbers.
                 labels = np.asarray(dataset.classes, np.int64)[labels]
             self._features[key] = features, labels
         return self._features[key]
 
-    def _read(self, spec: DataSpec) -> list[dict[str, np.ndarray]]:
+    def _batches(
+        self, key: tuple[Any, ...], dataset: FewShotDataset, split: str
+    ) -> Iterable[dict[str, np.ndarray]]:
+        """The split's eval batches: kept from an earlier call, or read (and kept if small)."""
+        if key in self._images:
+            return self._images[key]
+        self.info(dataset)  # Image-shape check, one line, before reading anything.
+        spec = self.data_spec(dataset, split)
         process = (jax.process_index(), jax.process_count())
-        return list(pipeline.eval_batches(spec, *process))
+        batches = pipeline.eval_batches(spec, *process)
+        info = pipeline.dataset_info(spec)
+        if info.num_eval_examples * np.prod(info.image_shape) * 4 > IMAGE_CACHE_BYTES:
+            return batches  # Too large to keep (ImageNet's shot pool): read it each time.
+        self._images[key] = list(batches)
+        return self._images[key]
 
     def _compute(
-        self, batches: list[dict[str, np.ndarray]], dataset: FewShotDataset, split: str
+        self, batches: Iterable[dict[str, np.ndarray]], dataset: FewShotDataset, split: str
     ) -> tuple[np.ndarray, np.ndarray]:
         trainer = self.trainer
         features, labels = [], []
