@@ -10,8 +10,9 @@ for every seed, scores it on the whole test split, prints mean ± std over seeds
 and dataset, and writes RUN_DIR/fewshot.json (every result, the summary, the method and the
 command). Nothing else in RUN_DIR is written. Datasets are the names of
 harness/transfer/fewshot_datasets.py; a probe on the run's own training data is labelled
-in-domain. With several --l2_regs, each shot count reports the l2 of best mean rank over all
-datasets and seeds (V-MoE's choice).
+in-domain, one of classes held out of its training (DataSpec.classes) transfer. With several
+--l2_regs, each shot count reports the l2 of best mean rank over all datasets and seeds (V-MoE's
+choice).
 """
 
 import os

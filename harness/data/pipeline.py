@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from harness.data import class_subset
 from harness.data.datasets import fashion_mnist_local
 from harness.data.spec import AUGMENTATIONS, DataSpec
 from harness.errors import UsageError
@@ -54,12 +55,34 @@ def dataset_info(config: DataSpec) -> DataInfo:
     image_key, label_key = _keys(builder, config)
     channels = builder.info.features[image_key].shape[-1]
     height, width = _output_size(config, builder)
+    num_train = _split_size(builder, config.train_split, "train_split")
+    eval_split = _eval_split(config, builder)
+    num_eval = _split_size(builder, eval_split, "eval_split")
+    if config.classes is None:
+        num_classes = _num_classes(builder, label_key)
+    else:
+        _check_classes_exist(config, builder)
+        num_classes = len(config.classes)
+        num_train = class_subset.count(config, builder, config.train_split, label_key)
+        num_eval = class_subset.count(config, builder, eval_split, label_key)
     return DataInfo(
-        num_classes=_num_classes(builder, label_key),
+        num_classes=num_classes,
         image_shape=(height, width, channels),
-        num_train_examples=_split_size(builder, config.train_split, "train_split"),
-        num_eval_examples=_split_size(builder, _eval_split(config, builder), "eval_split"),
+        num_train_examples=num_train,
+        num_eval_examples=num_eval,
     )
+
+
+def _check_classes_exist(config: DataSpec, builder: tfds.core.DatasetBuilder) -> int:
+    """The dataset's class count, after checking that DataSpec.classes are below it."""
+    num_classes = _num_classes(builder, _keys(builder, config)[1])
+    too_large = [c for c in config.classes or () if c >= num_classes]
+    if too_large:
+        raise UsageError(
+            f"DataSpec.classes={config.classes} has {too_large}, but {builder.name} has labels "
+            f"0..{num_classes - 1}; keep labels below {num_classes}"
+        )
+    return num_classes
 
 
 def _split_size(builder: tfds.core.DatasetBuilder, split: str, field: str) -> int:
@@ -99,6 +122,9 @@ def train_batches(
         read_config=tfds.ReadConfig(shuffle_seed=process_seed),
     )
     ds = ds.map(lambda ex: (ex[image_key], ex[label_key]), num_parallel_calls=tf.data.AUTOTUNE)
+    if config.classes is not None:
+        num_classes = _check_classes_exist(config, builder)
+        ds = class_subset.keep_and_relabel(ds, config.classes, num_classes)
     if config.cache:
         ds = ds.cache()
     # Shuffle before repeat: epochs stay whole (each example once per epoch), at the cost of a
@@ -143,16 +169,34 @@ def eval_batches(
     jpeg = _is_jpeg(builder, image_key)
     split_name = _eval_split(config, builder)
     shards = tfds.even_splits(split_name, n=process_count)
-    largest_shard = max(builder.info.splits[shard].num_examples for shard in shards)
+    if config.classes is None:
+        largest_shard = max(builder.info.splits[shard].num_examples for shard in shards)
+    else:
+        num_classes = _check_classes_exist(config, builder)
+        largest_shard = max(class_subset.count(config, builder, s, label_key) for s in shards)
     num_batches = math.ceil(largest_shard / local_batch)
     ds = builder.as_dataset(
         split=shards[process_index], shuffle_files=False, decoders=_decoders(jpeg, image_key)
     )
+    if config.classes is not None:
+        if labels != {"label": label_key}:
+            raise UsageError(
+                f"DataSpec.classes={config.classes} keeps one label per image; it cannot be "
+                f"combined with the label features {sorted(labels)}; drop one of the two"
+            )
+        ds = ds.map(lambda ex: (ex[image_key], ex[label_key]), num_parallel_calls=tf.data.AUTOTUNE)
+        ds = class_subset.keep_and_relabel(ds, config.classes, num_classes)
+        ds = ds.map(lambda image, label: (image, {"label": label}))
+    else:
+        ds = ds.map(
+            lambda ex: (ex[image_key], {name: ex[key] for name, key in labels.items()}),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
 
-    def preprocess(ex: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    def preprocess(image: tf.Tensor, label_values: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         return {
-            "image": _normalise(_eval_image(ex[image_key], size, jpeg)),
-            **{name: tf.cast(ex[key], tf.int32) for name, key in labels.items()},
+            "image": _normalise(_eval_image(image, size, jpeg)),
+            **{name: tf.cast(value, tf.int32) for name, value in label_values.items()},
             "mask": tf.constant(1.0, tf.float32),
         }
 

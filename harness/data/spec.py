@@ -41,9 +41,15 @@ class DataSpec(Spec):
     # Keep decoded train images in memory after the first epoch; right for datasets of a few
     # hundred MB at most (Fashion-MNIST 47 MB, CIFAR 150 MB), wrong for ImageNet.
     cache: bool = False
+    # Train and evaluate on these labels only, relabelled 0..k-1 in this order (so VitSpec.
+    # num_classes = len(classes)); None = every class. Lists from gin are kept as tuples.
+    classes: tuple[int, ...] | list[int] | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.classes is not None:
+            object.__setattr__(self, "classes", tuple(self.classes))
+            check_classes(self.classes)
         for name in ("batch_size", "shuffle_buffer"):
             if getattr(self, name) < 1:
                 raise ValueError(f"DataSpec.{name}={getattr(self, name)} must be >= 1")
@@ -62,3 +68,19 @@ class DataSpec(Spec):
                 raise ValueError(
                     f"DataSpec.{name}='' is empty; name a TFDS {name.replace('_', ' ')}"
                 )
+
+
+def check_classes(classes: tuple[int, ...]) -> None:
+    """What can be checked without the dataset's metadata (the pipeline checks the upper bound)."""
+    if any(not isinstance(c, int) or isinstance(c, bool) for c in classes):
+        raise ValueError(f"DataSpec.classes={classes} must be integer labels, e.g. (0, 1, 2, 5, 8)")
+    if len(classes) < 2:
+        raise ValueError(
+            f"DataSpec.classes={classes} keeps fewer than 2 classes; list at least two labels "
+            "(or None for all)"
+        )
+    if min(classes) < 0:
+        raise ValueError(f"DataSpec.classes={classes} has a negative label; labels start at 0")
+    duplicates = sorted({c for c in classes if classes.count(c) > 1})
+    if duplicates:
+        raise ValueError(f"DataSpec.classes={classes} repeats {duplicates}; list each label once")

@@ -23,6 +23,7 @@ from harness.suites.spec import (
     SuiteSpec,
     bindings_for,
     run_dir,
+    seeds_of,
 )
 from harness.train import launch, restore, run_record, trainer
 from models.specs import ModelSpec
@@ -30,7 +31,9 @@ from models.specs import ModelSpec
 
 def train_all(spec: SuiteSpec) -> None:
     todo = [
-        (name, gin_file, extra, s) for name, gin_file, extra in spec.runs for s in range(spec.seeds)
+        (name, gin_file, extra, s)
+        for name, gin_file, extra in spec.runs
+        for s in seeds_of(spec, name)
     ]
     started = time.perf_counter()
     for index, (name, gin_file, extra, seed) in enumerate(todo, 1):
@@ -52,7 +55,7 @@ def train_all(spec: SuiteSpec) -> None:
 
 def sweep_all(spec: SuiteSpec) -> None:
     for name in spec.sweep_runs:
-        for seed in range(spec.seeds):
+        for seed in seeds_of(spec, name):
             workdir = run_dir(spec, name, seed)
             path = os.path.join(workdir, run_record.SWEEP_FILE)
             if os.path.exists(path) or not os.path.exists(

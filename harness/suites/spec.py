@@ -27,6 +27,9 @@ class SuiteSpec(Spec):
       interleaved in one process (harness/step_timing.py) for the speed claim, rather than
       compared through the throughput of runs trained one after another.
     paper_configs: gin/NAME.gin files inspected (not trained) for claim 6.
+    single_seed_runs: names of runs trained with seed 0 only, whatever `seeds` says (the
+      held-out-class few-shot runs, whose spread comes from the few-shot seeds); the paper
+      claims leave them out.
     """
 
     root: str = "runs/suite"
@@ -43,6 +46,7 @@ class SuiteSpec(Spec):
     step_time_rounds: int = 5
     step_time_steps: int = 10
     paper_configs: Sequence[Any] = PAPER_CONFIGS
+    single_seed_runs: Sequence[Any] = ()
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -62,10 +66,22 @@ class SuiteSpec(Spec):
                 )
             if not os.path.isfile(os.path.join(REPO_ROOT, entry[1])):
                 raise ValueError(f"SuiteSpec.runs entry {entry[0]!r}: {entry[1]} does not exist")
+        names = [entry[0] for entry in self.runs]
+        unknown = [name for name in self.single_seed_runs if name not in names]
+        if unknown:
+            raise ValueError(
+                f"SuiteSpec.single_seed_runs has {unknown}, not names of SuiteSpec.runs; use "
+                f"names from {names}"
+            )
 
 
 def run_dir(spec: SuiteSpec, name: str, seed: int) -> str:
     return os.path.join(spec.root, name, f"seed_{seed}")
+
+
+def seeds_of(spec: SuiteSpec, name: str) -> range:
+    """The seeds the suite trains run `name` with."""
+    return range(1) if name in spec.single_seed_runs else range(spec.seeds)
 
 
 def bindings_for(spec: SuiteSpec, extra: Sequence[str], seed: int) -> list[str]:

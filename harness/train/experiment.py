@@ -4,6 +4,7 @@ import dataclasses
 
 from harness.data.spec import DataSpec
 from harness.train.specs import MeshSpec, OptimizerSpec, TrainSpec
+from harness.transfer.fewshot_datasets import FewShotSpec
 from models.specs import ModelSpec
 
 
@@ -16,6 +17,9 @@ class Experiment:
     mesh: MeshSpec
     optimizer: OptimizerSpec
     data: DataSpec
+    # Read only when TrainSpec.fewshot_every_steps > 0; a default so that experiment.json files
+    # from before it still load.
+    fewshot: FewShotSpec = dataclasses.field(default_factory=FewShotSpec)
 
     @classmethod
     def from_gin(cls) -> "Experiment":
@@ -25,6 +29,7 @@ class Experiment:
             mesh=MeshSpec(),
             optimizer=OptimizerSpec(),
             data=DataSpec(),
+            fewshot=FewShotSpec(),
         )
 
 
@@ -93,7 +98,12 @@ def validate(experiment: Experiment, device_count: int) -> tuple[int, int, int]:
         )
     if num_classes != spec.vit.num_classes:
         raise ValueError(
-            f"the dataset has {num_classes} classes but VitSpec.num_classes="
-            f"{spec.vit.num_classes}; set VitSpec.num_classes={num_classes}"
+            f"the {what_is_trained(experiment.data)} has {num_classes} classes but VitSpec."
+            f"num_classes={spec.vit.num_classes}; set VitSpec.num_classes={num_classes}"
         )
     return mesh_shape
+
+
+def what_is_trained(data: DataSpec) -> str:
+    """'dataset', or 'DataSpec.classes subset' when training on some of its classes."""
+    return "dataset" if data.classes is None else f"DataSpec.classes={data.classes} subset"

@@ -81,12 +81,14 @@ def prepare_workdir(workdir: str, config_text: str, experiment: Experiment | Non
 def build(workdir: str) -> tuple[Experiment, tuple[int, int, int], Any]:
     """The parsed gin's experiment, its mesh shape and its trainer; every check that needs no
     training runs here, before anything is written. Raises UsageError (one line)."""
-    from harness.train import trainer  # after init_distributed: it imports JAX state
+    # After init_distributed: they import JAX state.
+    from harness.train import fewshot_eval, trainer
     from harness.transfer import ood_eval
 
     try:
         experiment = Experiment.from_gin()
         mesh_shape = validate(experiment, jax.device_count())
+        fewshot_eval.check_datasets(experiment)
         run = trainer.Trainer(experiment, workdir, mesh_shape)
         ood_eval.check_ready(run, experiment.train.eval_datasets)  # before any training
         return experiment, mesh_shape, run
@@ -121,9 +123,11 @@ def train(gin_files: list[str], gin_params: list[str], workdir: str) -> dict[str
             return finished
         record_config(workdir, config_text, experiment)
         log = AttemptLog(workdir, writes=jax.process_index() == 0)
+        from harness.train import fewshot_eval  # imports JAX, like the trainer
+
         try:
             with energy_tracker.track_attempt(enabled=jax.process_index() == 0) as energy:
-                outcome = run.run(log)
+                outcome = run.run(log, fewshot=fewshot_eval.periodic(run))
         finally:  # a pre-empted or failed attempt keeps the energy it used too
             log.record_energy(energy.section)
         payload = describe_run(gin_files, gin_params, workdir, config_text, run, mesh_shape)

@@ -26,6 +26,13 @@ MAY_CHANGE = frozenset(
         "TrainSpec.num_epochs",
         "TrainSpec.log_every_steps",
         "TrainSpec.eval_every_steps",
+        # Few-shot probes only read the weights, so what they probe and how often may change.
+        "TrainSpec.fewshot_every_steps",
+        "FewShotSpec.datasets",
+        "FewShotSpec.shots",
+        "FewShotSpec.l2_regs",
+        "FewShotSpec.seeds",
+        "FewShotSpec.data_dir",
         "TrainSpec.checkpoint_every_steps",
         "TrainSpec.keep_checkpoints",
         "TrainSpec.profile_steps",

@@ -25,6 +25,9 @@ class TrainSpec(Spec):
     num_epochs: float | None = None
     log_every_steps: int = 50
     eval_every_steps: int = 0  # 0: evaluate once, at the end
+    # Few-shot linear probes of the gin-bound FewShotSpec every that many steps and at the
+    # last step (harness/train/fewshot_eval.py); 0: none.
+    fewshot_every_steps: int = 0
     checkpoint_every_steps: int = 500
     keep_checkpoints: int = 3
     seed: int = 0
@@ -66,6 +69,11 @@ class TrainSpec(Spec):
             raise ValueError(
                 f"TrainSpec.eval_every_steps={self.eval_every_steps} must be >= 0 "
                 "(0 evaluates at the end only)"
+            )
+        if self.fewshot_every_steps < 0:
+            raise ValueError(
+                f"TrainSpec.fewshot_every_steps={self.fewshot_every_steps} must be >= 0 "
+                "(0 turns the few-shot evaluation off)"
             )
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(

@@ -8,7 +8,7 @@ donated state -> checkpoints, TensorBoard events and results.json in the workdir
 import dataclasses
 import itertools
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -80,6 +80,17 @@ def _per_image_summary(totals: dict[str, np.ndarray], count: float) -> dict[str,
         "histogram": [round(float(c)) for c in sums["histogram"]],
         "bin_edges": np.linspace(0.0, 1.0, PER_IMAGE_BINS + 1).tolist(),
     }
+
+
+class StepEvaluator(Protocol):
+    """An extra evaluation run every `every_steps` steps and at the last step (the few-shot
+    probes of harness/train/fewshot_eval.py); its last payload goes into the run's results."""
+
+    every_steps: int
+
+    def __call__(
+        self, step: int, params: Any, writer: metric_writers.MetricWriter
+    ) -> dict[str, Any]: ...
 
 
 class Trainer:
@@ -228,9 +239,13 @@ class Trainer:
 
         return orphaned
 
-    def run(self, attempts: AttemptLog | None = None) -> dict[str, Any]:
+    def run(
+        self, attempts: AttemptLog | None = None, fewshot: StepEvaluator | None = None
+    ) -> dict[str, Any]:
         """Trains from the latest checkpoint to the end and evaluates. `attempts` records this
-        attempt's steps and time after every checkpoint (results then total all attempts)."""
+        attempt's steps and time after every checkpoint (results then total all attempts);
+        `fewshot`, when given, also evaluates periodically, and its last payload is the
+        results' "fewshot"."""
         train = self.experiment.train
         is_chief = jax.process_index() == 0
         checkpointer = Checkpointer(self.workdir, keep=train.keep_checkpoints)
@@ -260,6 +275,7 @@ class Trainer:
 
         evaluation: Evaluation | None = None
         last_eval_step = None
+        fewshot_payload, last_fewshot_step = None, None
         interval = MetricsInterval()
         profiler = profiling.StepProfiler(self.workdir, train.profile_steps, is_chief)
         with self.mesh, PreemptionGuard() as preemption, profiler:
@@ -292,6 +308,10 @@ class Trainer:
                         evaluation, last_eval_step = self.evaluate(state.params), step
                         write_evaluation(writer, step, evaluation)
                     progress.report_eval(step, evaluation.metrics)
+                if fewshot is not None and (last or step % fewshot.every_steps == 0):
+                    with progress.paused():
+                        fewshot_payload = fewshot(step, state.params, writer)
+                    last_fewshot_step = step
                 if should_save:
                     checkpointer.save(step, state)
                     record(step, "checkpointed")
@@ -308,6 +328,8 @@ class Trainer:
             evaluation = self.evaluate(state.params)
             write_evaluation(writer, self.total_steps, evaluation)
             progress.report_eval(self.total_steps, evaluation.metrics)
+        if fewshot is not None and last_fewshot_step != self.total_steps:
+            fewshot_payload = fewshot(self.total_steps, state.params, writer)
         # OOD sets and shape bias (TrainSpec.eval_datasets; checked in launch.build).
         transfer = ood_eval.evaluate(self, state.params, train.eval_datasets)
         if transfer:
@@ -325,12 +347,15 @@ class Trainer:
             "images_per_second": attempts.images_per_second(batch_size),
             "attempts": len(attempts.all()),
         }
-        return {
+        outcome = {
             "train": summary,
             "eval": evaluation.metrics,
             "routing": routing_summary(evaluation),
             **transfer,
         }
+        if fewshot_payload is not None:
+            outcome["fewshot"] = fewshot_payload
+        return outcome
 
 
 def routing_summary(evaluation: Evaluation) -> dict[str, Any]:

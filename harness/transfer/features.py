@@ -1,4 +1,7 @@
-"""Pre-logits features of a restored run: the `FeatureSource` the few-shot probe reads.
+"""Pre-logits features of a model's weights: the `FeatureSource` the few-shot probe reads.
+
+The weights are a restored run's (`python -m harness.fewshot`) or the live parameters of a
+training run (harness/train/fewshot_eval.py); both go through `ModelFeatures`.
 
 The representation is the input of the classifier head (`head` of models/vit.py's
 VisionTransformerClassifier): the pooled, final-normed token, after the Dense+tanh
@@ -9,10 +12,14 @@ eval-time routing. models/ is untouched.
 
 Images come through `harness.data.pipeline.eval_batches` (file order, padded to full batches,
 padding dropped by its mask), with the run's DataSpec pointed at the dataset and split and its
-images resized to the model's input side.
+images resized to the model's input side. A dataset with a class subset is read with that
+subset as DataSpec.classes, so the images of other classes are never decoded or embedded; their
+labels are mapped back to the dataset's own, and the probe's `filter_classes` relabels them as
+it would the whole split.
 """
 
 import dataclasses
+from collections.abc import Iterable
 from typing import Any
 
 import flax.linen as nn
@@ -35,6 +42,9 @@ from harness.transfer.fewshot_datasets import (
 )
 
 HEAD = "head"  # The classifier head's name in VisionTransformerClassifier.
+# A split's preprocessed float32 images are kept between evaluations up to this size (all of
+# Fashion-MNIST's train split is 188 MB); larger splits are read again for each evaluation.
+IMAGE_CACHE_BYTES = 2**30
 
 
 def pre_logits(model: Any, params: Any, images: jax.Array) -> jax.Array:
@@ -61,16 +71,20 @@ def pre_logits(model: Any, params: Any, images: jax.Array) -> jax.Array:
     return captured[0].astype(jnp.float32)
 
 
-class RunFeatures:
-    """Pre-logits features of a trained run's latest weights, for any prepared TFDS dataset.
+class ModelFeatures:
+    """Pre-logits of a Trainer's model with `params`, for any prepared TFDS dataset.
 
-    Implements harness.transfer.fewshot_suite.FeatureSource. Features of a (dataset, split)
-    are computed once and cached, so the train split of a dataset is read once for all seeds.
+    Implements harness.transfer.fewshot_suite.FeatureSource. The images of a (dataset, split)
+    are read once and kept, and its features are computed once per set of weights, so the
+    train split of a dataset is embedded once for all seeds, and a training run's periodic
+    evaluation re-embeds cached images after `set_params` rather than re-reading them.
     """
 
-    def __init__(self, run: TrainedRun, data_dir: str | None = None):
-        self.run = run
-        trainer = run.trainer
+    # `trainer` is a harness.train.trainer.Trainer, untyped here because the trainer's periodic
+    # few-shot evaluator imports this module.
+    def __init__(self, trainer: Any, params: Any, data_dir: str | None = None):
+        self.trainer = trainer
+        self.params = params
         self.data = trainer.experiment.data
         self.data_dir = data_dir if data_dir is not None else self.data.data_dir
         self.image_shape = tuple(trainer.image_shape)
@@ -90,7 +104,14 @@ class RunFeatures:
             in_shardings=(trainer.state_shardings.params, trainer.eval_batch_shardings),
             out_shardings=replicated,
         )
-        self._cache: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
+        # Keyed by (TFDS name, split, classes).
+        self._images: dict[tuple[Any, ...], list[dict[str, np.ndarray]]] = {}
+        self._features: dict[tuple[Any, ...], tuple[np.ndarray, np.ndarray]] = {}
+
+    def set_params(self, params: Any) -> None:
+        """New weights: features are recomputed on next use, from the cached images."""
+        self.params = params
+        self._features.clear()
 
     def data_spec(self, dataset: FewShotDataset, split: str) -> DataSpec:
         """The run's DataSpec reading `split` of `dataset` at the model's input size."""
@@ -104,6 +125,8 @@ class RunFeatures:
             train_split=dataset.train_split,
             eval_split=split,
             image_size=height,
+            # The probe's classes, not the run's: a run trained on a subset probes the others.
+            classes=dataset.classes,
         )
 
     def info(self, dataset: FewShotDataset) -> pipeline.DataInfo:
@@ -119,47 +142,79 @@ class RunFeatures:
         return self.info(dataset).num_classes
 
     def features(self, dataset: FewShotDataset, split: str) -> tuple[np.ndarray, np.ndarray]:
-        key = (dataset.tfds_name, split)
-        if key not in self._cache:
-            self.info(dataset)  # Image-shape check, one line, before reading anything.
-            self._cache[key] = self._compute(self.data_spec(dataset, split))
-        return self._cache[key]
+        key = (dataset.tfds_name, split, dataset.classes)
+        if key not in self._features:
+            features, labels = self._compute(self._batches(key, dataset, split), dataset, split)
+            if dataset.classes is not None:  # Back to the dataset's own label numbers.
+                labels = np.asarray(dataset.classes, np.int64)[labels]
+            self._features[key] = features, labels
+        return self._features[key]
 
-    def _compute(self, spec: DataSpec) -> tuple[np.ndarray, np.ndarray]:
-        trainer = self.run.trainer
+    def _batches(
+        self, key: tuple[Any, ...], dataset: FewShotDataset, split: str
+    ) -> Iterable[dict[str, np.ndarray]]:
+        """The split's eval batches: kept from an earlier call, or read (and kept if small)."""
+        if key in self._images:
+            return self._images[key]
+        self.info(dataset)  # Image-shape check, one line, before reading anything.
+        spec = self.data_spec(dataset, split)
         process = (jax.process_index(), jax.process_count())
+        batches = pipeline.eval_batches(spec, *process)
+        info = pipeline.dataset_info(spec)
+        if info.num_eval_examples * np.prod(info.image_shape) * 4 > IMAGE_CACHE_BYTES:
+            return batches  # Too large to keep (ImageNet's shot pool): read it each time.
+        self._images[key] = list(batches)
+        return self._images[key]
+
+    def _compute(
+        self, batches: Iterable[dict[str, np.ndarray]], dataset: FewShotDataset, split: str
+    ) -> tuple[np.ndarray, np.ndarray]:
+        trainer = self.trainer
         features, labels = [], []
         with trainer.mesh:
-            for local in pipeline.eval_batches(spec, *process):
+            for local in batches:
                 batch = trainer.global_batch(local, trainer.eval_batch_shardings)
-                out = jax.device_get(self._extract(self.run.params, batch))
+                out = jax.device_get(self._extract(self.params, batch))
                 keep = np.asarray(out["mask"]) > 0
                 features.append(np.asarray(out["features"])[keep])
                 labels.append(np.asarray(out["label"])[keep].astype(np.int64))
         if not features:
-            raise UsageError(f"{spec.dataset} split {spec.eval_split!r} has no examples")
+            raise UsageError(f"{dataset.tfds_name} split {split!r} has no examples")
         return np.concatenate(features), np.concatenate(labels)
 
 
 def evaluate_run(
     run: TrainedRun, spec: FewShotSpec, command: str
 ) -> tuple[dict[str, Any], dict[str, fewshot.FewShotSummary]]:
-    """Runs `spec` on the run's pre-logits; returns the fewshot.json payload and the summary.
+    """Runs `spec` on a restored run's pre-logits; returns the fewshot.json payload and the
+    summary (see `evaluate_features`)."""
+    source = ModelFeatures(run.trainer, run.params, spec.data_dir)
+    return evaluate_features(spec, source, run.run_dir, run.step, command)
+
+
+def evaluate_features(
+    spec: FewShotSpec,
+    source: ModelFeatures,
+    weights: str,
+    step: int,
+    command: str | None,
+) -> tuple[dict[str, Any], dict[str, fewshot.FewShotSummary]]:
+    """Runs `spec` on `source`'s features; returns the fewshot.json payload and the summary.
 
     The payload holds every (dataset, shots, seed, l2) result, the summary (mean and sample std
     over seeds per dataset and shot count, under its TensorBoard tag), the method (protocol,
-    checkpoint step, each dataset's splits, class count and in-domain/transfer setting) and the
-    command.
+    checkpoint step, each dataset's splits, class count and in-domain/transfer setting) and,
+    unless None, the command. `weights` names where the weights come from (the run directory).
     """
-    source = RunFeatures(run, spec.data_dir)
     results = fewshot_suite.evaluate_spec(spec, source)
     summary = fewshot.summarize(results)
-    trained_on = run.trainer.experiment.data.dataset
+    trained_on = source.data.dataset
+    trained_classes = source.data.classes
     datasets = {}
     settings = {}
     for name in spec.datasets:
         dataset = FEWSHOT_DATASETS[name]
-        kind, line = setting(name, trained_on)
+        kind, line = setting(name, trained_on, trained_classes)
         settings[name] = line
         datasets[name] = {
             "tfds_name": dataset.tfds_name,
@@ -174,7 +229,7 @@ def evaluate_run(
         else "per shot count, the l2 of best mean rank over all datasets and seeds (V-MoE)"
     )
     description = (
-        f"few-shot linear probe on frozen pre-logits of {run.run_dir} at step {run.step} "
+        f"few-shot linear probe on frozen pre-logits of {weights} at step {step} "
         f"(inference mode: no dropout, no router noise): closed-form ridge regression on s "
         f"examples per class drawn per seed from the train split, top-1 on the whole test "
         f"split; mean ± sample std over {len(spec.seeds)} seed(s); l2: {l2_choice}"
@@ -182,8 +237,9 @@ def evaluate_run(
     method = {
         "description": description,
         "features": "pre-logits (input of the classifier head), inference mode",
-        "step": run.step,
+        "step": step,
         "trained_on": trained_on,
+        "trained_classes": list(trained_classes) if trained_classes is not None else None,
         "shots": list(spec.shots),
         "seeds": list(spec.seeds),
         "l2_regs": list(spec.l2_regs),
@@ -191,10 +247,12 @@ def evaluate_run(
         "datasets": datasets,
         "settings": settings,
     }
-    payload = {
-        "command": command,
-        "method": method,
-        "results": [dataclasses.asdict(r) for r in results],
-        "summary": {tag: dataclasses.asdict(row) for tag, row in summary.items()},
-    }
+    payload: dict[str, Any] = {} if command is None else {"command": command}
+    payload.update(
+        {
+            "method": method,
+            "results": [dataclasses.asdict(r) for r in results],
+            "summary": {tag: dataclasses.asdict(row) for tag, row in summary.items()},
+        }
+    )
     return payload, summary

@@ -8,8 +8,9 @@ the V-MoE paper's few-shot datasets (Riquelme et al. 2021) but in neither config
 TFDS 'train' and 'test' splits.
 
 `fashion_mnist_heldout` is the CPU-scale stand-in; see FASHION_MNIST_HELDOUT_CLASSES. It is
-transfer only for a model pretrained without those classes; DataSpec has no class filter yet, so a
-run trained on Fashion-MNIST has seen them, and `setting` labels the probe in-domain.
+transfer for a model pretrained without those classes (DataSpec.classes =
+FASHION_MNIST_PRETRAIN_CLASSES, gin/data/fashion_mnist_pretrain.gin); `setting` labels a probe of
+classes the run trained on in-domain.
 """
 
 import dataclasses
@@ -137,23 +138,38 @@ def _family(tfds_name: str) -> str:
     return tfds_name.split(":")[0].split("/")[0].removesuffix("_subset")
 
 
-def setting(name: str, trained_on: str) -> tuple[str, str]:
+def setting(
+    name: str, trained_on: str, trained_classes: Sequence[int] | None = None
+) -> tuple[str, str]:
     """('in-domain' or 'transfer', a one-line explanation) of probing FEWSHOT_DATASETS[name]
-    with a model trained on the TFDS dataset `trained_on` (all of its classes: DataSpec has no
-    class subset)."""
+    with a model trained on the TFDS dataset `trained_on`, on its labels `trained_classes`
+    (the run's DataSpec.classes; None = all of them).
+
+    A probe of the same dataset is transfer only when its classes and the trained ones are
+    disjoint: then the model never saw an image of a probed class.
+    """
     dataset = FEWSHOT_DATASETS[name]
     if _family(dataset.tfds_name) != _family(trained_on):
         return (
             "transfer",
             f"{name}: transfer ({dataset.tfds_name}; the run trained on {trained_on})",
         )
+    trained = (
+        "all of its classes" if trained_classes is None else f"classes {list(trained_classes)}"
+    )
     if dataset.classes is None:
         return "in-domain", (
-            f"{name}: in-domain, the run trained on {trained_on} with these classes; this "
-            "measures how linearly separable its own training classes are, not transfer"
+            f"{name}: in-domain, the run trained on {trained_on} ({trained}) and the probe "
+            "reads all its classes; this measures how linearly separable the training classes "
+            "are, not transfer"
+        )
+    probed = list(dataset.classes)
+    if trained_classes is not None and not set(probed) & set(trained_classes):
+        return "transfer", (
+            f"{name}: transfer, classes {probed} were held out of this run's training (it "
+            f"trained on {trained_on} {trained})"
         )
     return "in-domain", (
-        f"{name}: in-domain, classes {list(dataset.classes)} are held out of the protocol's "
-        f"pretraining but this run trained on all of {trained_on}'s classes (DataSpec has no "
-        "class subset), so it has seen them; not transfer"
+        f"{name}: in-domain, classes {probed} are held out of the protocol's pretraining but "
+        f"this run trained on {trained_on} {trained}, so it has seen some of them; not transfer"
     )

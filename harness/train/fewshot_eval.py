@@ -1,0 +1,84 @@
+"""Few-shot linear probes during training (TrainSpec.fewshot_every_steps > 0).
+
+Every `fewshot_every_steps` steps and at the last step, the run's FewShotSpec is evaluated on the
+pre-logits of the current weights (harness/transfer/features.py, inference mode), its summary is
+written to TensorBoard as 'fewshot/<dataset>/<s>shot' (and '<tag>_std'), and the last step's
+payload, with the structure of `python -m harness.fewshot`'s fewshot.json, goes into
+results.json under "fewshot". Each dataset's images are read once and kept for the whole run;
+only their features are recomputed.
+"""
+
+from typing import Any
+
+from clu import metric_writers
+
+from harness.data import pipeline
+from harness.data.spec import DataSpec
+from harness.errors import UsageError
+from harness.train.experiment import Experiment
+from harness.transfer import features, fewshot
+from harness.transfer.fewshot_datasets import FEWSHOT_DATASETS
+
+RESULTS_KEY = "fewshot"  # results.json's section, read by the report like RUN_DIR/fewshot.json.
+
+
+def check_datasets(experiment: Experiment) -> None:
+    """Before training: every FewShotSpec dataset is prepared (the default ones are ImageNet-
+    scale downloads). Raises UsageError naming the first that is not, and the fixes."""
+    if not experiment.train.fewshot_every_steps:
+        return
+    spec = experiment.fewshot
+    data_dir = spec.data_dir if spec.data_dir is not None else experiment.data.data_dir
+    for name in spec.datasets:
+        dataset = FEWSHOT_DATASETS[name]
+        probe = DataSpec(
+            dataset=dataset.tfds_name,
+            data_dir=data_dir,
+            train_split=dataset.train_split,
+            eval_split=dataset.test_split,
+        )
+        try:
+            pipeline.dataset_info(probe)
+        except pipeline.DatasetNotFoundError as error:
+            raise UsageError(
+                f"FewShotSpec.datasets has {name!r}, which TrainSpec.fewshot_every_steps="
+                f"{experiment.train.fewshot_every_steps} would probe, but {error}; or bind "
+                "FewShotSpec.datasets to prepared ones (e.g. ('fashion_mnist_heldout',)), or set "
+                "TrainSpec.fewshot_every_steps=0"
+            ) from error
+
+
+class PeriodicFewShot:
+    """The trainer's few-shot evaluator: `trainer.run(fewshot=PeriodicFewShot(trainer))`."""
+
+    def __init__(self, trainer: Any, command: str | None = None):
+        experiment = trainer.experiment
+        self.every_steps = experiment.train.fewshot_every_steps
+        self.spec = experiment.fewshot
+        self.weights = f"the training run in {trainer.workdir}"
+        self.command = command
+        self._source: features.ModelFeatures | None = None
+        self._trainer = trainer
+
+    def __call__(
+        self, step: int, params: Any, writer: metric_writers.MetricWriter
+    ) -> dict[str, Any]:
+        """Probes `params` (the weights after `step`), logs the summary at `step`, and returns
+        the fewshot.json-shaped payload."""
+        if self._source is None:
+            self._source = features.ModelFeatures(self._trainer, params, self.spec.data_dir)
+        else:
+            self._source.set_params(params)
+        payload, summary = features.evaluate_features(
+            self.spec, self._source, self.weights, step, self.command
+        )
+        writer.write_scalars(step, fewshot.summary_scalars(summary))
+        print(f"few-shot at step {step}:\n{fewshot.format_table(summary)}", flush=True)
+        return payload
+
+
+def periodic(trainer: Any, command: str | None = None) -> PeriodicFewShot | None:
+    """The evaluator a run's TrainSpec asks for, or None when fewshot_every_steps is 0."""
+    if not trainer.experiment.train.fewshot_every_steps:
+        return None
+    return PeriodicFewShot(trainer, command)
