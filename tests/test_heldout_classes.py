@@ -9,6 +9,7 @@ import dataclasses
 import json
 import os
 
+import gin
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -190,7 +191,10 @@ def test_training_probes_the_held_out_classes(tmp_path, monkeypatch):
 
     monkeypatch.setattr(pipeline, "eval_batches", counted)
     run_dir = str(tmp_path / "vit_heldout")
-    launch.train(PRETRAIN, SHORT, run_dir)
+    try:
+        launch.train(PRETRAIN, SHORT, run_dir)
+    finally:
+        gin.clear_config()  # launch.train leaves its bindings parsed
     # Two evaluations, but each split's images were read once and kept.
     assert sorted(heldout_reads) == ["test[:500]", "train[:2000]"]
 
@@ -224,6 +228,9 @@ def test_an_unprepared_fewshot_dataset_stops_before_training(tmp_path):
     empty = str(tmp_path / "no_tfds")
     bindings = [*SHORT, "FewShotSpec.datasets=('cifar10',)", f"FewShotSpec.data_dir={empty!r}"]
     with pytest.raises(UsageError, match=r"FewShotSpec.datasets has 'cifar10'.*not prepared") as e:
-        launch.train(PRETRAIN, bindings, str(run_dir))
+        try:
+            launch.train(PRETRAIN, bindings, str(run_dir))
+        finally:
+            gin.clear_config()  # launch.train leaves its bindings parsed
     assert "fewshot_every_steps=0" in str(e.value) and "\n" not in str(e.value)
     assert not run_dir.exists()
