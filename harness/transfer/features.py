@@ -127,10 +127,10 @@ class RunFeatures:
 
     def _compute(self, spec: DataSpec) -> tuple[np.ndarray, np.ndarray]:
         trainer = self.run.trainer
-        process = (jax.process_index(), jax.process_count())
+        shard = (trainer.input_shard.index, trainer.input_shard.count)
         features, labels = [], []
         with trainer.mesh:
-            for local in pipeline.eval_batches(spec, *process):
+            for local in pipeline.eval_batches(spec, *shard):
                 batch = trainer.global_batch(local, trainer.eval_batch_shardings)
                 out = jax.device_get(self._extract(self.run.params, batch))
                 keep = np.asarray(out["mask"]) > 0
