@@ -1,8 +1,8 @@
 """One process of the multi-process test: trains a few steps of a tiny V-MoE through the real
 input pipeline (embedded Fashion-MNIST) on a given mesh and prints the global batch size and
-each step's loss.
+each step's loss, for each mesh in turn (one process start serves them all).
 
-    python tests/multihost_worker.py PROCESS_ID NUM_PROCESSES PORT MESH      (MESH like 1,1,2)
+    python tests/multihost_worker.py PROCESS_ID NUM_PROCESSES PORT MESH...   (MESH like 1,1,2)
 
 With NUM_PROCESSES=1 it is the reference: one process whose devices (set XLA_FLAGS to as many as
 the mesh has) stand in for one process each. It reads every input shard those processes would
@@ -24,7 +24,6 @@ STEPS = 2
 
 def main() -> None:
     process_id, num_processes, port = (int(a) for a in sys.argv[1:4])
-    mesh = sys.argv[4].split(",")
     if num_processes > 1:
         jax.config.update("jax_cpu_enable_gloo_collectives", True)
         jax.distributed.initialize(
@@ -32,11 +31,20 @@ def main() -> None:
             num_processes=num_processes,
             process_id=process_id,
         )
+    for mesh in sys.argv[4:]:
+        print(f"MESH {mesh}", flush=True)
+        _train(mesh.split(","), num_processes)
+
+
+def _train(mesh: list[str], num_processes: int) -> None:
+    import gin
+
     from harness import gin_config
     from harness.data import pipeline
     from harness.train import batch_layout, trainer
     from harness.train.experiment import Experiment, validate
 
+    gin.clear_config()
     gin_config.parse_gin(
         ["gin/cpu/vmoe.gin"],
         [
