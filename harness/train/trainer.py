@@ -153,7 +153,11 @@ class Trainer:
         )
 
     def init_state(self) -> TrainState:
-        with self.mesh:
+        # Each device draws only its own shard of the weights. jax 0.4.26's default threefry
+        # then gives different weights for the same seed on different meshes (MoE experts and
+        # 'model'-split matrices differed); the partitionable variant draws the same bits
+        # whatever the sharding, so a seed means one initial model on every mesh.
+        with self.mesh, jax.threefry_partitionable(True):
             return jax.jit(self._init_state, out_shardings=self.state_shardings)(self.init_rng)
 
     def abstract_state(self) -> TrainState:
