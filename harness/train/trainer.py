@@ -20,7 +20,7 @@ from praxis import base_layer
 
 from harness.data import pipeline
 from harness.reporting import events, plots
-from harness.train import batch_layout, optimizer, run_record
+from harness.train import batch_layout, fsdp, optimizer, run_record
 from harness.train.attempts import AttemptLog
 from harness.train.checkpointing import Checkpointer, abstract_like
 from harness.train.experiment import Experiment
@@ -120,11 +120,18 @@ class Trainer:
         partition = base_layer.var_partition_specs(
             weight_specs, self.mesh.devices.shape, specs.MESH_AXES
         )
+        abstract_params = jax.eval_shape(self._init_params, self.init_rng)
+        if self.experiment.mesh.shard_params_over_data:
+            data_size = self.mesh.shape[fsdp.DATA_AXIS]
+            partition = jax.tree_util.tree_map(
+                lambda a, spec: fsdp.shard_over_data(a.shape, spec, data_size),
+                abstract_params,
+                partition,
+            )
         param_shardings = jax.tree_util.tree_map(
             lambda spec: NamedSharding(self.mesh, spec), partition
         )
         replicated = NamedSharding(self.mesh, PartitionSpec())
-        abstract_params = jax.eval_shape(self._init_params, self.init_rng)
         opt_shardings = optax_state_shardings(self.tx, abstract_params, param_shardings, replicated)
         self.state_shardings = TrainState(
             step=replicated, params=param_shardings, opt_state=opt_shardings
