@@ -275,14 +275,14 @@ def test_eval_batches_pad_and_mask_the_last_batch(mock_dir, name):
     config = DataSpec(dataset=name, image_size=32, batch_size=8, eval_batch_size=4)
     with tfds.testing.mock_data(num_examples=10, data_dir=mock_dir):
         batches = list(pipeline.eval_batches(config))
-        local = list(pipeline.eval_batches(config, process_index=1, process_count=2))
+        local = list(pipeline.eval_batches(config, shard_index=1, shard_count=2))
     assert [b["mask"].tolist() for b in batches] == [[1] * 4, [1] * 4, [1, 1, 0, 0]]
     assert all(b["image"].shape == (4, 32, 32, 3) for b in batches)
     assert all(b["mask"].dtype == np.float32 and b["label"].dtype == np.int32 for b in batches)
     assert not batches[-1]["image"][2:].any()
     real = np.concatenate([b["image"][:2] if i == 2 else b["image"] for i, b in enumerate(batches)])
     assert real.min() >= -1.0 and real.max() <= 1.0 and real.min() < real.max()
-    # Two processes: a shard of 5 in local batches of 2 gives 3 batches. (Mock data ignores
+    # Two input shards: a shard of 5 in local batches of 2 gives 3 batches. (Mock data ignores
     # sub-splits, so which examples a shard holds is tested on real Fashion-MNIST above.)
     assert [b["image"].shape for b in local] == [(2, 32, 32, 3)] * 3
 
@@ -321,14 +321,14 @@ def test_unknown_dataset_is_a_clear_error(tmp_path):
         pipeline.dataset_info(DataSpec(dataset="no_such_dataset", data_dir=str(tmp_path)))
 
 
-def test_batch_must_divide_among_processes(mock_dir):
+def test_batch_must_divide_among_input_shards(mock_dir):
     config = DataSpec(dataset="cifar10", batch_size=10, eval_batch_size=12)
     with tfds.testing.mock_data(data_dir=mock_dir):
-        with pytest.raises(ValueError, match=r"batch_size=10 is not divisible by process_count=4"):
+        with pytest.raises(ValueError, match=r"batch_size=10 is not divisible by the 4 input"):
             pipeline.train_batches(config, 0, 4)
-        with pytest.raises(ValueError, match=r"eval_batch_size=12 .* process_count=5"):
+        with pytest.raises(ValueError, match=r"eval_batch_size=12 .* 5 input shards"):
             pipeline.eval_batches(config, 0, 5)
-        with pytest.raises(ValueError, match="process_index=2"):
+        with pytest.raises(ValueError, match="shard_index=2"):
             pipeline.eval_batches(config, 2, 2)
         with pytest.raises(ValueError, match="augment='flip'"):  # the spec refuses it
             dataclasses.replace(config, augment="flip")

@@ -1,11 +1,8 @@
-"""The pjit trainer: every family trains on the simulated 8-device mesh, experts shard over
-'expert', and two processes agree with one."""
+"""The pjit trainer: every family trains on the simulated 8-device mesh and experts shard over
+'expert' (several processes: tests/test_multiprocess.py)."""
 
 import glob
 import os
-import socket
-import subprocess
-import sys
 
 import gin
 import jax
@@ -100,39 +97,3 @@ def test_vmoe_trains_with_experts_sharded_over_the_expert_axis(tmp_path, mesh):
         hidden // model_axis,
     )
     assert outcome["eval"]["eval/num_examples"] == 1000
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
-
-
-@pytest.mark.slow
-def test_two_processes_give_the_single_process_loss():
-    worker = os.path.join(gin_config.REPO_ROOT, "tests/multihost_worker.py")
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one device per process
-
-    def launch(process_id: int, count: int, port: int) -> subprocess.Popen:
-        return subprocess.Popen(
-            [sys.executable, worker, str(process_id), str(count), str(port)],
-            cwd=gin_config.REPO_ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-
-    def loss_of(process: subprocess.Popen) -> float:
-        output, _ = process.communicate(timeout=300)
-        assert process.returncode == 0, output[-3000:]
-        return float(
-            next(line for line in output.splitlines() if line.startswith("LOSS")).split()[1]
-        )
-
-    port = _free_port()
-    pair = [launch(i, 2, port) for i in range(2)]
-    single = launch(0, 1, port)
-    multi_losses = [loss_of(p) for p in pair]
-    assert multi_losses[0] == multi_losses[1]
-    assert multi_losses[0] == pytest.approx(loss_of(single), rel=1e-5)

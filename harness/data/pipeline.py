@@ -5,7 +5,9 @@ use from Debian's IDX files by `harness.data.datasets.fashion_mnist_local`; ever
 must already be prepared in `DataSpec.data_dir`, since nothing here downloads. Batches are numpy
 dicts: 'image' float32 [b, H, W, C] in [-1, 1], 'label' int32 [b] and, for eval only, 'mask'
 float32 [b].
-`b` is the process's part of the global batch; the trainer assembles the global array.
+`b` is the part of the global batch that one input shard holds: the trainer splits the input
+into shards by the mesh (harness/train/batch_layout.py), so processes holding the same batch
+rows read the same shard, and assembles the global array.
 """
 
 import contextlib
@@ -96,30 +98,31 @@ def _split_size(builder: tfds.core.DatasetBuilder, split: str, field: str) -> in
 
 
 def train_batches(
-    config: DataSpec, process_index: int = 0, process_count: int = 1, seed: int = 0
+    config: DataSpec, shard_index: int = 0, shard_count: int = 1, seed: int = 0
 ) -> Iterator[dict[str, np.ndarray]]:
-    """Endless shuffled, augmented batches of this process's shard of the train split.
+    """Endless shuffled, augmented batches of input shard `shard_index` of the train split.
 
-    Each process reads a disjoint, near-equal slice of the split (tfds.split_for_jax_process) and
-    yields batch_size // process_count examples per batch. Every epoch of a shard is one full,
-    reshuffled pass, and augmentation is drawn per (seed, process, example draw), so the stream
-    is reproducible for a seed and the same image gets fresh augmentation each epoch.
+    Each shard is a disjoint, near-equal slice of the split (tfds.split_for_jax_process) and
+    yields batch_size // shard_count examples per batch. Every epoch of a shard is one full,
+    reshuffled pass, and augmentation is drawn per (seed, shard, example draw), so the stream
+    is reproducible for a seed, the same for every process reading the shard, and the same
+    image gets fresh augmentation each epoch.
     """
-    local_batch = _local_batch(config.batch_size, "batch_size", process_index, process_count)
+    local_batch = _local_batch(config.batch_size, "batch_size", shard_index, shard_count)
     builder = _builder(config)
     image_key, label_key = _keys(builder, config)
     augment = _augmentation(config, builder)
     size = _output_size(config, builder)
     jpeg = _is_jpeg(builder, image_key)
     split = tfds.split_for_jax_process(
-        config.train_split, process_index=process_index, process_count=process_count
+        config.train_split, process_index=shard_index, process_count=shard_count
     )
-    process_seed = seed * 1_000_003 + process_index  # Distinct file order per process.
+    shard_seed = seed * 1_000_003 + shard_index  # Distinct file order per shard.
     ds = builder.as_dataset(
         split=split,
         shuffle_files=True,
         decoders=_decoders(jpeg, image_key),
-        read_config=tfds.ReadConfig(shuffle_seed=process_seed),
+        read_config=tfds.ReadConfig(shuffle_seed=shard_seed),
     )
     ds = ds.map(lambda ex: (ex[image_key], ex[label_key]), num_parallel_calls=tf.data.AUTOTUNE)
     if config.classes is not None:
@@ -129,9 +132,9 @@ def train_batches(
         ds = ds.cache()
     # Shuffle before repeat: epochs stay whole (each example once per epoch), at the cost of a
     # refill of the buffer at each epoch boundary.
-    ds = ds.shuffle(config.shuffle_buffer, seed=process_seed, reshuffle_each_iteration=True)
+    ds = ds.shuffle(config.shuffle_buffer, seed=shard_seed, reshuffle_each_iteration=True)
     ds = ds.repeat().enumerate()
-    base_rng = tf.constant([seed, process_index], tf.int64)
+    base_rng = tf.constant([seed, shard_index], tf.int64)
 
     def preprocess(index: tf.Tensor, item: tuple[tf.Tensor, tf.Tensor]) -> dict[str, tf.Tensor]:
         image, label = item
@@ -146,29 +149,30 @@ def train_batches(
 
 def eval_batches(
     config: DataSpec,
-    process_index: int = 0,
-    process_count: int = 1,
+    shard_index: int = 0,
+    shard_count: int = 1,
     label_keys: Sequence[str] | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
-    """One pass over this process's shard of the eval split in file order, padded to full batches.
+    """One pass over input shard `shard_index` of the eval split in file order, padded to full
+    batches.
 
-    Padding examples are zeros with 'mask' 0; real ones have 'mask' 1. Every process yields the
+    Padding examples are zeros with 'mask' 0; real ones have 'mask' 1. Every shard yields the
     same number of batches (enough for the largest shard), so multi-process eval steps stay in
-    lockstep and sum(mask) over all processes is exactly the split size.
+    lockstep and sum(mask) over all shards is exactly the split size.
 
     `label_keys` (default: the dataset's label as 'label') names the label features to return,
     each under its own name, as int32. A feature holding a list of labels per image (ImageNet
     ReaL's 'real_label') is padded with -1 to the longest list in its batch.
     """
     eval_batch_size = config.eval_batch_size or config.batch_size
-    local_batch = _local_batch(eval_batch_size, "eval_batch_size", process_index, process_count)
+    local_batch = _local_batch(eval_batch_size, "eval_batch_size", shard_index, shard_count)
     builder = _builder(config)
     image_key, label_key = _keys(builder, config)
     labels = {"label": label_key} if label_keys is None else {key: key for key in label_keys}
     size = _output_size(config, builder)
     jpeg = _is_jpeg(builder, image_key)
     split_name = _eval_split(config, builder)
-    shards = tfds.even_splits(split_name, n=process_count)
+    shards = tfds.even_splits(split_name, n=shard_count)
     if config.classes is None:
         largest_shard = max(builder.info.splits[shard].num_examples for shard in shards)
     else:
@@ -176,7 +180,7 @@ def eval_batches(
         largest_shard = max(class_subset.count(config, builder, s, label_key) for s in shards)
     num_batches = math.ceil(largest_shard / local_batch)
     ds = builder.as_dataset(
-        split=shards[process_index], shuffle_files=False, decoders=_decoders(jpeg, image_key)
+        split=shards[shard_index], shuffle_files=False, decoders=_decoders(jpeg, image_key)
     )
     if config.classes is not None:
         if labels != {"label": label_key}:
@@ -356,17 +360,15 @@ def _decoders(jpeg: bool, image_key: str) -> dict[str, Any] | None:
     return {image_key: tfds.decode.SkipDecoding()} if jpeg else None
 
 
-def _local_batch(global_batch: int, name: str, process_index: int, process_count: int) -> int:
-    if process_count < 1 or not 0 <= process_index < process_count:
+def _local_batch(global_batch: int, name: str, shard_index: int, shard_count: int) -> int:
+    if shard_count < 1 or not 0 <= shard_index < shard_count:
+        raise ValueError(f"shard_index={shard_index} must be in [0, shard_count={shard_count})")
+    if global_batch < shard_count or global_batch % shard_count:
         raise ValueError(
-            f"process_index={process_index} must be in [0, process_count={process_count})"
+            f"DataSpec.{name}={global_batch} is not divisible by the {shard_count} input shards "
+            f"of the mesh; use a multiple of {shard_count}"
         )
-    if global_batch < process_count or global_batch % process_count:
-        raise ValueError(
-            f"DataSpec.{name}={global_batch} is not divisible by process_count="
-            f"{process_count}; use a multiple of {process_count}"
-        )
-    return global_batch // process_count
+    return global_batch // shard_count
 
 
 # --- Preprocessing -------------------------------------------------------------------------------

@@ -145,6 +145,8 @@ class MeshSpec(Spec):
     data: int = -1
     expert: int = 1
     model: int = 1
+    # FSDP: also split weights and optimizer state over 'data' (harness/train/fsdp.py).
+    shard_params_over_data: bool = False
 
     def resolve(self, device_count: int) -> tuple[int, int, int]:
         sizes = (self.data, self.expert, self.model)

@@ -15,13 +15,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from clu import metric_writers
-from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 from praxis import base_layer
 
 from harness.data import pipeline
 from harness.reporting import events, plots
-from harness.train import optimizer, profiling, run_record
+from harness.train import batch_layout, fsdp, optimizer, profiling, run_record
 from harness.train.attempts import AttemptLog
 from harness.train.checkpointing import Checkpointer, abstract_like
 from harness.train.experiment import Experiment
@@ -113,6 +112,9 @@ class Trainer:
         self.tx = optimizer.make_optimizer(experiment.optimizer, self.total_steps)
         self.init_rng, step_rng = jax.random.split(jax.random.PRNGKey(train.seed))
         self._build_shardings()
+        # The input shard this process reads: from the mesh, not the process count, since
+        # processes along 'model' hold the same batch rows.
+        self.input_shard = batch_layout.input_shard(self.batch_shardings["label"])
         self.train_step = jax.jit(
             make_train_step(
                 self.model, self.tx, self.schedule, train.loss, train.label_smoothing, step_rng
@@ -131,11 +133,18 @@ class Trainer:
         partition = base_layer.var_partition_specs(
             weight_specs, self.mesh.devices.shape, specs.MESH_AXES
         )
+        abstract_params = jax.eval_shape(self._init_params, self.init_rng)
+        if self.experiment.mesh.shard_params_over_data:
+            data_size = self.mesh.shape[fsdp.DATA_AXIS]
+            partition = jax.tree_util.tree_map(
+                lambda a, spec: fsdp.shard_over_data(a.shape, spec, data_size),
+                abstract_params,
+                partition,
+            )
         param_shardings = jax.tree_util.tree_map(
             lambda spec: NamedSharding(self.mesh, spec), partition
         )
         replicated = NamedSharding(self.mesh, PartitionSpec())
-        abstract_params = jax.eval_shape(self._init_params, self.init_rng)
         opt_shardings = optax_state_shardings(self.tx, abstract_params, param_shardings, replicated)
         self.state_shardings = TrainState(
             step=replicated, params=param_shardings, opt_state=opt_shardings
@@ -164,7 +173,11 @@ class Trainer:
         )
 
     def init_state(self) -> TrainState:
-        with self.mesh:
+        # Each device draws only its own shard of the weights. jax 0.4.26's default threefry
+        # then gives different weights for the same seed on different meshes (MoE experts and
+        # 'model'-split matrices differed); the partitionable variant draws the same bits
+        # whatever the sharding, so a seed means one initial model on every mesh.
+        with self.mesh, jax.threefry_partitionable(True):
             return jax.jit(self._init_state, out_shardings=self.state_shardings)(self.init_rng)
 
     def abstract_state(self) -> TrainState:
@@ -172,8 +185,7 @@ class Trainer:
         return abstract_like(jax.eval_shape(self._init_state, self.init_rng), self.state_shardings)
 
     def global_batch(self, local: dict[str, np.ndarray], shardings) -> dict[str, jax.Array]:
-        specs = {k: s.spec for k, s in shardings.items()}
-        return multihost_utils.host_local_array_to_global_array(local, self.mesh, specs)
+        return batch_layout.global_arrays(local, shardings, self.input_shard)
 
     def model_for(self, model_spec: specs.ModelSpec | None = None) -> base_layer.BaseLayer:
         """The trained model, or a variant of it (other inference routing) for the same weights."""
@@ -197,10 +209,10 @@ class Trainer:
         )
 
         def evaluate(params: Any) -> Evaluation:
-            process = (jax.process_index(), jax.process_count())
+            shard = (self.input_shard.index, self.input_shard.count)
             totals: dict[str, np.ndarray] = {}
             with self.mesh:
-                for local in pipeline.eval_batches(self.experiment.data, *process):
+                for local in pipeline.eval_batches(self.experiment.data, *shard):
                     batch = self.global_batch(local, self.eval_batch_shardings)
                     for key, value in jax.device_get(step(params, batch)).items():
                         totals[key] = totals.get(key, 0.0) + np.asarray(value, np.float64)
@@ -211,8 +223,8 @@ class Trainer:
     def train_batches(self, start_step: int) -> Iterator[dict[str, np.ndarray]]:
         batches = pipeline.train_batches(
             self.experiment.data,
-            jax.process_index(),
-            jax.process_count(),
+            self.input_shard.index,
+            self.input_shard.count,
             seed=self.experiment.train.seed,
         )
         # The pipeline is deterministic, so skipping what earlier attempts consumed gives a

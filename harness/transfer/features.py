@@ -158,8 +158,8 @@ class ModelFeatures:
             return self._images[key]
         self.info(dataset)  # Image-shape check, one line, before reading anything.
         spec = self.data_spec(dataset, split)
-        process = (jax.process_index(), jax.process_count())
-        batches = pipeline.eval_batches(spec, *process)
+        shard = (self.trainer.input_shard.index, self.trainer.input_shard.count)
+        batches = pipeline.eval_batches(spec, *shard)
         info = pipeline.dataset_info(spec)
         if info.num_eval_examples * np.prod(info.image_shape) * 4 > IMAGE_CACHE_BYTES:
             return batches  # Too large to keep (ImageNet's shot pool): read it each time.

@@ -149,7 +149,7 @@ def _logits_and_labels(
     trainer: Any, params: Any, logits_of: Any, spec: DataSpec, where: EvalSet
 ) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
     """This process's (logits, labels) per batch, padding examples dropped."""
-    process = (jax.process_index(), jax.process_count())
+    process = (trainer.input_shard.index, trainer.input_shard.count)
     image_spec = trainer.eval_batch_shardings["image"].spec
     with trainer.mesh:
         for local in pipeline.eval_batches(spec, *process, label_keys=where.label_keys):
