@@ -12,7 +12,7 @@ from harness import files, gin_config
 from harness.data import pipeline
 from harness.errors import UsageError, one_line
 from harness.measure import params_flops
-from harness.train import experiment_file, resume, run_record, workdir_lock
+from harness.train import experiment_file, init_from, resume, run_record, workdir_lock
 from harness.train.attempts import AttemptLog
 from harness.train.experiment import Experiment, validate
 from harness.train.experiment_file import CONFIG_FILE
@@ -108,12 +108,19 @@ def train(gin_files: list[str], gin_params: list[str], workdir: str) -> dict[str
                 "Pass another --workdir (or more TrainSpec.num_steps) to train again"
             )
             return finished
+        fine_tuning = experiment.train.init_from is not None
+        if fine_tuning and not resume.saved_steps(workdir):  # fresh start: check it fits first
+            run.pretrained = init_from.load_for(run)
         record_config(workdir, config_text, experiment)
+        if run.pretrained is not None and jax.process_index() == 0:
+            init_from.write_record(workdir, run.pretrained)
         log = AttemptLog(workdir, writes=jax.process_index() == 0)
         outcome = run.run(log)
         payload = describe_run(gin_files, gin_params, workdir, config_text, run, mesh_shape)
         payload.update(outcome)
         payload["run"]["started"] = log.all()[0]["started"]
+        if fine_tuning:
+            payload["run"]["init_from"] = init_from.read_record(workdir)
         payload["attempts"] = log.all()
         if jax.process_index() == 0:
             files.write_json_atomically(os.path.join(workdir, run_record.RESULTS_FILE), payload)

@@ -21,7 +21,7 @@ from praxis import base_layer
 
 from harness.data import pipeline
 from harness.reporting import events, plots
-from harness.train import optimizer, run_record
+from harness.train import init_from, optimizer, run_record
 from harness.train.attempts import AttemptLog
 from harness.train.checkpointing import Checkpointer, abstract_like
 from harness.train.experiment import Experiment
@@ -109,6 +109,8 @@ class Trainer:
             donate_argnums=(0,),
         )
         self.evaluate = self.make_evaluator()
+        # TrainSpec.init_from's weights, when read ahead of the fresh start (launch.train).
+        self.pretrained: init_from.Pretrained | None = None
 
     def _build_shardings(self) -> None:
         images = jax.ShapeDtypeStruct(
@@ -151,6 +153,10 @@ class Trainer:
         )
 
     def init_state(self) -> TrainState:
+        if self.experiment.train.init_from:  # fine-tuning: pretrained body, zero head
+            pretrained = self.pretrained or init_from.load_for(self)
+            self.pretrained = None  # placed on the mesh now; no need to keep the host copy
+            return init_from.initial_state(self, pretrained)
         with self.mesh:
             return jax.jit(self._init_state, out_shardings=self.state_shardings)(self.init_rng)
 
