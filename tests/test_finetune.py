@@ -18,7 +18,7 @@ from praxis import base_layer
 from harness import gin_config
 from harness.data.spec import DataSpec
 from harness.errors import UsageError
-from harness.imports import FORMATS, posemb, tree_mapping
+from harness.imports import FORMATS, import_params, posemb, tree_mapping
 from harness.reporting import events
 from harness.train import init_from, launch, optimizer
 from harness.train.checkpointing import Checkpointer
@@ -27,6 +27,8 @@ from harness.train.experiment_file import write_experiment
 from harness.train.specs import CHECKPOINT_FORMATS, MeshSpec, OptimizerSpec, TrainSpec
 from harness.train.steps import TrainState
 from models import builders, specs
+from tests import checkpoint_writers as writers
+from tests import reference_vit
 
 TINY = specs.VitSpec(
     image_size=8,
@@ -109,6 +111,38 @@ def test_the_head_is_zero_for_the_new_class_count_and_the_body_is_the_pretrained
     assert record["head"]["checkpoint"] == {"head/bias/b": [12], "head/linear/w": [16, 12]}
     assert record["head"]["model"] == {"head/bias/b": [10], "head/linear/w": [16, 10]}
     assert record["position_embedding"] == "copied unchanged"
+
+
+def test_a_released_npz_gives_its_body_a_zero_head_and_a_resampled_grid(tmp_path):
+    weights = reference_vit.random_weights(
+        0,
+        patch_size=4,
+        channels=1,
+        width=16,
+        depth=2,
+        mlp_dims=32,
+        heads=2,
+        classes=12,
+        position_rows=5,  # a class token and a 2x2 grid
+        class_token=True,
+        pre_logits=False,
+        moe_blocks=(),
+        experts=4,
+    )
+    path = str(tmp_path / "released.npz")
+    writers.write_npz(path, writers.vit_npz_names(weights, pre_linen=False))
+    # Read at its own size and class count, the checkpoint is the reference.
+    same, _ = import_params(path, _abstract_params(TINY), model="tiny.gin", log=print)
+    target = dataclasses.replace(TINY, num_classes=10, image_size=12)
+    pretrained = init_from.load_pretrained(
+        path, _abstract_params(target), model="tiny.gin", log=print
+    )
+    assert pretrained.record["format"] == "vit_npz" and pretrained.record["step"] is None
+    flat, reference = tree_mapping.flat_paths(pretrained.params), tree_mapping.flat_paths(same)
+    assert not flat["head/linear/w"].any() and flat["head/linear/w"].shape == (16, 10)
+    assert flat["position_embedding"].shape == (1, 10, 16)
+    for name in reference.keys() - {"head/linear/w", "head/bias/b", "position_embedding"}:
+        np.testing.assert_array_equal(flat[name], reference[name], err_msg=name)
 
 
 def test_a_higher_resolution_resamples_the_grid_bilinearly_and_keeps_the_class_token(

@@ -109,7 +109,7 @@ def load_pretrained(
     """
     chosen = detect.check_format_name(format_name) if format_name else detect.path_format(path)
     upstream, step = _describe_run_dir(path) if chosen == detect.RUN else (None, None)
-    chosen, (tensors, sources) = importer.read_checkpoint(path, chosen, step)
+    chosen, (tensors, sources) = importer.read_checkpoint(path, format_name, step)
     wanted = tree_mapping.flat_paths(abstract_params)
     old_head = {k: v for k, v in tensors.items() if _is_head(k)}
     body = {k: v for k, v in tensors.items() if not _is_head(k)}
