@@ -204,6 +204,18 @@ def test_any_other_misfit_is_one_line_naming_the_parameter(pretrained_run, chang
     assert named in message and "\n" not in message
 
 
+def test_harness_run_stops_on_a_misfit_before_writing_anything(pretrained_run, tmp_path):
+    run_dir, _ = pretrained_run  # 16 wide; gin/cpu/vit.gin's model is 64 wide
+    workdir = tmp_path / "finetuned"
+    with pytest.raises(UsageError, match=r"checkpoint \(16,\) vs model \(64,\)") as caught:
+        try:
+            launch.train(["gin/cpu/vit.gin"], [f"TrainSpec.init_from='{run_dir}'"], str(workdir))
+        finally:
+            gin.clear_config()
+    assert "\n" not in str(caught.value)
+    assert not workdir.exists()
+
+
 def test_a_run_directory_without_a_checkpoint_is_one_line(tmp_path):
     (tmp_path / "checkpoints").mkdir()
     with pytest.raises(UsageError, match="has no"):

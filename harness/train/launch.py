@@ -93,6 +93,10 @@ def train(gin_files: list[str], gin_params: list[str], workdir: str) -> dict[str
     that has finished is left as it is (its results are returned)."""
     config_text = gin_config.parse_gin(gin_files, gin_params)
     experiment, mesh_shape, run = build(workdir)
+    fine_tuning = experiment.train.init_from is not None
+    if fine_tuning and not resume.saved_steps(workdir):
+        # Fresh start: read the pretrained weights now, so a misfit stops before any write.
+        run.pretrained = init_from.load_for(run)
     make_workdir(workdir)
     lock = workdir_lock.locked(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
     with lock:
@@ -108,9 +112,6 @@ def train(gin_files: list[str], gin_params: list[str], workdir: str) -> dict[str
                 "Pass another --workdir (or more TrainSpec.num_steps) to train again"
             )
             return finished
-        fine_tuning = experiment.train.init_from is not None
-        if fine_tuning and not resume.saved_steps(workdir):  # fresh start: check it fits first
-            run.pretrained = init_from.load_for(run)
         record_config(workdir, config_text, experiment)
         if run.pretrained is not None and jax.process_index() == 0:
             init_from.write_record(workdir, run.pretrained)
