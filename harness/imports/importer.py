@@ -22,7 +22,7 @@ POSITION_EMBEDDING = "position_embedding"
 Converted = tuple[dict[str, np.ndarray], dict[str, str]]
 
 
-def _convert(path: str, format_name: str | None, step: int | None) -> tuple[str, Converted]:
+def read_checkpoint(path: str, format_name: str | None, step: int | None) -> tuple[str, Converted]:
     """(the format used, its tensors by our path and their checkpoint names)."""
     chosen = detect.check_format_name(format_name) if format_name else detect.path_format(path)
     if chosen == detect.RUN:
@@ -36,7 +36,7 @@ def _convert(path: str, format_name: str | None, step: int | None) -> tuple[str,
     return chosen, module.convert_arrays(arrays)
 
 
-def _fit_position_embedding(
+def fit_position_embedding(
     tensors: dict[str, np.ndarray], wanted: Mapping[str, Any], log: posemb.Log
 ) -> None:
     if POSITION_EMBEDDING in tensors and POSITION_EMBEDDING in wanted:
@@ -77,9 +77,9 @@ def import_params(
       harness.errors.UsageError: One line for an unreadable path, an unknown format, or a
         checkpoint that does not fit the model (extra, missing or misshapen tensors).
     """
-    chosen, (tensors, sources) = _convert(path, format_name, step)
+    chosen, (tensors, sources) = read_checkpoint(path, format_name, step)
     wanted = tree_mapping.flat_paths(abstract_params)
-    _fit_position_embedding(tensors, wanted, log)
+    fit_position_embedding(tensors, wanted, log)
     params = tree_mapping.fill_tree(
         abstract_params, tensors, checkpoint=path, model=model, source_names=sources
     )

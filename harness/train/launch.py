@@ -12,7 +12,7 @@ from harness import files, gin_config
 from harness.data import pipeline
 from harness.errors import UsageError, one_line
 from harness.measure import energy_tracker, params_flops
-from harness.train import experiment_file, resume, run_record, workdir_lock
+from harness.train import experiment_file, init_from, resume, run_record, workdir_lock
 from harness.train.attempts import AttemptLog
 from harness.train.experiment import Experiment, validate
 from harness.train.experiment_file import CONFIG_FILE
@@ -106,6 +106,10 @@ def train(gin_files: list[str], gin_params: list[str], workdir: str) -> dict[str
     that has finished is left as it is (its results are returned)."""
     config_text = gin_config.parse_gin(gin_files, gin_params)
     experiment, mesh_shape, run = build(workdir)
+    fine_tuning = experiment.train.init_from is not None
+    if fine_tuning and not resume.saved_steps(workdir):
+        # Fresh start: read the pretrained weights now, so a misfit stops before any write.
+        run.pretrained = init_from.load_for(run)
     make_workdir(workdir)
     lock = workdir_lock.locked(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
     with lock:
@@ -122,6 +126,8 @@ def train(gin_files: list[str], gin_params: list[str], workdir: str) -> dict[str
             )
             return finished
         record_config(workdir, config_text, experiment)
+        if run.pretrained is not None and jax.process_index() == 0:
+            init_from.write_record(workdir, run.pretrained)
         log = AttemptLog(workdir, writes=jax.process_index() == 0)
         from harness.train import fewshot_eval  # imports JAX, like the trainer
 
@@ -133,6 +139,8 @@ def train(gin_files: list[str], gin_params: list[str], workdir: str) -> dict[str
         payload = describe_run(gin_files, gin_params, workdir, config_text, run, mesh_shape)
         payload.update(outcome)
         payload["run"]["started"] = log.all()[0]["started"]
+        if fine_tuning:
+            payload["run"]["init_from"] = init_from.read_record(workdir)
         payload["attempts"] = log.all()
         payload["energy"] = energy_tracker.results_section(
             log.all(), payload["run"]["devices"], payload["train"]["wall_seconds"]

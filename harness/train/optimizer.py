@@ -1,4 +1,5 @@
-"""Optimiser and learning-rate schedule from optax, as the ViT and V-MoE papers train."""
+"""Optimiser and learning-rate schedule from optax, as the ViT and V-MoE papers train
+(Adam) and fine-tune (SGD with momentum)."""
 
 import jax
 import optax
@@ -29,13 +30,14 @@ def _decay_mask(params):
 
 
 def make_optimizer(spec: OptimizerSpec, total_steps: int) -> optax.GradientTransformation:
-    adam = optax.adamw(
-        make_schedule(spec, total_steps),
-        b1=spec.b1,
-        b2=spec.b2,
-        weight_decay=spec.weight_decay,
-        mask=_decay_mask,
-    )
+    schedule = make_schedule(spec, total_steps)
+    if spec.name == "sgd_momentum":
+        # The ViT and V-MoE fine-tuning recipe: heavy-ball momentum, no weight decay.
+        base = optax.sgd(schedule, momentum=spec.momentum)
+    else:
+        base = optax.adamw(
+            schedule, b1=spec.b1, b2=spec.b2, weight_decay=spec.weight_decay, mask=_decay_mask
+        )
     if spec.grad_clip_norm:
-        return optax.chain(optax.clip_by_global_norm(spec.grad_clip_norm), adam)
-    return adam
+        return optax.chain(optax.clip_by_global_norm(spec.grad_clip_norm), base)
+    return base

@@ -14,12 +14,18 @@ from models.specs import MESH_AXES, Spec
 
 LOSSES = ("softmax", "sigmoid")
 COMPUTE_DTYPES = ("float32", "bfloat16")
+# harness.imports.FORMATS, spelled out so parsing gin imports no importer (a test keeps them equal).
+CHECKPOINT_FORMATS = ("run", "vit_npz", "big_vision_npz", "vmoe")
 
 
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
 class TrainSpec(Spec):
-    """How long and how to train. num_epochs, when set, overrides num_steps."""
+    """How long and how to train. num_epochs, when set, overrides num_steps.
+
+    init_from: fine-tune from a run directory or a released checkpoint (harness/train/
+    init_from.py); init_from_format skips detecting its format, as harness.evaluate's --format.
+    """
 
     num_steps: int = 1000
     num_epochs: float | None = None
@@ -41,6 +47,8 @@ class TrainSpec(Spec):
     # ('imagenet_v2', 'imagenet_r', 'shape_bias'); harness/transfer/ood_eval.py. A list from
     # JSON or gin is kept as a tuple.
     eval_datasets: tuple[str, ...] | list[str] = ()
+    init_from: str | None = None
+    init_from_format: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.profile_steps, list):  # experiment.json stores tuples as lists
@@ -59,6 +67,7 @@ class TrainSpec(Spec):
             )
         object.__setattr__(self, "eval_datasets", tuple(self.eval_datasets))
         check_eval_datasets(self.eval_datasets, "TrainSpec.eval_datasets")
+        self._check_init_from()
         for name in ("num_steps", "log_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainSpec.{name}={getattr(self, name)} must be >= 1")
@@ -87,6 +96,24 @@ class TrainSpec(Spec):
                 "use 'float32' or 'bfloat16'"
             )
 
+    def _check_init_from(self) -> None:
+        if self.init_from is not None and not self.init_from.strip():
+            raise ValueError(
+                "TrainSpec.init_from='' names no checkpoint; give a run directory or a "
+                "checkpoint path, or None to train from scratch"
+            )
+        if self.init_from_format is not None:
+            if self.init_from_format not in CHECKPOINT_FORMATS:
+                raise ValueError(
+                    f"TrainSpec.init_from_format={self.init_from_format!r} is unknown; use one "
+                    f"of {CHECKPOINT_FORMATS} (or None to detect it)"
+                )
+            if self.init_from is None:
+                raise ValueError(
+                    f"TrainSpec.init_from_format={self.init_from_format!r} is set but "
+                    "TrainSpec.init_from is not; give the checkpoint to fine-tune from"
+                )
+
     def total_steps(self, batch_size: int, num_train_examples: int) -> int:
         if self.num_epochs is None:
             return self.num_steps
@@ -94,13 +121,21 @@ class TrainSpec(Spec):
 
 
 DECAYS = ("linear", "cosine")
+OPTIMIZERS = ("adam", "sgd_momentum")
 
 
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
 class OptimizerSpec(Spec):
-    """Adam with decoupled weight decay, linear warm-up, then linear or cosine decay."""
+    """Linear warm-up, then linear or cosine decay, of one of two optimisers:
 
+    - 'adam': Adam with decoupled weight decay (pre-training; b1, b2, weight_decay);
+    - 'sgd_momentum': SGD with heavy-ball `momentum`, the ViT/V-MoE fine-tuning recipe, which
+      has no weight decay (so weight_decay must be 0).
+    """
+
+    name: str = "adam"
+    momentum: float = 0.9
     learning_rate: float = 1e-3
     warmup_steps: int = 10_000
     decay: str = "linear"
@@ -112,6 +147,17 @@ class OptimizerSpec(Spec):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.name not in OPTIMIZERS:
+            raise ValueError(
+                f"OptimizerSpec.name={self.name!r} is unknown; use one of {OPTIMIZERS}"
+            )
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"OptimizerSpec.momentum={self.momentum} must be in [0, 1); e.g. 0.9")
+        if self.name == "sgd_momentum" and self.weight_decay:
+            raise ValueError(
+                f"OptimizerSpec.weight_decay={self.weight_decay} is not applied by "
+                "OptimizerSpec.name='sgd_momentum' (fine-tuning uses none); set it to 0.0"
+            )
         if self.decay not in DECAYS:
             raise ValueError(f"OptimizerSpec.decay={self.decay!r} is unknown; use one of {DECAYS}")
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):

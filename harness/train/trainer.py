@@ -20,7 +20,7 @@ from praxis import base_layer
 
 from harness.data import pipeline
 from harness.reporting import events, plots
-from harness.train import batch_layout, fsdp, optimizer, profiling, run_record
+from harness.train import batch_layout, fsdp, init_from, optimizer, profiling, run_record
 from harness.train.attempts import AttemptLog
 from harness.train.checkpointing import Checkpointer, abstract_like
 from harness.train.experiment import Experiment
@@ -124,6 +124,8 @@ class Trainer:
             donate_argnums=(0,),
         )
         self.evaluate = self.make_evaluator()
+        # TrainSpec.init_from's weights, when read ahead of the fresh start (launch.train).
+        self.pretrained: init_from.Pretrained | None = None
 
     def _build_shardings(self) -> None:
         images = jax.ShapeDtypeStruct(
@@ -173,6 +175,10 @@ class Trainer:
         )
 
     def init_state(self) -> TrainState:
+        if self.experiment.train.init_from:  # fine-tuning: pretrained body, zero head
+            pretrained = self.pretrained or init_from.load_for(self)
+            self.pretrained = None  # placed on the mesh now; no need to keep the host copy
+            return init_from.initial_state(self, pretrained)
         # Each device draws only its own shard of the weights. jax 0.4.26's default threefry
         # then gives different weights for the same seed on different meshes (MoE experts and
         # 'model'-split matrices differed); the partitionable variant draws the same bits
