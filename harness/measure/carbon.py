@@ -14,6 +14,7 @@ separate reading (codecarbon's own power model), not mixed into the table arithm
 """
 
 import contextlib
+import logging
 import math
 import os
 import re
@@ -367,6 +368,8 @@ def track_with_codecarbon(
             directory = os.fspath(output_dir)
             os.makedirs(directory, exist_ok=True)
             methods = [OutputMethod.CSV]
+        # codecarbon applies `log_level` only after its first log lines; set it first.
+        logging.getLogger("codecarbon").setLevel(log_level.upper())
         tracker = codecarbon.OfflineEmissionsTracker(
             country_iso_code=code,
             output_dir=directory,
