@@ -218,8 +218,12 @@ def test_claims_report_lists_transfer_per_seed_run(tmp_path):
             {("fashion_mnist", 1): (mean, 0.0)}, f"python -m harness.fewshot s{seed}"
         )
         _write_run(root / "vmoe" / f"seed_{seed}", _results(0.8), payload)
+    # A single-seed held-out-class run answers no claim but is listed here like the others.
+    heldout = _fewshot({("fashion_mnist", 1): (0.75, 0.0)}, "python -m harness.fewshot h0")
+    _write_run(root / "vmoe_heldout" / "seed_0", _results(0.9), heldout)
     spec = types.SimpleNamespace(
-        runs=[("vmoe", "gin/cpu/vmoe.gin", [])],
+        runs=[("vmoe", "gin/cpu/vmoe.gin", []), ("vmoe_heldout", "gin/cpu/vmoe.gin", [])],
+        single_seed_runs=("vmoe_heldout",),
         seeds=2,
         root=str(root),
         report=str(tmp_path / "claims.md"),
@@ -232,6 +236,7 @@ def test_claims_report_lists_transfer_per_seed_run(tmp_path):
     assert [(row[0], row[4]) for row in _rows(fewshot)] == [
         ("vmoe/seed_0", "0.5000 ± 0.0000"),
         ("vmoe/seed_1", "0.6250 ± 0.0000"),
+        ("vmoe_heldout/seed_0", "0.7500 ± 0.0000"),
     ]
     assert re.search(r"\]\(claims_plots/fewshot_vs_shots\.png\)", text)
     assert (tmp_path / "claims_plots" / "fewshot_vs_shots.png").exists()

@@ -751,10 +751,11 @@ def write_report(spec: Any, paper: dict[str, dict[str, Any]], command: str, devi
     claim_vit22b(w, seeds, step_times, step_times_path)
     claim_soft_moe(w, seeds)
     routing_section(w, seeds)
-    # Per seed run, named entry/seed_N; the suite's command trained every one of them.
+    # Per seed run, named entry/seed_N; the suite's command trained every one of them. The
+    # held-out-class runs are the ones with few-shot transfer results.
     transfers = [
         transfer_data.read_transfer(run, command, f"{s.name}/{os.path.basename(run.path)}")
-        for s in seeds.values()
+        for s in every_run.values()
         for run in s.runs
     ]
     w.add(*transfer_section.transfer_section(transfers, w.plots_dir, w.rel, command))
