@@ -3,6 +3,7 @@
 import dataclasses
 
 from harness.data.spec import DataSpec
+from harness.data.synthetic_spec import shaped_like_model
 from harness.train.specs import MeshSpec, OptimizerSpec, TrainSpec
 from models.specs import ModelSpec
 
@@ -19,12 +20,15 @@ class Experiment:
 
     @classmethod
     def from_gin(cls) -> "Experiment":
+        model = ModelSpec()
         return cls(
-            model=ModelSpec(),
+            model=model,
             train=TrainSpec(),
             mesh=MeshSpec(),
             optimizer=OptimizerSpec(),
-            data=DataSpec(),
+            # Synthetic data takes the shape the model expects unless gin says otherwise;
+            # resolved here so experiment.json records the concrete values.
+            data=shaped_like_model(DataSpec(), model),
         )
 
 

@@ -19,7 +19,8 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 from praxis import base_layer
 
-from harness.data import pipeline
+from harness.data import pipeline, synthetic
+from harness.data.synthetic_spec import SYNTHETIC
 from harness.reporting import events, plots
 from harness.train import optimizer, run_record
 from harness.train.attempts import AttemptLog
@@ -159,6 +160,8 @@ class Trainer:
         return abstract_like(jax.eval_shape(self._init_state, self.init_rng), self.state_shardings)
 
     def global_batch(self, local: dict[str, np.ndarray], shardings) -> dict[str, jax.Array]:
+        if all(isinstance(value, jax.Array) for value in local.values()):
+            return local  # Synthetic batches are made on the devices, already global.
         specs = {k: s.spec for k, s in shardings.items()}
         return multihost_utils.host_local_array_to_global_array(local, self.mesh, specs)
 
@@ -187,7 +190,7 @@ class Trainer:
             process = (jax.process_index(), jax.process_count())
             totals: dict[str, np.ndarray] = {}
             with self.mesh:
-                for local in pipeline.eval_batches(self.experiment.data, *process):
+                for local in self.eval_batches(process):
                     batch = self.global_batch(local, self.eval_batch_shardings)
                     for key, value in jax.device_get(step(params, batch)).items():
                         totals[key] = totals.get(key, 0.0) + np.asarray(value, np.float64)
@@ -195,13 +198,16 @@ class Trainer:
 
         return evaluate
 
-    def train_batches(self, start_step: int) -> Iterator[dict[str, np.ndarray]]:
-        batches = pipeline.train_batches(
-            self.experiment.data,
-            jax.process_index(),
-            jax.process_count(),
-            seed=self.experiment.train.seed,
-        )
+    def eval_batches(self, process: tuple[int, int]) -> Iterator[dict[str, Any]]:
+        if self.experiment.data.dataset == SYNTHETIC:
+            return synthetic.eval_batches(self.experiment.data, self.eval_batch_shardings)
+        return pipeline.eval_batches(self.experiment.data, *process)
+
+    def train_batches(self, start_step: int) -> Iterator[dict[str, Any]]:
+        data, seed = self.experiment.data, self.experiment.train.seed
+        if data.dataset == SYNTHETIC:
+            return synthetic.train_batches(data, self.batch_shardings, seed, start_step)
+        batches = pipeline.train_batches(data, jax.process_index(), jax.process_count(), seed=seed)
         # The pipeline is deterministic, so skipping what earlier attempts consumed gives a
         # resumed run the very batches an uninterrupted one would have seen.
         return itertools.islice(batches, start_step, None)
