@@ -30,10 +30,19 @@ class TrainSpec(Spec):
     loss: str = "softmax"
     label_smoothing: float = 0.0
     compute_dtype: str = "float32"
+    # Gradient accumulation: each step runs the global batch as this many equal micro-batches
+    # in sequence (harness/train/grad_accumulation.py), then makes one optimizer update.
+    microbatches: int = 1
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("num_steps", "log_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
+        for name in (
+            "num_steps",
+            "log_every_steps",
+            "checkpoint_every_steps",
+            "keep_checkpoints",
+            "microbatches",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainSpec.{name}={getattr(self, name)} must be >= 1")
         epochs = self.num_epochs

@@ -31,6 +31,7 @@ from harness.train.preemption import Preempted, PreemptionGuard
 from harness.train.progress import Progress
 from harness.train.steps import (
     EXPERT_CLASS_PREFIX,
+    MAX_METRICS,
     PER_IMAGE_BINS,
     PER_IMAGE_PREFIX,
     TrainState,
@@ -103,7 +104,13 @@ class Trainer:
         self._build_shardings()
         self.train_step = jax.jit(
             make_train_step(
-                self.model, self.tx, self.schedule, train.loss, train.label_smoothing, step_rng
+                self.model,
+                self.tx,
+                self.schedule,
+                train.loss,
+                train.label_smoothing,
+                step_rng,
+                train.microbatches,
             ),
             in_shardings=(self.state_shardings, self.batch_shardings),
             out_shardings=(self.state_shardings, None),
@@ -377,7 +384,7 @@ class MetricsInterval:
     stays the maximum."""
 
     LAST = ("train/learning_rate",)
-    MAXIMA = ("train/max_attention_logit",)
+    MAXIMA = MAX_METRICS
 
     def __init__(self) -> None:
         self._steps: list[dict[str, jax.Array]] = []
