@@ -17,6 +17,7 @@ from harness import gin_config
 from harness.measure.memory_plan import temp_bytes_of_buffer_assignment
 from harness.train.experiment import Experiment, validate
 from harness.train.grad_accumulation import accumulating, split_microbatches
+from harness.train.resume import first_difference
 from harness.train.specs import TrainSpec
 from harness.train.steps import TrainState, make_train_step
 from models import builders, specs
@@ -170,6 +171,17 @@ def test_batch_that_does_not_split_into_microbatches_is_refused(gin_file, microb
 def test_batch_that_splits_into_microbatches_validates():
     experiment = _experiment("gin/cpu/vmoe.gin", "TrainSpec.microbatches=2")
     assert validate(experiment, 8) == (8, 1, 1)
+
+
+def test_a_run_may_resume_with_another_number_of_microbatches():
+    # A run pre-empted on one machine may resume on one with less memory per device.
+    stored = _experiment("gin/cpu/vit.gin")
+    gin.clear_config()
+    resumed = _experiment("gin/cpu/vit.gin", "TrainSpec.microbatches=4")
+    assert first_difference(stored, resumed) is None
+    gin.clear_config()
+    reseeded = _experiment("gin/cpu/vit.gin", "TrainSpec.microbatches=4", "TrainSpec.seed=1")
+    assert first_difference(stored, reseeded) == ("TrainSpec.seed", 0, 1)
 
 
 def test_microbatches_must_be_positive():
