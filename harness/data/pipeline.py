@@ -24,6 +24,7 @@ import tensorflow_datasets as tfds
 from harness.data import class_subset
 from harness.data.datasets import fashion_mnist_local
 from harness.data.spec import AUGMENTATIONS, DataSpec
+from harness.data.synthetic_spec import SYNTHETIC
 from harness.errors import UsageError
 
 # TensorFlow is only the input pipeline: keep it off any GPU so JAX owns the accelerator memory.
@@ -53,6 +54,19 @@ def dataset_info(config: DataSpec) -> DataInfo:
     Like the batch functions, it prepares `fashion_mnist` on first use (about 15 s, once per
     data_dir) and raises DatasetNotFoundError for any other dataset that is not prepared.
     """
+    if config.dataset == SYNTHETIC:  # Its batches come from harness.data.synthetic, on device.
+        synthetic = config.synthetic
+        if config.image_size is None or None in (synthetic.num_classes, synthetic.num_channels):
+            raise ValueError(
+                "synthetic data needs its shape resolved from the model first "
+                "(harness.data.synthetic_spec.shaped_like_model)"
+            )
+        return DataInfo(
+            num_classes=synthetic.num_classes,
+            image_shape=(config.image_size, config.image_size, synthetic.num_channels),
+            num_train_examples=synthetic.num_train_examples,
+            num_eval_examples=synthetic.num_eval_examples,
+        )
     builder = _builder(config)
     image_key, label_key = _keys(builder, config)
     channels = builder.info.features[image_key].shape[-1]

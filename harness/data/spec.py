@@ -4,6 +4,7 @@ import dataclasses
 
 import gin
 
+from harness.data.synthetic_spec import SyntheticSpec
 from models.specs import Spec
 
 AUGMENTATIONS = ("auto", "none", "pad_crop", "pad_crop_flip", "inception_crop_flip")
@@ -17,7 +18,8 @@ class DataSpec(Spec):
     The data seed is not here: `train_batches` takes it from the trainer, which owns the run seed.
     """
 
-    # Any TFDS name ('cifar10', 'imagenet2012', 'oxford_iiit_pet:4.*.*', ...).
+    # Any TFDS name ('cifar10', 'imagenet2012', 'oxford_iiit_pet:4.*.*', ...), or 'synthetic':
+    # random images and labels made on the device (harness/data/synthetic.py), no files.
     dataset: str = "fashion_mnist"
     # TFDS data_dir; None = TFDS's default ($TFDS_DATA_DIR or ~/tensorflow_datasets).
     data_dir: str | None = None
@@ -44,6 +46,8 @@ class DataSpec(Spec):
     # Train and evaluate on these labels only, relabelled 0..k-1 in this order (so VitSpec.
     # num_classes = len(classes)); None = every class. Lists from gin are kept as tuples.
     classes: tuple[int, ...] | list[int] | None = None
+    # Shape and nominal size of dataset='synthetic'; ignored for every other dataset.
+    synthetic: SyntheticSpec = dataclasses.field(default_factory=SyntheticSpec)
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -3,6 +3,7 @@
 import dataclasses
 
 from harness.data.spec import DataSpec
+from harness.data.synthetic_spec import shaped_like_model
 from harness.train.specs import MeshSpec, OptimizerSpec, TrainSpec
 from harness.transfer.fewshot_datasets import FewShotSpec
 from models.specs import ModelSpec
@@ -23,12 +24,15 @@ class Experiment:
 
     @classmethod
     def from_gin(cls) -> "Experiment":
+        model = ModelSpec()
         return cls(
-            model=ModelSpec(),
+            model=model,
             train=TrainSpec(),
             mesh=MeshSpec(),
             optimizer=OptimizerSpec(),
-            data=DataSpec(),
+            # Synthetic data takes the shape the model expects unless gin says otherwise;
+            # resolved here so experiment.json records the concrete values.
+            data=shaped_like_model(DataSpec(), model),
             fewshot=FewShotSpec(),
         )
 
@@ -63,6 +67,23 @@ def check_split_sizes(data: DataSpec, num_train: int, num_eval: int) -> None:
         )
 
 
+def check_microbatches(experiment: Experiment, batch_devices: int) -> None:
+    """Every micro-batch of gradient accumulation spans all batch devices with the same number
+    of images (whole routing groups for sparse models), as a whole batch must."""
+    microbatches, batch_size = experiment.train.microbatches, experiment.data.batch_size
+    if microbatches == 1:
+        return
+    group = experiment.model.min_batch
+    divisor = microbatches * batch_devices * group
+    if batch_size % divisor:
+        groups = f" x {group} images per routing group" if group > 1 else ""
+        raise ValueError(
+            f"DataSpec.batch_size={batch_size} does not split into TrainSpec.microbatches="
+            f"{microbatches} x {batch_devices} data x expert devices{groups}; use a multiple "
+            f"of {divisor} or fewer micro-batches"
+        )
+
+
 def validate(experiment: Experiment, device_count: int) -> tuple[int, int, int]:
     """Checks what can be checked without training; returns the mesh shape.
 
@@ -88,6 +109,7 @@ def validate(experiment: Experiment, device_count: int) -> tuple[int, int, int]:
                 f"of MoeSpec.group_images={spec.moe.group_images}; use a multiple of "
                 f"{batch_devices * spec.min_batch}"
             )
+    check_microbatches(experiment, batch_devices)
     num_classes, image_shape, num_train, num_eval = pipeline.dataset_info(experiment.data)
     check_split_sizes(experiment.data, num_train, num_eval)
     expected = (spec.vit.image_size, spec.vit.image_size, spec.vit.num_channels)

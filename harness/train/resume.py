@@ -6,8 +6,8 @@ them without a word) or mix two experiments in one curve, so it is refused, nami
 difference. What may change on resume is how long training goes on (TrainSpec.num_steps or
 num_epochs: a longer run continues from the latest checkpoint; note the learning-rate schedule
 follows the new length from there on), how often it logs, evaluates and saves, which OOD sets
-it is evaluated on at the end, where the data lives and which split evaluates it, and the mesh
-(checkpoints restore onto any layout).
+it is evaluated on at the end, where the data lives and which split evaluates it, the mesh
+(checkpoints restore onto any layout) and the number of gradient-accumulation micro-batches.
 """
 
 import dataclasses
@@ -37,6 +37,8 @@ MAY_CHANGE = frozenset(
         "TrainSpec.keep_checkpoints",
         "TrainSpec.profile_steps",
         "TrainSpec.eval_datasets",
+        # Like the mesh, a memory knob: a run resumed on smaller devices may need more.
+        "TrainSpec.microbatches",
         "MeshSpec.data",
         "MeshSpec.expert",
         "MeshSpec.model",

@@ -49,6 +49,9 @@ class TrainSpec(Spec):
     eval_datasets: tuple[str, ...] | list[str] = ()
     init_from: str | None = None
     init_from_format: str | None = None
+    # Gradient accumulation: each step runs the global batch as this many equal micro-batches
+    # in sequence (harness/train/grad_accumulation.py), then makes one optimizer update.
+    microbatches: int = 1
 
     def __post_init__(self) -> None:
         if isinstance(self.profile_steps, list):  # experiment.json stores tuples as lists
@@ -68,7 +71,13 @@ class TrainSpec(Spec):
         object.__setattr__(self, "eval_datasets", tuple(self.eval_datasets))
         check_eval_datasets(self.eval_datasets, "TrainSpec.eval_datasets")
         self._check_init_from()
-        for name in ("num_steps", "log_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
+        for name in (
+            "num_steps",
+            "log_every_steps",
+            "checkpoint_every_steps",
+            "keep_checkpoints",
+            "microbatches",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainSpec.{name}={getattr(self, name)} must be >= 1")
         epochs = self.num_epochs

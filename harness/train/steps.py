@@ -9,6 +9,7 @@ import optax
 from flax import struct
 from praxis import base_layer
 
+from harness.train.grad_accumulation import accumulating
 from harness.train.losses import classification_loss
 from models.stats import STATS, layers_per_repeat, per_block, unscan_stats
 
@@ -17,6 +18,8 @@ EXPERT_CLASS_PREFIX = "expert_class"
 PER_IMAGE_PREFIX = "per_image_processed"
 # Bins over [0, 1] of the per-image processed fraction, for its distribution across images.
 PER_IMAGE_BINS = 20
+# Train metrics that are maxima, not means, over micro-batches and over logged steps.
+MAX_METRICS = ("train/max_attention_logit",)
 
 
 class TrainState(struct.PyTreeNode):
@@ -101,34 +104,41 @@ def make_train_step(
     loss_kind: str,
     label_smoothing: float,
     base_rng: jax.Array,
+    microbatches: int = 1,
 ) -> Callable[[TrainState, dict[str, jax.Array]], tuple[TrainState, dict[str, jax.Array]]]:
+    """The jittable train step; `microbatches` > 1 accumulates gradients over that many
+    micro-batches of the batch before the one update (harness/train/grad_accumulation.py)."""
+
+    def loss_and_metrics(params: Any, batch: dict[str, jax.Array], rng: jax.Array):
+        logits, collections = apply_model(model, params, batch["image"], rng)
+        ce = jnp.mean(classification_loss(logits, batch["label"], loss_kind, label_smoothing))
+        aux = aux_losses_by_name(collections)
+        total = ce + sum(aux.values())
+        metrics = {
+            "train/loss": total,
+            "train/cross_entropy": ce,
+            "train/accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
+            **{f"train/aux/{name}": value for name, value in aux.items()},
+            **routing_metrics(collections, "train/routing"),
+            **attention_metrics(collections),
+        }
+        return total, metrics
+
+    loss_and_grad = accumulating(
+        jax.value_and_grad(loss_and_metrics, has_aux=True), microbatches, MAX_METRICS
+    )
+
     def train_step(state: TrainState, batch: dict[str, jax.Array]):
         # Folding the step into one base key makes each step's randomness independent of
         # how the run was split by restarts.
         rng = jax.random.fold_in(base_rng, state.step)
-
-        def loss_fn(params):
-            logits, collections = apply_model(model, params, batch["image"], rng)
-            ce = jnp.mean(classification_loss(logits, batch["label"], loss_kind, label_smoothing))
-            aux = aux_losses_by_name(collections)
-            total = ce + sum(aux.values())
-            return total, (ce, aux, logits, collections)
-
-        (loss, (ce, aux, logits, collections)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params
-        )
+        (_, metrics), grads = loss_and_grad(state.params, batch, rng)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
         metrics = {
-            "train/loss": loss,
-            "train/cross_entropy": ce,
-            "train/accuracy": accuracy,
+            **metrics,
             "train/grad_norm": optax.global_norm(grads),
             "train/learning_rate": schedule(state.step),
-            **{f"train/aux/{name}": value for name, value in aux.items()},
-            **routing_metrics(collections, "train/routing"),
-            **attention_metrics(collections),
         }
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
         return new_state, metrics

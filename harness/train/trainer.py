@@ -18,7 +18,8 @@ from clu import metric_writers
 from jax.sharding import NamedSharding, PartitionSpec
 from praxis import base_layer
 
-from harness.data import pipeline
+from harness.data import pipeline, synthetic
+from harness.data.synthetic_spec import SYNTHETIC
 from harness.reporting import events, plots
 from harness.train import batch_layout, fsdp, init_from, optimizer, profiling, run_record
 from harness.train.attempts import AttemptLog
@@ -29,6 +30,7 @@ from harness.train.preemption import Preempted, PreemptionGuard
 from harness.train.progress import Progress
 from harness.train.steps import (
     EXPERT_CLASS_PREFIX,
+    MAX_METRICS,
     PER_IMAGE_BINS,
     PER_IMAGE_PREFIX,
     TrainState,
@@ -117,7 +119,13 @@ class Trainer:
         self.input_shard = batch_layout.input_shard(self.batch_shardings["label"])
         self.train_step = jax.jit(
             make_train_step(
-                self.model, self.tx, self.schedule, train.loss, train.label_smoothing, step_rng
+                self.model,
+                self.tx,
+                self.schedule,
+                train.loss,
+                train.label_smoothing,
+                step_rng,
+                train.microbatches,
             ),
             in_shardings=(self.state_shardings, self.batch_shardings),
             out_shardings=(self.state_shardings, None),
@@ -191,6 +199,8 @@ class Trainer:
         return abstract_like(jax.eval_shape(self._init_state, self.init_rng), self.state_shardings)
 
     def global_batch(self, local: dict[str, np.ndarray], shardings) -> dict[str, jax.Array]:
+        if all(isinstance(value, jax.Array) for value in local.values()):
+            return local  # Synthetic batches are made on the devices, already global.
         return batch_layout.global_arrays(local, shardings, self.input_shard)
 
     def model_for(self, model_spec: specs.ModelSpec | None = None) -> base_layer.BaseLayer:
@@ -218,7 +228,7 @@ class Trainer:
             shard = (self.input_shard.index, self.input_shard.count)
             totals: dict[str, np.ndarray] = {}
             with self.mesh:
-                for local in pipeline.eval_batches(self.experiment.data, *shard):
+                for local in self.eval_batches(shard):
                     batch = self.global_batch(local, self.eval_batch_shardings)
                     for key, value in jax.device_get(step(params, batch)).items():
                         totals[key] = totals.get(key, 0.0) + np.asarray(value, np.float64)
@@ -226,12 +236,17 @@ class Trainer:
 
         return evaluate
 
-    def train_batches(self, start_step: int) -> Iterator[dict[str, np.ndarray]]:
+    def eval_batches(self, shard: tuple[int, int]) -> Iterator[dict[str, Any]]:
+        if self.experiment.data.dataset == SYNTHETIC:
+            return synthetic.eval_batches(self.experiment.data, self.eval_batch_shardings)
+        return pipeline.eval_batches(self.experiment.data, *shard)
+
+    def train_batches(self, start_step: int) -> Iterator[dict[str, Any]]:
+        data, seed = self.experiment.data, self.experiment.train.seed
+        if data.dataset == SYNTHETIC:
+            return synthetic.train_batches(data, self.batch_shardings, seed, start_step)
         batches = pipeline.train_batches(
-            self.experiment.data,
-            self.input_shard.index,
-            self.input_shard.count,
-            seed=self.experiment.train.seed,
+            data, self.input_shard.index, self.input_shard.count, seed=seed
         )
         # The pipeline is deterministic, so skipping what earlier attempts consumed gives a
         # resumed run the very batches an uninterrupted one would have seen.
@@ -424,7 +439,7 @@ class MetricsInterval:
     stays the maximum."""
 
     LAST = ("train/learning_rate",)
-    MAXIMA = ("train/max_attention_logit",)
+    MAXIMA = MAX_METRICS
 
     def __init__(self) -> None:
         self._steps: list[dict[str, jax.Array]] = []
