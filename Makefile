@@ -35,7 +35,7 @@ $(STAMP): $(LOCK)
 	@touch $@
 
 # The quick version of the paper-claims suite: one seed, a fifth of an epoch per model, on
-# the embedded Fashion-MNIST; writes reports/demo.md (about 15 minutes on 2 CPU cores).
+# the embedded Fashion-MNIST; writes reports/demo.md (about 20 minutes on 2 CPU cores).
 demo: setup
 	$(PY) -m harness.suite --gin_file=gin/suites/demo.gin
 
