@@ -19,12 +19,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
-from jax.sharding import NamedSharding
+from jax.sharding import NamedSharding, PartitionSpec
 
 from harness.data import pipeline
 from harness.data.spec import DataSpec
 from harness.errors import UsageError, one_line
-from harness.train.mesh import batch_spec
 from harness.train.steps import apply_model
 from harness.transfer import ood, shape_bias
 from harness.transfer.eval_datasets import SHAPE_BIAS
@@ -95,6 +94,7 @@ def evaluate(trainer: Any, params: Any, names: Sequence[str]) -> dict[str, Any]:
     ({shape_bias, shape_hits, texture_hits, conflict_images}) sections, for the sets in `names`
     (a section is absent when no name belongs to it)."""
     logits_of = _logits_function(trainer)
+    shards = trainer.input_shard.count
     results: dict[str, Any] = {}
     for name in names:
         where = eval_set(name)
@@ -105,14 +105,16 @@ def evaluate(trainer: Any, params: Any, names: Sequence[str]) -> dict[str, Any]:
                 counts += shape_bias.shape_bias_from_logits(
                     logits, labels[shape_bias.SHAPE_LABEL_KEY], labels[shape_bias.TEXTURE_LABEL_KEY]
                 )
-            counts = shape_bias.ShapeBiasCounts(*_sum_over_processes(dataclasses.astuple(counts)))
+            counts = shape_bias.ShapeBiasCounts(
+                *_sum_over_processes(dataclasses.astuple(counts), shards)
+            )
             results[SHAPE_BIAS] = {"shape_bias": counts.shape_bias, **dataclasses.asdict(counts)}
             continue
         correct = counted = 0
         for logits, labels in _logits_and_labels(trainer, params, logits_of, spec, where):
             hits, seen = ood.score(name, logits, labels[where.label_keys[0]])
             correct, counted = correct + hits, counted + seen
-        correct, counted = _sum_over_processes((correct, counted))
+        correct, counted = _sum_over_processes((correct, counted), shards)
         results.setdefault("ood", {})[name] = {
             "top1": correct / counted if counted else float("nan"),
             "correct": correct,
@@ -133,7 +135,7 @@ def scalars(results: dict[str, Any]) -> dict[str, float]:
 
 def _logits_function(trainer: Any) -> Any:
     model = trainer.model
-    rows = NamedSharding(trainer.mesh, batch_spec(2))
+    replicated = NamedSharding(trainer.mesh, PartitionSpec())
 
     def logits(params: Any, images: jax.Array) -> jax.Array:
         return apply_model(model, params, images, rng=None)[0].astype(jnp.float32)
@@ -141,7 +143,7 @@ def _logits_function(trainer: Any) -> Any:
     return jax.jit(
         logits,
         in_shardings=(trainer.state_shardings.params, trainer.eval_batch_shardings["image"]),
-        out_shardings=rows,
+        out_shardings=replicated,
     )
 
 
@@ -149,23 +151,26 @@ def _logits_and_labels(
     trainer: Any, params: Any, logits_of: Any, spec: DataSpec, where: EvalSet
 ) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
     """This process's (logits, labels) per batch, padding examples dropped."""
-    process = (trainer.input_shard.index, trainer.input_shard.count)
-    image_spec = trainer.eval_batch_shardings["image"].spec
+    shard = trainer.input_shard
+    image_sharding = {"image": trainer.eval_batch_shardings["image"]}
     with trainer.mesh:
-        for local in pipeline.eval_batches(spec, *process, label_keys=where.label_keys):
-            images = multihost_utils.host_local_array_to_global_array(
-                local["image"], trainer.mesh, image_spec
-            )
-            # Back to this process's rows, which line up with its labels.
-            logits = multihost_utils.global_array_to_host_local_array(
-                logits_of(params, images), trainer.mesh, batch_spec(2)
-            )
+        for local in pipeline.eval_batches(
+            spec, shard.index, shard.count, label_keys=where.label_keys
+        ):
+            images = trainer.global_batch({"image": local["image"]}, image_sharding)["image"]
+            # Every process gets every row's logits; it keeps its own rows, which line up with
+            # its labels (processes along 'model' hold the same rows: see batch_layout).
+            logits = np.asarray(jax.device_get(logits_of(params, images)))
+            logits = logits[shard.rows(len(logits))]
             keep = local["mask"] > 0
-            yield np.asarray(logits)[keep], {key: local[key][keep] for key in where.label_keys}
+            yield logits[keep], {key: local[key][keep] for key in where.label_keys}
 
 
-def _sum_over_processes(counts: Sequence[int]) -> tuple[int, ...]:
+def _sum_over_processes(counts: Sequence[int], shard_count: int) -> tuple[int, ...]:
+    """Totals over the input shards: processes reading the same shard scored the same rows,
+    so the sum over processes counts each shard process_count / shard_count times."""
     if jax.process_count() == 1:
         return tuple(int(c) for c in counts)
     gathered = multihost_utils.process_allgather(np.asarray(counts, np.int64))
-    return tuple(int(c) for c in np.asarray(gathered).reshape(-1, len(counts)).sum(axis=0))
+    totals = np.asarray(gathered).reshape(-1, len(counts)).sum(axis=0)
+    return tuple(int(c) * shard_count // jax.process_count() for c in totals)
