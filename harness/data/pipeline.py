@@ -59,7 +59,7 @@ def dataset_info(config: DataSpec) -> DataInfo:
         if config.image_size is None or None in (synthetic.num_classes, synthetic.num_channels):
             raise ValueError(
                 "synthetic data needs its shape resolved from the model first "
-                "(harness.data.synthetic_spec.shaped_like_model)"
+                "(harness.data.spec.shaped_like_model)"
             )
         return DataInfo(
             num_classes=synthetic.num_classes,

@@ -4,8 +4,8 @@ import dataclasses
 
 import gin
 
-from harness.data.synthetic_spec import SyntheticSpec
-from models.specs import Spec
+from harness.data.synthetic_spec import SYNTHETIC, SyntheticSpec
+from models.specs import ModelSpec, Spec
 
 AUGMENTATIONS = ("auto", "none", "pad_crop", "pad_crop_flip", "inception_crop_flip")
 
@@ -88,3 +88,20 @@ def check_classes(classes: tuple[int, ...]) -> None:
     duplicates = sorted({c for c in classes if classes.count(c) > 1})
     if duplicates:
         raise ValueError(f"DataSpec.classes={classes} repeats {duplicates}; list each label once")
+
+
+def shaped_like_model(data: DataSpec, model: ModelSpec) -> DataSpec:
+    """`data` with every synthetic field left to None taken from the model; other datasets are
+    returned as they are. Binding a field explicitly keeps the usual data-vs-model checks."""
+    if data.dataset != SYNTHETIC:
+        return data
+    synthetic = data.synthetic
+    return dataclasses.replace(
+        data,
+        image_size=data.image_size or model.vit.image_size,
+        synthetic=dataclasses.replace(
+            synthetic,
+            num_classes=synthetic.num_classes or model.vit.num_classes,
+            num_channels=synthetic.num_channels or model.vit.num_channels,
+        ),
+    )

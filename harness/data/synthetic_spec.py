@@ -7,14 +7,10 @@ this imports no JAX or TensorFlow.
 """
 
 import dataclasses
-from typing import TYPE_CHECKING
 
 import gin
 
-from models.specs import ModelSpec, Spec
-
-if TYPE_CHECKING:  # spec.py imports this module for DataSpec.synthetic
-    from harness.data.spec import DataSpec
+from models.specs import Spec
 
 SYNTHETIC = "synthetic"
 
@@ -46,20 +42,3 @@ class SyntheticSpec(Spec):
         for name in ("num_train_examples", "num_eval_examples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"SyntheticSpec.{name}={getattr(self, name)} must be >= 1")
-
-
-def shaped_like_model(data: "DataSpec", model: ModelSpec) -> "DataSpec":
-    """`data` with every synthetic field left to None taken from the model; other datasets are
-    returned as they are. Binding a field explicitly keeps the usual data-vs-model checks."""
-    if data.dataset != SYNTHETIC:
-        return data
-    synthetic = data.synthetic
-    return dataclasses.replace(
-        data,
-        image_size=data.image_size or model.vit.image_size,
-        synthetic=dataclasses.replace(
-            synthetic,
-            num_classes=synthetic.num_classes or model.vit.num_classes,
-            num_channels=synthetic.num_channels or model.vit.num_channels,
-        ),
-    )

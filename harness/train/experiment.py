@@ -2,8 +2,7 @@
 
 import dataclasses
 
-from harness.data.spec import DataSpec
-from harness.data.synthetic_spec import shaped_like_model
+from harness.data.spec import DataSpec, shaped_like_model
 from harness.train.specs import MeshSpec, OptimizerSpec, TrainSpec
 from harness.transfer.fewshot_datasets import FewShotSpec
 from models.specs import ModelSpec
