@@ -225,10 +225,9 @@ class Trainer:
         )
 
         def evaluate(params: Any) -> Evaluation:
-            shard = (self.input_shard.index, self.input_shard.count)
             totals: dict[str, np.ndarray] = {}
             with self.mesh:
-                for local in self.eval_batches(shard):
+                for local in self.eval_batches():
                     batch = self.global_batch(local, self.eval_batch_shardings)
                     for key, value in jax.device_get(step(params, batch)).items():
                         totals[key] = totals.get(key, 0.0) + np.asarray(value, np.float64)
@@ -236,10 +235,11 @@ class Trainer:
 
         return evaluate
 
-    def eval_batches(self, shard: tuple[int, int]) -> Iterator[dict[str, Any]]:
+    def eval_batches(self) -> Iterator[dict[str, Any]]:
         if self.experiment.data.dataset == SYNTHETIC:
             return synthetic.eval_batches(self.experiment.data, self.eval_batch_shardings)
-        return pipeline.eval_batches(self.experiment.data, *shard)
+        shard = self.input_shard
+        return pipeline.eval_batches(self.experiment.data, shard.index, shard.count)
 
     def train_batches(self, start_step: int) -> Iterator[dict[str, Any]]:
         data, seed = self.experiment.data, self.experiment.train.seed
