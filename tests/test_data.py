@@ -22,6 +22,7 @@ from harness.data import pipeline
 from harness.data.datasets import fashion_mnist_local
 from harness.data.spec import DataSpec
 from harness.errors import UsageError
+from tests import mock_tfds
 
 IDX_DIR = fashion_mnist_local.DEFAULT_IDX_DIR
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -221,23 +222,9 @@ def mock_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
     """Metadata of prepared cifar10 (50/10) and imagenet2012 (50/10), without the data."""
     root = str(tmp_path_factory.mktemp("mock_tfds"))
     for name, splits in [("cifar10", ("train", "test")), ("imagenet2012", ("train", "validation"))]:
-        with tfds.testing.mock_data(data_dir=root):
-            builder = tfds.builder(name)
-            sizes = {"train": 50}
-            infos = [
-                tfds.core.SplitInfo(
-                    name=split,
-                    shard_lengths=[sizes.get(split, 10)],
-                    num_bytes=0,
-                    filename_template=tfds.core.ShardedFileTemplate(
-                        data_dir=builder.data_path, dataset_name=name, split=split
-                    ),
-                )
-                for split in splits
-            ]
-            builder.info.set_splits(tfds.core.SplitDict(infos))
-            builder.data_path.mkdir(parents=True)
-            builder.info.write_to_directory(builder.data_path)
+        mock_tfds.write_metadata(
+            root, name, {split: 50 if split == "train" else 10 for split in splits}
+        )
     return root
 
 

@@ -36,6 +36,7 @@ from harness.train.steps import apply_model
 from harness.transfer import ood_eval, shape_bias
 from harness.transfer.imagenet_subsets import IMAGENET_R_CLASSES
 from models.specs import ModelSpec, VitSpec
+from tests import mock_tfds
 
 NUM_EXAMPLES = 12  # With eval batches of 8: one full batch and one padded with 4 examples.
 SIZE = 32
@@ -99,22 +100,7 @@ def mock_root(tmp_path_factory: pytest.TempPathFactory) -> str:
     """Metadata of every set, prepared with NUM_EXAMPLES per split, without the data."""
     root = str(tmp_path_factory.mktemp("ood_tfds"))
     for name, splits in SPLITS.items():
-        with tfds.testing.mock_data(data_dir=root):
-            builder = tfds.builder(name)
-            infos = [
-                tfds.core.SplitInfo(
-                    name=split,
-                    shard_lengths=[NUM_EXAMPLES],
-                    num_bytes=0,
-                    filename_template=tfds.core.ShardedFileTemplate(
-                        data_dir=builder.data_path, dataset_name=name, split=split
-                    ),
-                )
-                for split in splits
-            ]
-            builder.info.set_splits(tfds.core.SplitDict(infos))
-            builder.data_path.mkdir(parents=True)
-            builder.info.write_to_directory(builder.data_path)
+        mock_tfds.write_metadata(root, name, {split: NUM_EXAMPLES for split in splits})
     return root
 
 
