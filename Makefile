@@ -44,11 +44,16 @@ demo: setup
 reproduce: setup
 	$(PY) -m harness.suite --gin_file=gin/suites/paper_claims.gin
 
+# Whole test modules spread over TEST_WORKERS processes (pytest-xdist), so each module's shared
+# fixtures are built once. Each worker simulates its own 8 CPU devices (tests/conftest.py).
+TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
+
 test: setup
-	$(PY) -m pytest tests
+	$(PYTEST) tests
 
 test-fast: setup
-	$(PY) -m pytest tests -m "not slow"
+	$(PYTEST) tests -m "not slow"
 
 lint: setup
 	$(VENV)/bin/ruff check .
