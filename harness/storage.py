@@ -135,8 +135,17 @@ def write_url(path: str, data: bytes | str) -> None:
     """Writes a URL's whole content in one gfile write: on GCS the object appears complete on
     close (one upload is atomic), so no temporary name is needed, nor possible to rename
     atomically. Local paths go through harness.files, which keeps mkstemp + os.replace."""
+    _forget_for_ram(path)
     with _gfile().GFile(path, "wb" if isinstance(data, bytes) else "w") as f:
         f.write(data)
+
+
+def _forget_for_ram(path: str) -> None:
+    """TensorFlow's in-memory ram:// file system (what the tests stand in for gs:// with)
+    appends to an existing file it is asked to write or copy over, where GCS and local disks
+    replace it; removing the old file first gives ram:// the same result."""
+    if path.startswith("ram://") and _gfile().exists(path):
+        _gfile().remove(path)
 
 
 def remove(path: str) -> None:
@@ -173,6 +182,7 @@ def copy_tree(source: str, target: str) -> None:
         destination = join(target, below) if below else target
         makedirs(destination)
         for name in names:
+            _forget_for_ram(join(destination, name))
             gfile.copy(join(folder, name), join(destination, name), overwrite=True)
 
 
