@@ -28,8 +28,7 @@ def replacing(path: str) -> Iterator[str]:
         with tempfile.TemporaryDirectory(prefix="harness-upload-") as folder:
             temporary = os.path.join(folder, os.path.basename(path))
             yield temporary
-            with open(temporary, "rb") as f:
-                storage.write_url(path, f.read())
+            storage.upload(temporary, path)
         return
     directory = os.path.dirname(os.path.abspath(path))
     handle, temporary = tempfile.mkstemp(dir=directory, prefix=".", suffix=".tmp")

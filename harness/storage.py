@@ -140,6 +140,13 @@ def write_url(path: str, data: bytes | str) -> None:
         f.write(data)
 
 
+def upload(local_path: str, url: str) -> None:
+    """Copies a local file to `url` in one gfile write (streamed, so a large event file is
+    not read into memory; TensorFlow's GCS client uploads it as one object on close)."""
+    _forget_for_ram(url)
+    _gfile().copy(local_path, url, overwrite=True)
+
+
 def _forget_for_ram(path: str) -> None:
     """TensorFlow's in-memory ram:// file system (what the tests stand in for gs:// with)
     appends to an existing file it is asked to write or copy over, where GCS and local disks

@@ -111,10 +111,12 @@ def test_the_report_reader_and_restore_read_the_url_run(runs_dirs):
     assert trained.step == 3
 
 
-def test_a_longer_run_resumes_from_the_url_checkpoint(runs_dirs, capsys, tmp_path, monkeypatch):
+def test_a_local_run_copied_to_a_url_resumes_there(runs_dirs, capsys, tmp_path, monkeypatch):
+    """What `gsutil cp -r` of a local run gives: checkpoints with checksums but without the
+    marker orbax puts on its own gs:// saves; they count, and a longer run resumes."""
     monkeypatch.chdir(tmp_path)
-    workdir = runs_dirs["url"].replace("/runs/vit", "/runs/vit_longer")
-    storage.copy_tree(runs_dirs["url"], workdir)
+    workdir = runs_dirs["url"].replace("/runs/vit", "/runs/vit_copied")
+    storage.copy_tree(runs_dirs["local"], workdir)
     longer = [*TINY, "TrainSpec.num_steps=4"]
     payload = _train(workdir, longer)
     assert "resuming from checkpoint at step 3 of 4" in capsys.readouterr().out

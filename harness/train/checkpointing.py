@@ -46,7 +46,7 @@ class Checkpointer:
         if not storage.orbax_writes(self.directory):
             self._manager: Any = StagedManager(self.directory, keep if writes else None, writes)
             return
-        if writes:
+        if writes and jax.process_index() == 0:
             checkpoint_steps.mark_copied(self.directory)  # before orbax cleans up "unfinished"
         self._manager = ocp.CheckpointManager(
             self.directory,
