@@ -171,3 +171,12 @@ def test_a_local_workdir_is_still_created(tmp_path):
     workdir = str(tmp_path / "runs" / "vit")
     launch.make_workdir(workdir)
     assert os.path.isdir(workdir)
+
+
+def test_a_report_output_on_a_url_is_refused_in_one_line(tmp_path, monkeypatch):
+    from harness.reporting import report
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UsageError, match=r"--output=gs://b/r.md is a URL; .* written locally"):
+        report.check_output("gs://b/r.md")
+    assert os.listdir(tmp_path) == []
