@@ -14,10 +14,9 @@ config, the weights) is read by `harness.sweep` and `harness.report` like a trai
 (results.json "shape_bias") of a 1000-class ImageNet model; each set must be prepared in TFDS.
 """
 
-import os
-
 from absl import flags
 
+from harness import storage
 from harness.cli import app
 from harness.cli import flags as cli_flags
 from harness.errors import UsageError
@@ -44,7 +43,7 @@ def main(args: list[str]) -> None:
     for name in ("gin_file", "checkpoint", "workdir"):
         if not FLAGS[name].value:
             raise UsageError(f"--{name} is required; see --help")
-    if os.path.exists(os.path.join(FLAGS.workdir, "results.json")):
+    if storage.exists(storage.join(FLAGS.workdir, "results.json")):
         raise UsageError(
             f"--workdir={FLAGS.workdir} already holds a finished run; choose another workdir"
         )

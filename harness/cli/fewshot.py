@@ -15,13 +15,14 @@ in-domain, one of classes held out of its training (DataSpec.classes) transfer. 
 choice).
 """
 
-import os
 import sys
 
 from absl import flags
 
+from harness import storage
 from harness.cli import app
 from harness.errors import UsageError
+from harness.train import checkpoint_steps
 
 FEWSHOT_FILE = "fewshot.json"
 EXAMPLE = "python -m harness.fewshot runs/vit --datasets=fashion_mnist --shots=1,5"
@@ -56,12 +57,11 @@ def _parse_l2_regs(values: list[str]) -> tuple[float, ...]:
 
 def _check_run_dir(run_dir: str) -> None:
     """The cheap checks, before JAX is imported: a run directory with a checkpoint."""
-    if not os.path.isdir(run_dir):
+    if not storage.isdir(run_dir):
         raise UsageError(f"{run_dir} is not a run directory; pass a --workdir of harness.run")
-    if not os.path.isfile(os.path.join(run_dir, "experiment.json")):
+    if not storage.isfile(storage.join(run_dir, "experiment.json")):
         raise UsageError(f"{run_dir} has no experiment.json; is it a run directory of harness.run?")
-    checkpoints = os.path.join(run_dir, "checkpoints")
-    if not os.path.isdir(checkpoints) or not any(n.isdigit() for n in os.listdir(checkpoints)):
+    if not checkpoint_steps.saved_steps(run_dir):
         raise UsageError(f"{run_dir} has no checkpoint; train it with python -m harness.run first")
 
 
@@ -106,7 +106,7 @@ def main(args: list[str]) -> None:
     for line in payload["method"]["settings"].values():
         print(line)
     print(fewshot.format_table(summary))
-    path = os.path.join(run_dir, FEWSHOT_FILE)
+    path = storage.join(run_dir, FEWSHOT_FILE)
     files.write_json_atomically(path, payload)
     print(f"fewshot: {path}")
     sys.stdout.flush()

@@ -9,7 +9,6 @@ inference time per batch for each point. The report reads it.
 """
 
 import math
-import os
 
 from absl import flags
 
@@ -53,13 +52,13 @@ def main(args: list[str]) -> None:
         raise UsageError("pass exactly one RUN_DIR, e.g. python -m harness.sweep runs/vmoe")
     run_dir = args[0]
     capacities, ks = parse_capacities(FLAGS.capacities), parse_ks(FLAGS.ks)
-    from harness import files
+    from harness import files, storage
     from harness.measure import routing_sweep
     from harness.train import restore, run_record
 
     run = restore.load_trained(run_dir)
     payload = routing_sweep.sweep(run, capacities, ks, FLAGS.timing_batch_size)
-    path = os.path.join(run_dir, run_record.SWEEP_FILE)
+    path = storage.join(run_dir, run_record.SWEEP_FILE)
     files.write_json_atomically(path, payload)
     print(f"sweep: {path}")
 

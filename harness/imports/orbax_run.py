@@ -5,16 +5,18 @@ Only the params are read, as host numpy arrays: the optimizer state can be twice
 and evaluation needs none of it, and the caller places the params on its own mesh.
 """
 
+import contextlib
 from typing import Any
 
 import numpy as np
 
+from harness import storage
 from harness.errors import UsageError, one_line
 from harness.imports import files, tree_mapping
+from harness.train import checkpoint_steps
 
-# The trainer's layout (harness/train/checkpointing.py CHECKPOINT_DIR and orbax's item name);
-# spelled out here so reading a run does not import the trainer.
-CHECKPOINT_DIR = "checkpoints"
+# The trainer's layout (harness/train/checkpoint_steps.py and orbax's item name).
+CHECKPOINT_DIR = checkpoint_steps.CHECKPOINT_DIR
 ITEM_DIR = "default"
 PARAMS_KEY = "params"
 
@@ -24,11 +26,8 @@ def is_run_dir(path: str) -> bool:
 
 
 def saved_steps(run_dir: str) -> list[int]:
-    """Steps with a complete checkpoint; orbax's unfinished saves have non-numeric names."""
-    directory = files.join(run_dir, CHECKPOINT_DIR)
-    if not files.is_dir(directory):
-        return []
-    return sorted(int(name) for name in files.list_dir(directory) if name.isdigit())
+    """Steps with a complete checkpoint (harness/train/checkpoint_steps.py)."""
+    return checkpoint_steps.saved_steps(run_dir)
 
 
 def step_dir(run_dir: str, step: int | None) -> tuple[str, int]:
@@ -53,25 +52,40 @@ def read_params(run_dir: str, step: int | None = None) -> tuple[dict[str, Any], 
     directory, step = step_dir(run_dir, step)
     checkpointer = ocp.PyTreeCheckpointer()
     try:
-        metadata = checkpointer.metadata(directory)
-        if PARAMS_KEY not in metadata:
-            raise ValueError(f"it holds {sorted(metadata)}, no {PARAMS_KEY!r}")
-        params_metadata = metadata[PARAMS_KEY]
-        to_numpy = ocp.RestoreArgs(restore_type=np.ndarray)
-        as_numpy = {PARAMS_KEY: _tree_map(lambda _: to_numpy, params_metadata)}
-        # transforms={} restores only the subtree named in `item`: the params, not opt_state.
-        restored = checkpointer.restore(
-            directory,
-            args=ocp.args.PyTreeRestore(
-                item={PARAMS_KEY: params_metadata}, restore_args=as_numpy, transforms={}
-            ),
-        )
+        with _readable(directory) as local:
+            return _read_params(checkpointer, local), step
     except Exception as error:  # orbax raises many types for damaged or foreign directories
         raise UsageError(
             f"checkpoint {directory} cannot be read ({one_line(error)[:200]}); give a run "
             "directory written by harness.run"
         ) from error
-    return restored[PARAMS_KEY], step
+
+
+def _readable(directory: str) -> Any:
+    """`directory` where orbax reads it itself (local, gs://), else a local download of it
+    (orbax cannot read other schemes: harness/storage.py `orbax_writes`)."""
+    if storage.orbax_writes(directory):
+        return contextlib.nullcontext(directory)
+    return storage.local_copy(directory)
+
+
+def _read_params(checkpointer: Any, directory: str) -> dict[str, Any]:
+    import orbax.checkpoint as ocp
+
+    metadata = checkpointer.metadata(directory)
+    if PARAMS_KEY not in metadata:
+        raise ValueError(f"it holds {sorted(metadata)}, no {PARAMS_KEY!r}")
+    params_metadata = metadata[PARAMS_KEY]
+    to_numpy = ocp.RestoreArgs(restore_type=np.ndarray)
+    as_numpy = {PARAMS_KEY: _tree_map(lambda _: to_numpy, params_metadata)}
+    # transforms={} restores only the subtree named in `item`: the params, not opt_state.
+    restored = checkpointer.restore(
+        directory,
+        args=ocp.args.PyTreeRestore(
+            item={PARAMS_KEY: params_metadata}, restore_args=as_numpy, transforms={}
+        ),
+    )
+    return restored[PARAMS_KEY]
 
 
 def _tree_map(fn: Any, tree: Any) -> Any:

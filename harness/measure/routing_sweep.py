@@ -6,12 +6,12 @@ the inference time per batch; `python -m harness.sweep` writes them to RUN_DIR/s
 """
 
 import dataclasses
-import os
 import sys
 from typing import Any
 
 import numpy as np
 
+from harness import storage
 from harness.errors import UsageError
 from harness.measure import inference, params_flops
 from harness.train import run_record
@@ -88,7 +88,7 @@ def sweep(
                     flush=True,
                 )
     return {
-        "run_dir": os.path.abspath(run.run_dir),
+        "run_dir": storage.absolute(run.run_dir),
         "checkpoint_step": run.step,
         "trained_routing": {
             "k": spec.moe.num_selected_experts,

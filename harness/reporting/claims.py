@@ -12,7 +12,7 @@ import re
 import statistics
 from typing import Any
 
-from harness import files
+from harness import files, storage
 from harness.measure import carbon
 from harness.reporting import plots, transfer_data, transfer_section
 from harness.reporting.carbon_tables import device_table_markdown
@@ -79,7 +79,7 @@ def load(spec: Any) -> dict[str, Seeds]:
         runs, diverged = [], 0
         for seed in seeds_of(spec, name):
             path = run_dir(spec, name, seed)
-            if os.path.exists(os.path.join(path, DIVERGED_FILE)):
+            if storage.exists(storage.join(path, DIVERGED_FILE)):
                 diverged += 1
                 continue
             run = load_run(path)
@@ -743,11 +743,10 @@ def write_report(spec: Any, paper: dict[str, dict[str, Any]], command: str, devi
     claim_bpr(w, seeds)
     claim_adaptive_k(w, seeds)
     claim_widenet(w, seeds)
-    step_times_path = os.path.join(spec.root, STEP_TIMES_FILE)
+    step_times_path = storage.join(spec.root, STEP_TIMES_FILE)
     step_times = {}
-    if os.path.exists(step_times_path):
-        with open(step_times_path) as f:
-            step_times = json.load(f)
+    if storage.exists(step_times_path):
+        step_times = json.loads(storage.read_text(step_times_path))
     claim_vit22b(w, seeds, step_times, step_times_path)
     claim_soft_moe(w, seeds)
     routing_section(w, seeds)

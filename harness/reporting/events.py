@@ -1,4 +1,5 @@
-"""Reads TensorBoard scalars back with tensorboard's own event reader (report, tests)."""
+"""Reads TensorBoard scalars back with tensorboard's own event reader (report, tests); the
+reader and the rewrites below go through TensorFlow's file system, so a gs:// run reads too."""
 
 import os
 import sys
@@ -8,7 +9,7 @@ from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.compat.proto import event_pb2
 from tensorboard.util import tensor_util
 
-from harness import files
+from harness import files, storage
 
 EVENT_FILE_PREFIX = "events.out.tfevents."
 # Replaces 'tfevents' in the name of a damaged event file set aside.
@@ -61,9 +62,9 @@ def discard_events(logdir: str, orphaned: Callable[[event_pb2.Event], bool]) -> 
     import tensorflow as tf  # heavy; only resuming runs pay for it
 
     dropped = 0
-    for name in sorted(os.listdir(logdir)):
-        path = os.path.join(logdir, name)
-        if not name.startswith(EVENT_FILE_PREFIX) or not os.path.isfile(path):
+    for name in sorted(storage.listdir(logdir)):
+        path = storage.join(logdir, name)
+        if not name.startswith(EVENT_FILE_PREFIX) or not storage.isfile(path):
             continue
         records, complete, damage = [], True, None
         try:
@@ -89,8 +90,8 @@ def set_aside(path: str, readable: int) -> str:
     """Renames a damaged event file to a name TensorBoard does not read (it reads any file
     with 'tfevents' in its name) and says so; returns the new path."""
     directory, name = os.path.split(path)
-    aside = os.path.join(directory, name.replace("tfevents", DAMAGED_MARK, 1))
-    os.replace(path, aside)
+    aside = storage.join(directory, name.replace("tfevents", DAMAGED_MARK, 1))
+    storage.rename(path, aside)
     print(
         f"warning: TensorBoard event file {path} is damaged after its first {readable} "
         f"records; kept it as {aside} and carried those {readable} records on",

@@ -14,7 +14,7 @@ import os
 import shlex
 from typing import Any
 
-from harness import files
+from harness import files, storage
 from harness.errors import UsageError
 from harness.measure import carbon
 from harness.reporting import (
@@ -339,6 +339,13 @@ def render(
 
 def check_output(output: str) -> None:
     """Refuses an output path the report could not be written to, before any work or file."""
+    if storage.is_url(output):
+        # The markdown and its PNG plots are written with open() and matplotlib, locally;
+        # os.path would make a folder named 'gs:' of a URL.
+        raise UsageError(
+            f"--output={output} is a URL; the report and its plots are written locally: name "
+            "a local .md file and copy it afterwards (the run directories may be URLs)"
+        )
     if os.path.isdir(output):
         raise UsageError(
             f"--output={output} is a directory; name a .md file, e.g. {output}/report.md"

@@ -10,6 +10,7 @@ import os
 import sys
 from typing import Any
 
+from harness import storage
 from harness.measure import carbon
 from harness.reporting import events
 from harness.train.run_record import RESULTS_FILE, SWEEP_FILE
@@ -39,10 +40,9 @@ def warn(message: str) -> None:
 def load_run(path: str) -> Run | None:
     """Reads a run directory; returns None (with a warning) when it is incomplete or corrupt."""
     name = os.path.basename(os.path.normpath(path))
-    results_path = os.path.join(path, RESULTS_FILE)
+    results_path = storage.join(path, RESULTS_FILE)
     try:
-        with open(results_path) as f:
-            payload = json.load(f)
+        payload = json.loads(storage.read_text(results_path))
         for section, key in (("run", "family"), ("eval", "eval/top1"), ("model", "params_total")):
             payload[section][key]
     except FileNotFoundError:
@@ -52,11 +52,10 @@ def load_run(path: str) -> Run | None:
         warn(f"skipping {path}: {RESULTS_FILE} is corrupt or incomplete ({error!r})")
         return None
     sweep = None
-    sweep_path = os.path.join(path, SWEEP_FILE)
-    if os.path.exists(sweep_path):
+    sweep_path = storage.join(path, SWEEP_FILE)
+    if storage.exists(sweep_path):
         try:
-            with open(sweep_path) as f:
-                sweep = json.load(f)
+            sweep = json.loads(storage.read_text(sweep_path))
         except json.JSONDecodeError as error:
             warn(f"ignoring {sweep_path}: corrupt ({error})")
     try:

@@ -13,9 +13,9 @@ report.
 
 import dataclasses
 import json
-import os
 from typing import Any
 
+from harness import storage
 from harness.reporting.runs import Run, warn
 
 # The file `python -m harness.fewshot` writes into a run directory (harness/cli/fewshot.py; a
@@ -117,11 +117,11 @@ def _parse_fewshot(payload: Any, source: str, fallback_command: str) -> FewShot:
 
 def read_fewshot(run: Run, fallback_command: str) -> FewShot | None:
     """RUN_DIR/fewshot.json if it is readable, else results.json's section, else None."""
-    path = os.path.join(run.path, FEWSHOT_FILE)
-    if os.path.exists(path):
+    path = storage.join(run.path, FEWSHOT_FILE)
+    if storage.exists(path):
         try:
-            with open(path) as f:
-                return _parse_fewshot(json.load(f), FROM_FILE, fallback_command)
+            data = json.loads(storage.read_text(path))
+            return _parse_fewshot(data, FROM_FILE, fallback_command)
         except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as error:
             warn(f"ignoring {path}: corrupt or incomplete ({error!r})")
     if "fewshot" not in run.results:

@@ -7,14 +7,13 @@ suite picks up where it stopped when the same command is run again. A run whose 
 diverges is recorded as diverged (a claim may be about exactly that) and the suite goes on.
 """
 
-import os
 import time
 from collections.abc import Sequence
 from typing import Any
 
 import gin
 
-from harness import files, gin_config
+from harness import files, gin_config, storage
 from harness.measure import model_summary, routing_sweep, step_timing
 from harness.reporting import claims
 from harness.suites.spec import (
@@ -48,7 +47,7 @@ def train_all(spec: SuiteSpec) -> None:
             launch.train([gin_file], bindings_for(spec, extra, seed), workdir)
         except trainer.NonFiniteLossError as error:
             print(f"{label}: diverged ({error})", flush=True)
-            files.write_json_atomically(os.path.join(workdir, DIVERGED_FILE), {"error": str(error)})
+            files.write_json_atomically(storage.join(workdir, DIVERGED_FILE), {"error": str(error)})
         finally:
             gin.clear_config()
 
@@ -57,9 +56,9 @@ def sweep_all(spec: SuiteSpec) -> None:
     for name in spec.sweep_runs:
         for seed in seeds_of(spec, name):
             workdir = run_dir(spec, name, seed)
-            path = os.path.join(workdir, run_record.SWEEP_FILE)
-            if os.path.exists(path) or not os.path.exists(
-                os.path.join(workdir, run_record.RESULTS_FILE)
+            path = storage.join(workdir, run_record.SWEEP_FILE)
+            if storage.exists(path) or not storage.exists(
+                storage.join(workdir, run_record.RESULTS_FILE)
             ):
                 continue
             print(f"[suite] routing sweep of {workdir}", flush=True)
@@ -77,10 +76,10 @@ def sweep_all(spec: SuiteSpec) -> None:
 
 def time_steps(spec: SuiteSpec) -> None:
     """Interleaved train-step times of spec.step_time_runs, once per suite root."""
-    path = os.path.join(spec.root, STEP_TIMES_FILE)
+    path = storage.join(spec.root, STEP_TIMES_FILE)
     entries = {name: (gin_file, extra) for name, gin_file, extra in spec.runs}
     names = [name for name in spec.step_time_runs if name in entries]
-    if os.path.exists(path) or not names:
+    if storage.exists(path) or not names:
         return
     print(f"[suite] timing the train step of {', '.join(names)}", flush=True)
     timed = step_timing.time_train_steps(
@@ -119,7 +118,7 @@ def _train_images() -> float:
 
 def _finished(workdir: str) -> bool:
     return any(
-        os.path.exists(os.path.join(workdir, name))
+        storage.exists(storage.join(workdir, name))
         for name in (run_record.RESULTS_FILE, DIVERGED_FILE)
     )
 

@@ -7,10 +7,9 @@ and counted there).
 """
 
 import json
-import os
 from typing import Any
 
-from harness import files
+from harness import files, storage
 from harness.train import run_record
 
 ATTEMPTS_FILE = "attempts.json"
@@ -20,7 +19,7 @@ class AttemptLog:
     """The earlier attempts of a workdir and this one."""
 
     def __init__(self, workdir: str, writes: bool = True) -> None:
-        self.path = os.path.join(workdir, ATTEMPTS_FILE)
+        self.path = storage.join(workdir, ATTEMPTS_FILE)
         self.writes = writes
         self.earlier = read_attempts(workdir)
         self.begin(0)
@@ -81,8 +80,7 @@ def read_attempts(workdir: str) -> list[dict[str, Any]]:
     """The recorded attempts; an unreadable file (a crash cannot leave one: it is replaced
     atomically) counts as none rather than stopping a resume."""
     try:
-        with open(os.path.join(workdir, ATTEMPTS_FILE)) as f:
-            attempts = json.load(f)["attempts"]
+        attempts = json.loads(storage.read_text(storage.join(workdir, ATTEMPTS_FILE)))["attempts"]
     except (OSError, ValueError, KeyError, TypeError):
         return []
     return attempts if isinstance(attempts, list) else []

@@ -5,22 +5,29 @@ killed mid-save leaves the previous checkpoint as the latest one (and the next t
 removes the temporary directory it left). Saves are synchronous: when `save` returns, the step
 is on disk, with the checksums of its files beside it, which `restore` verifies; restored
 weights must also be finite, since a diverged run is never saved.
+
+A workdir on a URL keeps its checkpoints there: orbax writes gs:// itself (etils.epath through
+tf.io.gfile for its files, tensorstore's gcs driver for the arrays; no rename, a commit marker
+instead: harness/train/checkpoint_steps.py), and any other scheme goes through a local copy
+(harness/train/staged_checkpoints.py). The directory is never made absolute with os.path,
+which would turn 'gs://b/run' into a local path.
 """
 
 import errno
-import glob
-import os
 import shutil
+import tempfile
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
+from harness import storage
 from harness.errors import UsageError, one_line
-from harness.train import checksums
+from harness.train import checkpoint_steps, checksums
+from harness.train.staged_checkpoints import StagedManager
 
-CHECKPOINT_DIR = "checkpoints"
+CHECKPOINT_DIR = checkpoint_steps.CHECKPOINT_DIR
 
 
 class DiskFullError(UsageError):
@@ -35,7 +42,12 @@ class Checkpointer:
     """
 
     def __init__(self, workdir: str, keep: int, writes: bool = True) -> None:
-        self.directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
+        self.directory = storage.join(storage.absolute(workdir), CHECKPOINT_DIR)
+        if not storage.orbax_writes(self.directory):
+            self._manager: Any = StagedManager(self.directory, keep if writes else None, writes)
+            return
+        if writes and jax.process_index() == 0:
+            checkpoint_steps.mark_copied(self.directory)  # before orbax cleans up "unfinished"
         self._manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(
@@ -65,7 +77,7 @@ class Checkpointer:
             if not _out_of_space(error):
                 raise
             self._remove_unfinished(step)
-            kept = [s for s in self.all_steps() if os.path.isdir(self.step_dir(s))]
+            kept = [s for s in self.all_steps() if storage.isdir(self.step_dir(s))]
             raise DiskFullError(
                 f"the disk holding {self.directory} is full ({_free_mb(self.directory)} MB "
                 f"free) while saving step {step}; "
@@ -74,11 +86,11 @@ class Checkpointer:
             ) from error
 
     def step_dir(self, step: int) -> str:
-        return os.path.join(self.directory, str(step))
+        return storage.join(self.directory, str(step))
 
     def _remove_unfinished(self, step: int) -> None:
-        for path in glob.glob(os.path.join(self.directory, f"{step}.orbax-checkpoint-tmp-*")):
-            shutil.rmtree(path, ignore_errors=True)
+        for path in storage.glob(storage.join(self.directory, f"{step}.orbax-checkpoint-tmp-*")):
+            storage.rmtree(path)
 
     def restore(self, step: int, abstract_state: Any) -> Any:
         """Restores `step` into arrays laid out like `abstract_state` (ShapeDtypeStructs
@@ -127,6 +139,8 @@ def _out_of_space(error: BaseException | None) -> bool:
 
 
 def _free_mb(directory: str) -> int:
+    if storage.is_url(directory):
+        directory = tempfile.gettempdir()  # where a URL's save is staged (or orbax's caches)
     try:
         return shutil.disk_usage(directory).free // 2**20
     except OSError:

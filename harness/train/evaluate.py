@@ -8,7 +8,6 @@ results.json. So `harness.sweep`, `harness.report` and TensorBoard treat a publi
 exactly like one trained here, and its C/k sweep is the published weights'.
 """
 
-import os
 import time
 from typing import Any
 
@@ -17,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from clu import metric_writers
 
-from harness import files, gin_config
+from harness import files, gin_config, storage
 from harness.data import pipeline
 from harness.errors import UsageError, one_line
 from harness.imports import import_params
@@ -82,9 +81,9 @@ def evaluate_checkpoint(
         }
     )
     if jax.process_index() == 0:
-        files.write_json_atomically(os.path.join(workdir, run_record.RESULTS_FILE), payload)
+        files.write_json_atomically(storage.join(workdir, run_record.RESULTS_FILE), payload)
         files.write_text_atomically(
-            os.path.join(workdir, OPERATIVE_CONFIG_FILE), gin.operative_config_str()
+            storage.join(workdir, OPERATIVE_CONFIG_FILE), gin.operative_config_str()
         )
     return payload
 

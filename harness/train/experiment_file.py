@@ -8,12 +8,11 @@ JSON with the spec dataclasses, which check every field, and never parse the gin
 
 import dataclasses
 import json
-import os
 import re
 import typing
 from typing import Any
 
-from harness import files
+from harness import files, storage
 from harness.errors import UsageError, one_line
 from harness.train.experiment import Experiment
 
@@ -29,18 +28,17 @@ def experiment_to_data(experiment: Experiment) -> dict[str, Any]:
 
 def write_experiment(run_dir: str, experiment: Experiment) -> None:
     files.write_json_atomically(
-        os.path.join(run_dir, EXPERIMENT_FILE), experiment_to_data(experiment)
+        storage.join(run_dir, EXPERIMENT_FILE), experiment_to_data(experiment)
     )
 
 
 def read_experiment_data(run_dir: str) -> dict[str, Any] | None:
     """The stored experiment as plain JSON data, None when the run directory has none."""
-    path = os.path.join(run_dir, EXPERIMENT_FILE)
-    if not os.path.isfile(path):
+    path = storage.join(run_dir, EXPERIMENT_FILE)
+    if not storage.isfile(path):
         return None
     try:
-        with open(path) as f:
-            data = json.load(f)
+        data = json.loads(storage.read_text(path))
     except (OSError, ValueError) as error:
         raise UsageError(f"{path} cannot be read ({one_line(error)})") from error
     if not isinstance(data, dict):
@@ -54,7 +52,7 @@ def load_experiment(run_dir: str) -> Experiment:
     Refuses (UsageError, one line) a run directory whose config.gin imports Python code, one
     without experiment.json, and a JSON value any spec rejects.
     """
-    if not os.path.isdir(run_dir):
+    if not storage.isdir(run_dir):
         raise UsageError(f"{run_dir} is not a run directory; pass a --workdir of harness.run")
     refuse_code(run_dir)
     data = read_experiment_data(run_dir)
@@ -67,17 +65,16 @@ def load_experiment(run_dir: str) -> Experiment:
     try:
         return spec_from_data(Experiment, data, "experiment")
     except (TypeError, ValueError) as error:
-        path = os.path.join(run_dir, EXPERIMENT_FILE)
+        path = storage.join(run_dir, EXPERIMENT_FILE)
         raise UsageError(f"{path} is not a valid experiment: {one_line(error)}") from error
 
 
 def refuse_code(run_dir: str) -> None:
     """Refuses a run directory whose config.gin would import Python if it were parsed."""
-    path = os.path.join(run_dir, CONFIG_FILE)
-    if not os.path.isfile(path):
+    path = storage.join(run_dir, CONFIG_FILE)
+    if not storage.isfile(path):
         return
-    with open(path, errors="replace") as f:
-        found = _GIN_IMPORT.search(f.read())
+    found = _GIN_IMPORT.search(storage.read_text(path, errors="replace"))
     if found:
         line = found.group(0).strip()
         raise UsageError(

@@ -17,7 +17,6 @@ resumes from its own checkpoints, never from the pretrained weights again.
 
 import dataclasses
 import json
-import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from harness import files
+from harness import files, storage
 from harness.errors import UsageError, one_line
 from harness.imports import detect, importer, orbax_run, posemb, tree_mapping
 from harness.train import checksums
@@ -66,7 +65,7 @@ def _describe_run_dir(path: str) -> tuple[dict[str, Any], int]:
         raise UsageError(
             f"TrainSpec.init_from={path!r} has no checkpoint; train it with harness.run first"
         )
-    step_dir = os.path.join(path, orbax_run.CHECKPOINT_DIR, str(steps[-1]))
+    step_dir = storage.join(path, orbax_run.CHECKPOINT_DIR, str(steps[-1]))
     try:
         checksums.verify(step_dir)
     except ValueError as error:
@@ -131,7 +130,7 @@ def load_pretrained(
     new_head = {k: np.zeros(v.shape, v.dtype) for k, v in wanted.items() if _is_head(k)}
     params = _unflatten({**tree_mapping.flat_paths(filled), **new_head})
     record = {
-        "checkpoint": path if "://" in path else os.path.abspath(path),
+        "checkpoint": storage.absolute(path),
         "format": chosen,
         "step": step,
         "upstream": upstream,
@@ -167,13 +166,12 @@ def initial_state(trainer: Any, pretrained: Pretrained) -> TrainState:
 def write_record(workdir: str, pretrained: Pretrained) -> None:
     """RUN_DIR/init_from.json, written at the fresh start only (a workdir without checkpoints
     holds nothing trained, so a record left by an earlier start is stale and replaced)."""
-    files.write_json_atomically(os.path.join(workdir, RECORD_FILE), pretrained.record)
+    files.write_json_atomically(storage.join(workdir, RECORD_FILE), pretrained.record)
 
 
 def read_record(workdir: str) -> dict[str, Any] | None:
     """What `write_record` wrote, for results.json["run"]["init_from"]; None if unreadable."""
     try:
-        with open(os.path.join(workdir, RECORD_FILE)) as f:
-            return json.load(f)
+        return json.loads(storage.read_text(storage.join(workdir, RECORD_FILE)))
     except (OSError, ValueError):
         return None

@@ -8,7 +8,7 @@ from typing import Any
 import gin
 import jax
 
-from harness import files, gin_config
+from harness import files, gin_config, storage
 from harness.data import pipeline
 from harness.errors import UsageError, one_line
 from harness.measure import energy_tracker, params_flops
@@ -42,15 +42,22 @@ def init_distributed(
 
 
 def make_workdir(workdir: str) -> None:
-    """Creates the workdir; refuses an unwritable location, and a URL."""
-    if "://" in workdir:
-        # os and open() would write config, results and checkpoints into a local folder named
-        # after the scheme ('gs:') while TensorBoard writes to the bucket: refuse until every
-        # file goes through TensorFlow's file system.
-        raise UsageError(
-            f"--workdir={workdir} is a URL, and workdirs on object stores are not supported "
-            "yet; train into a local directory and copy it to the bucket afterwards"
-        )
+    """Creates the workdir, local or a URL (gs://...: every file then goes through
+    tf.io.gfile, harness/storage.py); refuses a location that cannot be created."""
+    if storage.is_url(workdir):
+        import tensorflow as tf  # only URLs need it
+
+        try:
+            storage.makedirs(workdir)
+        except (tf.errors.OpError, OSError) as error:
+            # e.g. an unknown scheme, a missing bucket or no credentials; gfile's messages are
+            # long, so the first line.
+            message = one_line(getattr(error, "message", str(error)).splitlines()[0])
+            raise UsageError(
+                f"--workdir={workdir} cannot be created ({message}); check the bucket and "
+                "your credentials, or choose a local path"
+            ) from error
+        return  # an object store's permissions show at the first write, not before
     try:
         os.makedirs(workdir, exist_ok=True)
     except OSError as error:
@@ -66,8 +73,8 @@ def record_config(workdir: str, config_text: str, experiment: Experiment) -> Non
     resolved specs, what readers of the run directory rebuild it from)."""
     if jax.process_index() != 0:
         return
-    path = os.path.join(workdir, CONFIG_FILE)
-    if not os.path.exists(path):
+    path = storage.join(workdir, CONFIG_FILE)
+    if not storage.exists(path):
         files.write_text_atomically(path, config_text)
     experiment_file.write_experiment(workdir, experiment)
 
@@ -146,9 +153,9 @@ def train(gin_files: list[str], gin_params: list[str], workdir: str) -> dict[str
             log.all(), payload["run"]["devices"], payload["train"]["wall_seconds"]
         )
         if jax.process_index() == 0:
-            files.write_json_atomically(os.path.join(workdir, run_record.RESULTS_FILE), payload)
+            files.write_json_atomically(storage.join(workdir, run_record.RESULTS_FILE), payload)
             files.write_text_atomically(
-                os.path.join(workdir, OPERATIVE_CONFIG_FILE), gin.operative_config_str()
+                storage.join(workdir, OPERATIVE_CONFIG_FILE), gin.operative_config_str()
             )
     return payload
 
@@ -169,7 +176,7 @@ def describe_run(
     )
     return {
         "run": {
-            "workdir": os.path.abspath(workdir),
+            "workdir": storage.absolute(workdir),
             "gin_files": list(gin_files),
             "gin_params": list(gin_params),
             "config": config_text,

@@ -6,15 +6,23 @@ first step and stops after its last step has finished on the device, so the trac
 whole window: clu's periodic Profile action stops at its next call instead, which can cut off
 steps still running asynchronously. Only the chief process traces, so processes sharing a
 host never write the same file.
+
+jax's profiler writes through its own copy of TensorFlow's file system code, which knows local
+paths only, so for a workdir on a URL (gs://...) the trace goes to a local temporary folder and
+is copied to WORKDIR/plugins/profile through tf.io.gfile when it stops.
 """
 
 import contextlib
+import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
 from typing import Any
 
 import jax
 from clu import profiler
+
+from harness import storage
 
 # jaxlib 0.4.26's Python tracer sets this module's `enabled` to a bool when a trace starts and
 # stops; TensorFlow 2.21 calls `enabled()`, so every later tf.summary write (TensorBoard events)
@@ -50,6 +58,7 @@ class StepProfiler:
         self.workdir = workdir
         self.window = profile_steps if enabled else None
         self.running = False
+        self.staging: str | None = None  # the local trace folder of a URL workdir
 
     def __enter__(self) -> "StepProfiler":
         return self
@@ -63,8 +72,11 @@ class StepProfiler:
         first, count = self.window
         # A resumed attempt that starts inside the window traces the rest of it.
         if first <= step < first + count:
+            logdir = self.workdir
+            if storage.is_url(self.workdir):
+                logdir = self.staging = tempfile.mkdtemp(prefix="harness-profile-")
             with _tensorflow_trace_kept():
-                profiler.start(logdir=self.workdir)
+                profiler.start(logdir=logdir)
             self.running = True
 
     def after_step(self, step: int, outputs: Any) -> None:
@@ -79,3 +91,7 @@ class StepProfiler:
                 profiler.stop()
             self.running = False
             self.window = None  # one trace per attempt
+            if self.staging is not None:
+                storage.copy_tree(self.staging, self.workdir)
+                shutil.rmtree(self.staging, ignore_errors=True)
+                self.staging = None

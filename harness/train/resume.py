@@ -12,11 +12,11 @@ it is evaluated on at the end, where the data lives and which split evaluates it
 
 import dataclasses
 import json
-import os
 from typing import Any
 
+from harness import storage
 from harness.errors import UsageError
-from harness.train import run_record
+from harness.train import checkpoint_steps, run_record
 from harness.train.experiment import Experiment
 from harness.train.experiment_file import CONFIG_FILE, read_experiment_data, spec_from_data
 
@@ -48,8 +48,6 @@ MAY_CHANGE = frozenset(
         "DataSpec.cache",
     }
 )
-# Where orbax puts finished checkpoints (harness/train/checkpointing.py CHECKPOINT_DIR).
-CHECKPOINT_DIR = "checkpoints"
 
 
 def named_values(spec: Any) -> dict[str, Any]:
@@ -88,11 +86,8 @@ def _unused_sections(experiment: Experiment) -> set[str]:
 
 
 def saved_steps(workdir: str) -> list[int]:
-    """Steps with a finished checkpoint (orbax's unfinished saves have non-numeric names)."""
-    directory = os.path.join(workdir, CHECKPOINT_DIR)
-    if not os.path.isdir(directory):
-        return []
-    return sorted(int(name) for name in os.listdir(directory) if name.isdigit())
+    """Steps with a finished checkpoint (harness/train/checkpoint_steps.py)."""
+    return checkpoint_steps.saved_steps(workdir)
 
 
 def check_resumable(workdir: str, experiment: Experiment, config_text: str) -> None:
@@ -125,15 +120,14 @@ def check_resumable(workdir: str, experiment: Experiment, config_text: str) -> N
 
 def _check_config_text(workdir: str, config_text: str) -> None:
     """A workdir from before experiment.json: only its config text can be compared."""
-    path = os.path.join(workdir, CONFIG_FILE)
-    if not os.path.isfile(path):
+    path = storage.join(workdir, CONFIG_FILE)
+    if not storage.isfile(path):
         return
-    with open(path) as f:
-        if f.read() != config_text:
-            raise UsageError(
-                f"--workdir={workdir} holds checkpoints of another config (its {CONFIG_FILE} "
-                "differs from this one); pass another --workdir, or its own config to resume it"
-            )
+    if storage.read_text(path) != config_text:
+        raise UsageError(
+            f"--workdir={workdir} holds checkpoints of another config (its {CONFIG_FILE} "
+            "differs from this one); pass another --workdir, or its own config to resume it"
+        )
 
 
 def finished_results(workdir: str, total_steps: int) -> dict[str, Any] | None:
@@ -152,8 +146,7 @@ def finished_results(workdir: str, total_steps: int) -> dict[str, Any] | None:
             f"{total_steps}; pass another --workdir for a shorter run"
         )
     try:
-        with open(os.path.join(workdir, run_record.RESULTS_FILE)) as f:
-            results = json.load(f)
+        results = json.loads(storage.read_text(storage.join(workdir, run_record.RESULTS_FILE)))
         recorded = results["train"]["steps"]
     except (OSError, ValueError, KeyError, TypeError):
         return None  # no (readable) results yet: the final evaluation is still to do

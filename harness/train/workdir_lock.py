@@ -3,13 +3,21 @@
 Two processes training into one workdir would overwrite each other's checkpoints and events.
 flock belongs to the open file, so the kernel releases it when the process exits or crashes:
 a stale lock file never blocks the next run.
+
+A workdir on a URL (gs://...) is not locked, with one warning line. An object store has
+neither flock nor, through tf.io.gfile, a create-if-absent write (GCS's ifGenerationMatch=0
+precondition is not exposed), so a lock object would be a check-then-write race that misses
+exactly the concurrent start it is for, and a run that crashed would leave it behind to block
+every later one. Saying that concurrent runs into one bucket path go undetected is honest.
 """
 
 import contextlib
 import fcntl
 import os
+import sys
 from collections.abc import Iterator
 
+from harness import storage
 from harness.errors import UsageError
 
 LOCK_FILE = ".harness.lock"
@@ -18,7 +26,15 @@ LOCK_FILE = ".harness.lock"
 @contextlib.contextmanager
 def locked(workdir: str) -> Iterator[None]:
     """Holds the workdir's lock while inside; refuses at once (UsageError) if another process
-    holds it."""
+    holds it. A URL workdir is not locked (see the module docstring)."""
+    if storage.is_url(workdir):
+        print(
+            f"warning: --workdir={workdir} is a URL, which cannot be locked (object stores "
+            "have no lock): a second harness.run into it at the same time is not detected",
+            file=sys.stderr,
+        )
+        yield
+        return
     path = os.path.join(workdir, LOCK_FILE)
     # "a": an existing lock file is not modified; closing it releases the lock.
     with open(path, "a") as handle:

@@ -1,0 +1,215 @@
+"""The one place that knows about paths: a local path goes through os and open(), a URL
+(gs://bucket/run, or any scheme TensorFlow's file system knows: ram://, hdfs://, ...) through
+`tf.io.gfile`. Everything else in the harness passes plain str paths and calls these.
+
+TensorFlow is imported only when a URL is touched: importing it takes seconds, and commands
+that only read local files (and every `--help`) must start fast.
+
+Object stores have no rename that readers see atomically (GCS renames copy object by object),
+so a URL is never written through a temporary name: `write_bytes` uploads the whole content in
+one write, and GCS creates an object from one upload atomically (a reader sees the old object
+or the new one). Local writes keep harness.files' mkstemp + os.replace.
+"""
+
+import contextlib
+import glob as local_glob
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from typing import IO, Any
+
+# Schemes orbax writes itself (etils.epath for files, tensorstore's gcs driver for arrays).
+ORBAX_URL_PREFIXES = ("gs://",)
+
+
+def is_url(path: str) -> bool:
+    """Whether `path` names a file system by scheme (gs://, ram://, ...), not a local path."""
+    return "://" in path
+
+
+def _gfile() -> Any:
+    import tensorflow as tf  # seconds to import; only URLs need it
+
+    return tf.io.gfile
+
+
+def join(*parts: str) -> str:
+    """os.path.join, which is also right for URLs ('/'-separated on every OS we run on)."""
+    return os.path.join(*parts)
+
+
+def relative(path: str, start: str) -> str:
+    """`path` relative to the folder `start` above it (os.path.relpath, which would make a URL
+    absolute against the working directory first)."""
+    if not is_url(path):
+        return os.path.relpath(path, start)
+    prefix = start.rstrip("/") + "/"
+    if not path.startswith(prefix):
+        raise ValueError(f"{path} is not under {start}")
+    return path[len(prefix) :]
+
+
+def absolute(path: str) -> str:
+    """The absolute form of a local path; a URL as it is (os.path.abspath would turn
+    'gs://b/run' into '/cwd/gs:/b/run')."""
+    return path if is_url(path) else os.path.abspath(path)
+
+
+def exists(path: str) -> bool:
+    return _gfile().exists(path) if is_url(path) else os.path.exists(path)
+
+
+def isdir(path: str) -> bool:
+    return _gfile().isdir(path) if is_url(path) else os.path.isdir(path)
+
+
+def isfile(path: str) -> bool:
+    if is_url(path):
+        gfile = _gfile()
+        return gfile.exists(path) and not gfile.isdir(path)
+    return os.path.isfile(path)
+
+
+def makedirs(path: str) -> None:
+    """Creates `path` and its parents; an existing directory is fine."""
+    if is_url(path):
+        _gfile().makedirs(path)
+    else:
+        os.makedirs(path, exist_ok=True)
+
+
+def listdir(path: str) -> list[str]:
+    """Entry names (not paths), without gfile's trailing '/' on folders of object stores."""
+    if is_url(path):
+        return [name.rstrip("/") for name in _gfile().listdir(path)]
+    return os.listdir(path)
+
+
+def walk(top: str) -> Iterator[tuple[str, list[str], list[str]]]:
+    """os.walk's (folder, subfolder names, file names), top-down."""
+    if not is_url(top):
+        yield from os.walk(top)
+        return
+    for folder, subfolders, names in _gfile().walk(top):
+        yield folder.rstrip("/"), [s.rstrip("/") for s in subfolders], list(names)
+
+
+def glob(pattern: str) -> list[str]:
+    return sorted(_gfile().glob(pattern) if is_url(pattern) else local_glob.glob(pattern))
+
+
+@contextlib.contextmanager
+def open_file(path: str, mode: str = "r", errors: str | None = None) -> Iterator[IO[Any]]:
+    """open() for a local path, tf.io.gfile.GFile for a URL. gfile's own errors become OSError
+    (FileNotFoundError for a missing file), so callers catch the same types for both."""
+    if not is_url(path):
+        with open(path, mode, errors=errors) as f:
+            yield f
+        return
+    import tensorflow as tf
+
+    try:
+        with tf.io.gfile.GFile(path, mode) as f:
+            yield f
+    except tf.errors.NotFoundError as error:
+        raise FileNotFoundError(f"{path}: {error.message}") from error
+    except tf.errors.OpError as error:
+        raise OSError(f"{path}: {error.message}") from error
+
+
+def read_text(path: str, errors: str | None = None) -> str:
+    with open_file(path, errors=errors) as f:
+        text = f.read()
+    if isinstance(text, bytes):  # gfile in text mode may hand back bytes for a binary file
+        text = text.decode("utf-8", errors=errors or "strict")
+    return text
+
+
+def read_bytes(path: str) -> bytes:
+    with open_file(path, "rb") as f:
+        return f.read()
+
+
+def write_url(path: str, data: bytes | str) -> None:
+    """Writes a URL's whole content in one gfile write: on GCS the object appears complete on
+    close (one upload is atomic), so no temporary name is needed, nor possible to rename
+    atomically. Local paths go through harness.files, which keeps mkstemp + os.replace."""
+    _forget_for_ram(path)
+    with _gfile().GFile(path, "wb" if isinstance(data, bytes) else "w") as f:
+        f.write(data)
+
+
+def upload(local_path: str, url: str) -> None:
+    """Copies a local file to `url` in one gfile write (streamed, so a large event file is
+    not read into memory; TensorFlow's GCS client uploads it as one object on close)."""
+    _forget_for_ram(url)
+    _gfile().copy(local_path, url, overwrite=True)
+
+
+def _forget_for_ram(path: str) -> None:
+    """TensorFlow's in-memory ram:// file system (what the tests stand in for gs:// with)
+    appends to an existing file it is asked to write or copy over, where GCS and local disks
+    replace it; removing the old file first gives ram:// the same result."""
+    if path.startswith("ram://") and _gfile().exists(path):
+        _gfile().remove(path)
+
+
+def remove(path: str) -> None:
+    if is_url(path):
+        _gfile().remove(path)
+    else:
+        os.remove(path)
+
+
+def rmtree(path: str) -> None:
+    """Removes a directory and everything under it; a missing one is fine."""
+    if is_url(path):
+        if _gfile().exists(path):
+            _gfile().rmtree(path)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def rename(source: str, target: str) -> None:
+    """Renames a file or folder over `target` (os.replace locally: atomic; on an object store a
+    copy and delete per object, which readers may see half done)."""
+    if is_url(source) or is_url(target):
+        _gfile().rename(source, target, overwrite=True)
+    else:
+        os.replace(source, target)
+
+
+def copy_tree(source: str, target: str) -> None:
+    """Copies every file under `source` to the same place under `target`; either side may be
+    local or a URL (gfile reads and writes both)."""
+    gfile = _gfile()
+    for folder, _, names in walk(source):
+        below = relative(folder, source) if folder.rstrip("/") != source.rstrip("/") else ""
+        destination = join(target, below) if below else target
+        makedirs(destination)
+        for name in names:
+            _forget_for_ram(join(destination, name))
+            gfile.copy(join(folder, name), join(destination, name), overwrite=True)
+
+
+@contextlib.contextmanager
+def local_copy(directory: str) -> Iterator[str]:
+    """A local path holding `directory`'s files: the directory itself when it is local, else a
+    temporary download of it, removed after the block (for libraries that read local files
+    only, like jax's profiler and orbax on schemes other than gs://)."""
+    if not is_url(directory):
+        yield directory
+        return
+    with tempfile.TemporaryDirectory(prefix="harness-download-") as local:
+        target = join(local, os.path.basename(directory.rstrip("/")))
+        copy_tree(directory, target)
+        yield target
+
+
+def orbax_writes(path: str) -> bool:
+    """Whether orbax reads and writes checkpoints at `path` itself: local paths and gs://.
+    orbax 0.5.9 resolves paths with etils.epath, which knows gs://, s3:// and az:// only, and
+    writes arrays with tensorstore, which it points at its gcs driver for gs:// and at the
+    local 'file' driver for anything else, so an s3:// or ram:// path would land on local disk."""
+    return not is_url(path) or path.startswith(ORBAX_URL_PREFIXES)
