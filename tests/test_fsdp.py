@@ -30,6 +30,12 @@ def test_the_largest_free_dimension_the_data_axis_divides_is_split(shape, spec, 
     assert fsdp.shard_over_data(shape, spec, data) == expected
 
 
+def test_a_tree_of_specs_is_split_weight_by_weight():
+    shapes = {"w": jax.ShapeDtypeStruct((64, 256), np.float32), "b": np.zeros((10,))}
+    partition = {"w": P(None, "model"), "b": P()}
+    assert fsdp.shard_tree_over_data(shapes, partition, 4) == {"w": P("data", "model"), "b": P()}
+
+
 def _trainer(shard_params_over_data: bool) -> trainer.Trainer:
     gin.clear_config()
     gin_config.parse_gin(

@@ -71,7 +71,7 @@ def temporaries(spec: ModelSpec, mesh: Sequence[int], step: Step) -> Temporaries
     meshes = compile_meshes(mesh, step.shard_params_over_data)
     if len(meshes) == 1:
         total, how = extrapolated_temp_bytes(spec, meshes[0], step)
-        return Temporaries(total, 0, f"{how}, compiled as mesh {meshes[0]}")
+        return Temporaries(total, 0, how)
     (small, *_), (large, *_) = meshes
     at_small, how_small = extrapolated_temp_bytes(spec, meshes[0], step)
     at_large, how_large = extrapolated_temp_bytes(spec, meshes[1], step)
