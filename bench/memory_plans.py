@@ -96,7 +96,9 @@ def plan_config(name: str, fsdp: bool = False, microbatches: int = 1, mesh=None)
 def smallest_fitting_mesh(plan, spec, chip, micro_images: int | None = None):
     """Fewest devices, growing the data axis from 1, whose per-device plan fits `chip`: the
     plan there, or a line saying why none does. With `micro_images`, each mesh runs its batch
-    in micro-batches of that many images (as many micro-batches as that takes)."""
+    in micro-batches of that many images, at least 2 of them: one is the plain step, which
+    compiles without the micro-batch loop (and, under FSDP, without the all-gathered weights
+    XLA hoists out of it), so it is the other rows' case, not this plan's to scale."""
     from harness.measure import memory_plan
 
     _, expert, model = plan.mesh
@@ -105,7 +107,8 @@ def smallest_fitting_mesh(plan, spec, chip, micro_images: int | None = None):
     while plan.global_batch % (data * expert) == 0:
         per_device = plan.global_batch // (data * expert)
         micro = micro_images or per_device
-        if per_device % spec.min_batch == 0 and per_device % micro == 0:
+        accumulates = micro_images is None or per_device // micro > 1
+        if per_device % spec.min_batch == 0 and per_device % micro == 0 and accumulates:
             mesh = (data, expert, model)
             params = weights.bytes_per_device(mesh, plan.shard_params_over_data)
             last = plan.on_mesh(mesh, params, per_device // micro)
@@ -116,8 +119,10 @@ def smallest_fitting_mesh(plan, spec, chip, micro_images: int | None = None):
     if held > chip.bytes / 2**30:
         what = "weights + Adam" + (" + accumulator" if last.grad_accumulator else "")
         return f"none: {what} alone are {held:.1f} GiB per device at data={last.mesh[0]}"
-    group = spec.min_batch
+    group = micro_images or spec.min_batch
     smallest = "one image" if group == 1 else f"one routing group ({group} images)"
+    if micro_images:
+        return f"none: micro-batches of {smallest} do not fit at any data size"
     return f"none: even {smallest} per device does not fit"
 
 

@@ -38,6 +38,12 @@ How the activations are measured (harness/measure/step_temporaries.py):
   with data, the split part (what is held in the weights' shards) falls as 1/data. Exact at
   data 2 and 4; at other sizes it assumes this form (and that a weight XLA:CPU splits over 2
   and 4 is split the same way over D).
+- Under FSDP with micro-batches, XLA:CPU hoists the weights' all-gathers out of the
+  micro-batch loop (the weights do not change from one micro-batch to the next), so the
+  compiled step holds every weight gathered over 'data' for the whole loop, about the
+  unsplit weights again, while the accumulator stays split like the weights (seen in the
+  loop's carried shapes of the tiny V-MoE's optimised HLO). The activations include it, as
+  the trainer's step compiled by XLA:CPU holds it.
 - jaxlib 0.4.26's CPU executables report zeros from memory_analysis(), so the temporaries
   are read from the buffer assignment XLA dumps at compile time: the sum of its
   preallocated-temp and thread-local allocations.
