@@ -8,6 +8,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from harness import gin_config
+from harness.measure import memory_plan
 from harness.train import fsdp, trainer
 from harness.train.checkpointing import Checkpointer
 from harness.train.experiment import Experiment, validate
@@ -28,6 +29,12 @@ from harness.train.experiment import Experiment, validate
 )
 def test_the_largest_free_dimension_the_data_axis_divides_is_split(shape, spec, data, expected):
     assert fsdp.shard_over_data(shape, spec, data) == expected
+
+
+def test_a_tree_of_specs_is_split_weight_by_weight():
+    shapes = {"w": jax.ShapeDtypeStruct((64, 256), np.float32), "b": np.zeros((10,))}
+    partition = {"w": P(None, "model"), "b": P()}
+    assert fsdp.shard_tree_over_data(shapes, partition, 4) == {"w": P("data", "model"), "b": P()}
 
 
 def _trainer(shard_params_over_data: bool) -> trainer.Trainer:
@@ -67,6 +74,11 @@ def test_fsdp_quarters_weight_and_adam_memory_and_trains_the_same(tmp_path):
     # data=4: all but the few weights with no dimension divisible by 4 (the 10-class bias)
     # are split four ways.
     assert 3.9 < plain_bytes / sharded_bytes <= 4.0
+    # The memory plan counts this very layout (harness/measure/weight_memory.py).
+    weights = memory_plan.model_weights(sharded.experiment.model, (4, 2, 1))
+    for fsdp_on, state in ((False, plain_state), (True, sharded_state)):
+        held = _bytes_on_device(state.params, device)
+        assert weights.bytes_per_device((4, 2, 1), fsdp_on) == held
     wi = sharded.state_shardings.params["encoder"]["x_layers_1"]["ff_layer"]["moe"]["wi"]
     assert wi.spec == P("expert", "data", "model")
 

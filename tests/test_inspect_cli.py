@@ -67,6 +67,16 @@ def test_table_for_people(capsys):
             ["--gin_file=gin/vmoe_s32.gin", "--mesh=1,8,1", "--batch=12", "--noxla_flops"],
             "--batch=12",
         ),
+        (
+            [
+                "--gin_file=gin/vmoe_s32.gin",
+                "--mesh=1,8,1",
+                "--batch=128",
+                "--noxla_flops",
+                "--gin_param=TrainSpec.microbatches=4",
+            ],
+            "TrainSpec.microbatches=4",
+        ),
     ],
 )
 def test_bad_input_is_a_usage_error_naming_the_value(args, expected):

@@ -8,11 +8,17 @@ Prints params_total, params_body, params_active, gflops_per_image and XLA's FLOP
 on the given mesh. A table for people; one JSON object with --json.
 
 With --batch, also a per-device memory plan of one training step on the mesh (weights, Adam
-state, batch, and activations from XLA's buffer assignment of the train step compiled at
-reduced depth and extrapolated per layer; harness/measure/memory_plan.py) and which chips it
-fits. The step is compiled on EXPERT x MODEL simulated CPU devices, whatever the machine: the
-command sets XLA_FLAGS=--xla_force_host_platform_device_count=N for itself before JAX starts
-(an N already in XLA_FLAGS is kept).
+state, gradient accumulator, batch, and activations from XLA's buffer assignment of the train
+step compiled at reduced depth and extrapolated per layer; harness/measure/memory_plan.py) and
+which chips it fits. The step is compiled on EXPERT x MODEL simulated CPU devices (4 x EXPERT
+x MODEL under FSDP), whatever the machine: the command sets
+XLA_FLAGS=--xla_force_host_platform_device_count=N for itself before JAX starts (an N already
+in XLA_FLAGS is kept).
+
+FSDP and gradient accumulation come from the gin file, as for `harness.run`:
+MeshSpec.shard_params_over_data and TrainSpec.microbatches, overridden the same way, e.g.
+--gin_param=MeshSpec.shard_params_over_data=True --gin_param=TrainSpec.microbatches=4. (The
+mesh is --mesh, not MeshSpec's sizes, since inspect runs on no accelerator to resolve -1.)
 """
 
 import json
@@ -33,7 +39,10 @@ flags.DEFINE_bool("json", False, "Print one JSON object instead of a table.")
 flags.DEFINE_string("mesh", "1,1,1", "Mesh sizes DATA,EXPERT,MODEL for bytes per device.")
 flags.DEFINE_bool("xla_flops", True, "Also report XLA's FLOP count of the lowered forward.")
 flags.DEFINE_integer(
-    "batch", None, "Global batch: adds a per-device memory plan of a training step on --mesh."
+    "batch",
+    None,
+    "Global batch: adds a per-device memory plan of a training step on --mesh, with the gin "
+    "file's MeshSpec.shard_params_over_data (FSDP) and TrainSpec.microbatches.",
 )
 
 DEVICE_COUNT_FLAG = "--xla_force_host_platform_device_count"
@@ -77,26 +86,30 @@ def main(args: list[str]) -> None:
     if not cli_flags.gin_files():
         raise UsageError("--gin_file is required; e.g. --gin_file=gin/vit_b16.gin")
     mesh = parse_mesh(FLAGS.mesh)
-    if FLAGS.batch is not None:
-        if FLAGS.batch < 1:
-            raise UsageError(f"--batch={FLAGS.batch} is not a positive global batch; e.g. 4096")
-        request_host_devices(mesh[1] * mesh[2])  # the plan compiles with the data axis at 1
+    if FLAGS.batch is not None and FLAGS.batch < 1:
+        raise UsageError(f"--batch={FLAGS.batch} is not a positive global batch; e.g. 4096")
     from harness import gin_config
+    from harness.measure import plan_meshes
     from harness.train.experiment import check_mesh_fits_model
+    from harness.train.specs import MeshSpec, TrainSpec
     from models.specs import ModelSpec
 
     gin_config.parse_gin(cli_flags.gin_files(), cli_flags.gin_params())
     start = time.perf_counter()
     try:
-        spec = ModelSpec()
+        spec, train = ModelSpec(), TrainSpec()
+        fsdp = MeshSpec().shard_params_over_data
         check_mesh_fits_model(spec, tuple(mesh))
+        if FLAGS.batch is not None:
+            # Parsing gin imports no JAX, so the devices can still be asked for here.
+            request_host_devices(plan_meshes.device_count(mesh, fsdp))
         from harness.measure import model_summary  # praxis and JAX: only for a valid model
 
         record = {"gin_files": cli_flags.gin_files()}
-        record.update(model_summary.inspect_model(spec, mesh, FLAGS.xla_flops))
+        record.update(model_summary.inspect_model(spec, mesh, FLAGS.xla_flops, fsdp))
         plan = None
         if FLAGS.batch is not None:
-            plan = memory_plan_of(spec, mesh, FLAGS.batch)
+            plan = memory_plan_of(spec, train, fsdp, mesh, FLAGS.batch)
     except ValueError as error:  # invalid model settings (k > E, bad placement, ...)
         raise UsageError(str(error).splitlines()[0]) from error
     record["inspect_seconds"] = round(time.perf_counter() - start, 1)
@@ -113,14 +126,16 @@ def main(args: list[str]) -> None:
         print(memory_plan.format_plan(plan))
 
 
-def memory_plan_of(spec, mesh: list[int], batch: int):
-    """The training-step memory plan, in the gin file's compute dtype and loss."""
+def memory_plan_of(spec, train, fsdp: bool, mesh: list[int], batch: int):
+    """The training-step memory plan in the gin file's compute dtype, loss, FSDP and
+    micro-batches (`train` is its TrainSpec)."""
     from harness.measure import memory_plan
-    from harness.train.specs import TrainSpec
 
-    train = TrainSpec()
-    memory_plan.check_batch(spec, mesh, batch)  # a bad batch fails before any compiling
-    return memory_plan.plan(spec, mesh, batch, train.compute_dtype, train.loss)
+    # A bad batch fails before any compiling.
+    memory_plan.check_batch(spec, mesh, batch, train.microbatches)
+    return memory_plan.plan(
+        spec, mesh, batch, train.compute_dtype, train.loss, fsdp, train.microbatches
+    )
 
 
 if __name__ == "__main__":

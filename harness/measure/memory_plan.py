@@ -1,58 +1,70 @@
 """Per-device memory of one training step on a ('data', 'expert', 'model') mesh, and which
-chips it fits.
+chips it fits, with the gin file's FSDP (MeshSpec.shard_params_over_data) and gradient
+accumulation (TrainSpec.microbatches) as the trainer runs them.
 
-    params       f32 weights each device holds under their praxis split dims
-                 (params_flops.param_bytes_per_device), exact.
+    params       f32 weights each device holds under the trainer's partition specs: their
+                 praxis split dims and, with FSDP, harness/train/fsdp.py's split of each
+                 weight's largest free dimension over 'data' (harness/measure/weight_memory.py
+                 applies the trainer's own functions), exact.
     optimizer    Adam's two f32 moments, split like the weights: 2 x params, exact.
+    accumulator  with micro-batches, the f32 gradient sum the micro-batch scan carries from one
+                 micro-batch to the next (harness/train/grad_accumulation.py: zeros_like of
+                 the f32 params), split like the weights: 1 x params, exact; 0 without.
     batch        the device's slice of the f32 images and int32 labels, exact.
-    activations  everything else the step allocates (saved activations, gradients, the
-                 optimizer update's temporaries): XLA's buffer assignment of the train step
-                 compiled for CPU at reduced depth, extrapolated linearly per layer.
+    activations  everything else the step allocates (one micro-batch's saved activations,
+                 the gradients, FSDP's all-gathered weights, the optimizer update's
+                 temporaries): XLA's buffer assignment of the train step compiled for CPU at
+                 reduced depth, extrapolated linearly per layer, less the accumulator (which
+                 that buffer assignment holds and the line above counts).
 
-How the activations are measured:
-- The step is the trainer's own (harness.train.steps.make_train_step), with optax Adam, the
-  gin file's compute dtype and loss, in/out shardings from the weights' split dims, the
-  batch over ('data', 'expert') and the state donated, as harness/train/trainer.py does.
+How the activations are measured (harness/measure/step_temporaries.py):
+- The step is the trainer's own (harness.train.steps.make_train_step, with the micro-batch
+  scan when TrainSpec.microbatches > 1, which compiles one micro-batch of per-device batch /
+  microbatches images whatever their number), with optax Adam, the gin file's compute dtype
+  and loss, in/out shardings from the trainer's partition specs (FSDP's included), the batch
+  over ('data', 'expert') and the state donated, as harness/train/trainer.py does.
 - Compiled on simulated CPU devices at depths 2 and 4. Sparse models whose full depth has as
   many MoE as dense blocks use every_2 placement at both depths. Others (last_n, tail_n
   placements) compile one more model, 4 blocks with one MoE, so that a dense and an MoE
   block each get their own per-layer cost. Full depth = the intercept plus each block's cost.
-- The data axis only replicates the step (weights are not split over it), so the compile uses
-  data=1 with the same per-device batch: the per-device figures are the same, on E x M
-  instead of D x E x M devices.
+- Without FSDP the data axis only replicates the step (weights are not split over it), so
+  the compile uses data=1 with the same per-device batch: the per-device figures are the
+  same, on E x M instead of D x E x M devices.
+- With FSDP the data axis splits the weights, and the step all-gathers each where it is used
+  and reduce-scatters its gradient, so the compile must have a data axis. The real D may need
+  thousands of simulated devices, so the step is compiled at data 2 and 4 (same per-device
+  batch, 4 x E x M devices) and the temporaries fitted as fixed + split / data: the fixed part
+  (activations, all-gathered weights, gradients before their reduce-scatter) does not change
+  with data, the split part (what is held in the weights' shards) falls as 1/data. Exact at
+  data 2 and 4; at other sizes it assumes this form (and that a weight XLA:CPU splits over 2
+  and 4 is split the same way over D).
+- Under FSDP with micro-batches, XLA:CPU hoists the weights' all-gathers out of the
+  micro-batch loop (the weights do not change from one micro-batch to the next), so the
+  compiled step holds every weight gathered over 'data' for the whole loop, about the
+  unsplit weights again, while the accumulator stays split like the weights (seen in the
+  loop's carried shapes of the tiny V-MoE's optimised HLO). The activations include it, as
+  the trainer's step compiled by XLA:CPU holds it.
 - jaxlib 0.4.26's CPU executables report zeros from memory_analysis(), so the temporaries
   are read from the buffer assignment XLA dumps at compile time: the sum of its
   preallocated-temp and thread-local allocations.
-- XLA:CPU does not rematerialise, and TPU and GPU compilers fuse and lay out differently, so
-  the activations are an estimate of what an accelerator allocates, not a measurement of it.
+- XLA:CPU does not rematerialise, and TPU and GPU compilers fuse, lay out and schedule
+  collectives differently, so the activations are an estimate of what an accelerator
+  allocates, not a measurement of it.
 """
 
 import dataclasses
-import glob
-import math
-import os
-import re
-import tempfile
 from collections.abc import Sequence
 from typing import Any
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
-from praxis import base_layer
-
-from harness.measure import params_flops
-from harness.train.mesh import batch_spec
-from harness.train.steps import TrainState, make_train_step
+from harness.measure import params_flops, step_temporaries
+from harness.measure.plan_meshes import compile_meshes
+from harness.measure.weight_memory import Weights
 from models import builders
-from models.specs import MESH_AXES, ModelSpec
+from models.specs import ModelSpec
 
 GIB = 2**30
 GB = 10**9
 ADAM_MOMENTS = 2  # mu and nu, f32 like the weights
-REDUCED_DEPTHS = (2, 4)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,10 +108,19 @@ class MemoryPlan:
     batch: int
     activations: int
     method: str
+    shard_params_over_data: bool = False  # FSDP, as MeshSpec names it
+    microbatches: int = 1
+    grad_accumulator: int = 0
+    # The part of `activations` split like the weights over 'data' (FSDP only): 1/data.
+    activations_split_over_data: int = 0
 
     @property
     def total(self) -> int:
-        return self.params + self.optimizer + self.batch + self.activations
+        return self.params + self.optimizer + self.grad_accumulator + self.batch + self.activations
+
+    @property
+    def microbatch_images(self) -> int:
+        return self.per_device_batch // self.microbatches
 
     def fits(self, chip: Chip) -> bool:
         return self.total <= chip.bytes
@@ -110,27 +131,46 @@ class MemoryPlan:
         record["fits"] = {chip.name: self.fits(chip) for chip in CHIPS}
         return record
 
-    def scaled_to_batch(self, mesh: Sequence[int], global_batch: int) -> "MemoryPlan":
-        """The plan on another data axis: weights and Adam state unchanged (they are not split
-        over data), batch and activations in proportion to the per-device batch. Exact for the
-        batch; for activations only as exact as the proportionality, which holds for the
-        per-image buffers that dominate them and overstates fixed ones."""
-        per_device = global_batch // (mesh[0] * mesh[1])
-        ratio = per_device / self.per_device_batch
+    def on_mesh(
+        self, mesh: Sequence[int], params: int, microbatches: int | None = None
+    ) -> "MemoryPlan":
+        """The plan at the same global batch on another data axis (expert and model kept),
+        where each device holds `params` weight bytes (exact: Weights.bytes_per_device, which
+        changes with the data axis under FSDP), with as many or `microbatches` micro-batches.
+
+        Weights, Adam state, accumulator and batch are exact. Of the activations, the part
+        split over data scales as 1/data and the rest in proportion to the images per
+        micro-batch: right for the per-image buffers that dominate them, too high for fixed
+        ones (gradients, gathered weights) when the micro-batch grows and too low when it
+        shrinks. Keeping the micro-batch's images as compiled keeps that part as measured."""
+        microbatches = microbatches or self.microbatches
+        per_device = self.global_batch // (mesh[0] * mesh[1])
+        images = per_device / microbatches / self.microbatch_images
+        split = round(self.activations_split_over_data * self.mesh[0] / mesh[0])
+        rest = round((self.activations - self.activations_split_over_data) * images)
         return dataclasses.replace(
             self,
             mesh=tuple(mesh),
-            global_batch=global_batch,
             per_device_batch=per_device,
-            batch=round(self.batch * ratio),
-            activations=round(self.activations * ratio),
-            method=f"{self.method}; scaled from {self.per_device_batch} to {per_device} "
-            "images per device in proportion",
+            params=params,
+            optimizer=ADAM_MOMENTS * params,
+            grad_accumulator=params if microbatches > 1 else 0,
+            microbatches=microbatches,
+            batch=round(self.batch * per_device / self.per_device_batch),
+            activations=split + rest,
+            activations_split_over_data=split,
+            method=f"{self.method}; moved to mesh {tuple(mesh)} ({per_device} images per "
+            f"device, {microbatches} micro-batch(es)) without compiling: activations scaled in "
+            "proportion to the images per micro-batch (and their part split over data as "
+            "1/data)",
         )
 
 
-def check_batch(spec: ModelSpec, mesh: Sequence[int], global_batch: int) -> int:
-    """The per-device batch; ValueError (one line) if the mesh cannot split the batch."""
+def check_batch(
+    spec: ModelSpec, mesh: Sequence[int], global_batch: int, microbatches: int = 1
+) -> int:
+    """The per-device batch; ValueError (one line) if the mesh, or the micro-batches, cannot
+    split the batch (as the trainer's harness.train.experiment.validate requires)."""
     devices = mesh[0] * mesh[1]
     if global_batch < 1 or global_batch % devices:
         raise ValueError(
@@ -143,7 +183,23 @@ def check_batch(spec: ModelSpec, mesh: Sequence[int], global_batch: int) -> int:
             f"--batch={global_batch} gives {per_device} images per device, not a multiple of "
             f"MoeSpec.group_images={spec.min_batch}; use a multiple of {devices * spec.min_batch}"
         )
+    if microbatches < 1:
+        raise ValueError(f"TrainSpec.microbatches={microbatches} must be >= 1")
+    if per_device % (microbatches * spec.min_batch):
+        groups = f" of whole MoeSpec.group_images={spec.min_batch} groups" * (spec.min_batch > 1)
+        raise ValueError(
+            f"--batch={global_batch} gives {per_device} images per device, which do not split "
+            f"into TrainSpec.microbatches={microbatches} equal micro-batches{groups}; use a "
+            f"batch that is a multiple of {devices * microbatches * spec.min_batch} or fewer "
+            "micro-batches"
+        )
     return per_device
+
+
+def model_weights(spec: ModelSpec, mesh: Sequence[int]) -> Weights:
+    """Every weight's shape and split dims, built abstractly (no weights in memory)."""
+    model_config = builders.build_model(spec, mesh_shape=list(mesh))
+    return Weights.of_variables(params_flops.abstract_variables(model_config, spec))
 
 
 def plan(
@@ -152,166 +208,77 @@ def plan(
     global_batch: int,
     compute_dtype: str = "float32",
     loss: str = "softmax",
+    shard_params_over_data: bool = False,
+    microbatches: int = 1,
 ) -> MemoryPlan:
     """The memory plan of `spec` on `mesh` at `global_batch`; see the module docstring."""
     mesh = tuple(mesh)
-    per_device = check_batch(spec, mesh, global_batch)
-    compile_mesh = (1, mesh[1], mesh[2])
-    devices = compile_devices(compile_mesh)
-    model_config = builders.build_model(spec, mesh_shape=list(mesh))
-    variables = params_flops.abstract_variables(model_config, spec)
-    params = params_flops.param_bytes_per_device(variables, mesh, MESH_AXES)
-    v = spec.vit
-    image_bytes = v.image_size**2 * v.num_channels * 4
-    activations, how = extrapolated_temp_bytes(spec, compile_mesh, per_device, compute_dtype, loss)
-    method = (
-        f"params and Adam state from the weights' split dims on mesh {mesh}; activations: "
-        f"XLA:CPU buffer assignment of the {compute_dtype} train step, {how}, compiled on "
-        f"{len(devices)} simulated CPU device(s) as mesh {compile_mesh} with {per_device} "
-        "images per device (the data axis only replicates)"
+    per_device = check_batch(spec, mesh, global_batch, microbatches)
+    params = model_weights(spec, mesh).bytes_per_device(mesh, shard_params_over_data)
+    accumulator = params if microbatches > 1 else 0
+    step = step_temporaries.Step(
+        per_device, compute_dtype, loss, microbatches, shard_params_over_data
     )
+    temporaries = step_temporaries.temporaries(spec, mesh, step)
+    # The buffer assignment holds the accumulator (the scan's carry); it has its own line.
+    activations = max(temporaries.total - accumulator, 0)
+    split = temporaries.split_over_data
+    if shard_params_over_data:  # the accumulator is split over data like the weights
+        split = max(split - accumulator, 0)
     return MemoryPlan(
         mesh=mesh,
         global_batch=global_batch,
         per_device_batch=per_device,
         params=params,
         optimizer=ADAM_MOMENTS * params,
-        batch=per_device * (image_bytes + 4),
+        batch=per_device * (image_bytes(spec) + 4),
         activations=activations,
-        method=method,
+        method=method(mesh, step, temporaries.how),
+        shard_params_over_data=shard_params_over_data,
+        microbatches=microbatches,
+        grad_accumulator=accumulator,
+        activations_split_over_data=min(split, activations),
     )
 
 
-def compile_devices(compile_mesh: Sequence[int]) -> list[jax.Device]:
-    needed = math.prod(compile_mesh)
-    devices = jax.devices("cpu")
-    if len(devices) < needed:
-        raise ValueError(
-            f"the memory plan compiles on {needed} CPU devices but JAX has {len(devices)}; set "
-            f"XLA_FLAGS=--xla_force_host_platform_device_count={needed} before JAX starts"
-        )
-    return devices[:needed]
-
-
-def extrapolated_temp_bytes(
-    spec: ModelSpec,
-    compile_mesh: tuple[int, int, int],
-    per_device: int,
-    compute_dtype: str,
-    loss: str,
-) -> tuple[int, str]:
-    """Temporaries at full depth from reduced-depth compiles, and how they were obtained."""
-    small, large = REDUCED_DEPTHS
-    layers = spec.vit.num_layers
-
-    def measure(depth: int, placement: str | None = None) -> int:
-        model = reduced(spec, depth, placement)
-        return train_step_temp_bytes(model, compile_mesh, per_device, compute_dtype, loss)
-
-    moe = len(spec.moe_layers)
-    if spec.family != "vmoe" or 2 * moe == layers:
-        placement = "every_2" if spec.family == "vmoe" else None
-        at_small, at_large = measure(small, placement), measure(large, placement)
-        per_layer = (at_large - at_small) / (large - small)
-        total = at_large + per_layer * (layers - large)
-        how = (
-            f"compiled at depths {small} and {large} ({at_small / GIB:.2f} and "
-            f"{at_large / GIB:.2f} GiB), extrapolated linearly to {layers}"
-        )
-        return max(round(total), 0), how
-    # Unequal dense and MoE blocks: a = 1 dense + 1 MoE, b = 2 + 2, c = 3 dense + 1 MoE.
-    a, b, c = measure(small, "every_2"), measure(large, "every_2"), measure(large, "tail_1")
-    dense, sparse = (c - a) / 2, (2 * b - a - c) / 2
-    total = 2 * a - b + dense * (layers - moe) + sparse * moe
-    how = (
-        f"compiled at depths {small} and {large} (every_2) and {large} (one MoE block) "
-        f"({a / GIB:.2f}, {b / GIB:.2f}, {c / GIB:.2f} GiB), extrapolated linearly to "
-        f"{layers - moe} dense and {moe} MoE blocks"
-    )
-    return max(round(total), 0), how
-
-
-def reduced(spec: ModelSpec, depth: int, placement: str | None) -> ModelSpec:
-    vit = dataclasses.replace(spec.vit, num_layers=depth)
-    moe = spec.moe if placement is None else dataclasses.replace(spec.moe, placement=placement)
-    return dataclasses.replace(spec, vit=vit, moe=moe)
-
-
-def train_step_temp_bytes(
-    spec: ModelSpec,
-    compile_mesh: tuple[int, int, int],
-    per_device: int,
-    compute_dtype: str,
-    loss: str,
-) -> int:
-    """Temporary bytes per device of the compiled, sharded, state-donating train step."""
-    mesh = Mesh(np.array(compile_devices(compile_mesh)).reshape(compile_mesh), MESH_AXES)
-    model = base_layer.instantiate(
-        builders.build_model(spec, mesh_shape=list(compile_mesh), compute_dtype=compute_dtype)
-    )
+def image_bytes(spec: ModelSpec) -> int:
     v = spec.vit
-    image = (v.image_size, v.image_size, v.num_channels)
-    # Grouped MoE layers need whole routing groups even at init.
-    init_images = jnp.zeros((spec.min_batch, *image), jnp.float32)
-    tx = optax.adam(1e-3)
+    return v.image_size**2 * v.num_channels * 4
 
-    def init(rng: jax.Array) -> TrainState:
-        variables = model.init({base_layer.PARAMS: rng, base_layer.RANDOM: rng}, init_images)
-        params = variables[base_layer.PARAMS]
-        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
 
-    state = jax.eval_shape(init, jax.random.PRNGKey(0))
-    weights = model.abstract_init_with_metadata(init_images)[base_layer.PARAMS]
-    partition = base_layer.var_partition_specs(weights, compile_mesh, MESH_AXES)
-    param_shardings = jax.tree_util.tree_map(lambda s: NamedSharding(mesh, s), partition)
-    replicated = NamedSharding(mesh, PartitionSpec())
-    opt_shardings = optax.tree_map_params(
-        tx,
-        lambda _, sharding: sharding,
-        state.opt_state,
-        param_shardings,
-        transform_non_params=lambda _: replicated,
+def method(mesh: tuple[int, int, int], step: step_temporaries.Step, how: str) -> str:
+    """How each part of the plan was obtained, in one sentence for its `method` field."""
+    fsdp = step.shard_params_over_data
+    split = (
+        " and, FSDP, over 'data' by harness/train/fsdp.py (exact)"
+        if fsdp
+        else " (no FSDP: not split over 'data')"
     )
-    state_shardings = TrainState(step=replicated, params=param_shardings, opt_state=opt_shardings)
-    count = per_device * compile_mesh[0] * compile_mesh[1]
-    batch = {
-        "image": jax.ShapeDtypeStruct((count, *image), jnp.float32),
-        "label": jax.ShapeDtypeStruct((count,), jnp.int32),
-    }
-    batch_shardings = {
-        "image": NamedSharding(mesh, batch_spec(4)),
-        "label": NamedSharding(mesh, batch_spec(1)),
-    }
-    step = make_train_step(
-        model, tx, optax.constant_schedule(1e-3), loss, 0.0, jax.random.PRNGKey(1)
+    accumulated = ", f32 gradient accumulator 1 x params" if step.microbatches > 1 else ""
+    text = (
+        f"params, Adam state{accumulated} from the trainer's partition specs on mesh {mesh}: "
+        f"praxis split dims{split}; activations: XLA:CPU buffer assignment of the "
+        f"{step.compute_dtype} train step"
     )
-    jitted = jax.jit(
-        step,
-        in_shardings=(state_shardings, batch_shardings),
-        out_shardings=(state_shardings, None),
-        donate_argnums=(0,),
+    if step.microbatches > 1:
+        images = step.per_device // step.microbatches
+        text += (
+            f" with its {step.microbatches}-micro-batch scan ({images} images each), less the "
+            "accumulator it holds"
+        )
+    compiled = compile_meshes(mesh, fsdp)
+    devices = max(m[0] * m[1] * m[2] for m in compiled)
+    if len(compiled) == 1:
+        return (
+            f"{text}, {how}, compiled on {devices} simulated CPU device(s) as mesh "
+            f"{compiled[0]} with {step.per_device} images per device"
+            + ("" if fsdp else " (the data axis only replicates)")
+        )
+    return (
+        f"{text}, with {step.per_device} images per device, compiled on up to {devices} "
+        f"simulated CPU devices with the data axis at 2 and 4 (FSDP: the data axis splits the "
+        f"weights; the real one would need {mesh[0] * mesh[1] * mesh[2]}): {how}"
     )
-    with mesh, tempfile.TemporaryDirectory(prefix="memory_plan_") as dump:
-        lowered = jitted.lower(state, batch)
-        lowered.compile({"xla_dump_to": dump, "xla_dump_hlo_module_re": ".*train_step.*"})
-        files = glob.glob(os.path.join(dump, "*train_step*buffer-assignment.txt"))
-        if len(files) != 1:
-            raise RuntimeError(f"expected one buffer-assignment dump of the step, got {files}")
-        with open(files[0]) as text:
-            return temp_bytes_of_buffer_assignment(text.read())
-
-
-_ALLOCATION = re.compile(r"^allocation \d+: size (\d+), (.*)$", re.MULTILINE)
-
-
-def temp_bytes_of_buffer_assignment(text: str) -> int:
-    """Sum of an XLA buffer-assignment dump's temporary allocations: the preallocated temp
-    block and thread-local buffers, not parameters, outputs or constants."""
-    total = 0
-    for size, flags in _ALLOCATION.findall(text):
-        if "preallocated-temp" in flags or flags.startswith("thread-local"):
-            total += int(size)
-    return total
 
 
 def format_plan(memory: MemoryPlan) -> str:
@@ -319,13 +286,20 @@ def format_plan(memory: MemoryPlan) -> str:
     rows = [
         ("params", memory.params),
         ("optimizer (Adam, 2 x params)", memory.optimizer),
+        ("gradient accumulator", memory.grad_accumulator),
         ("batch", memory.batch),
         ("activations and temporaries", memory.activations),
         ("total", memory.total),
     ]
+    fsdp = "FSDP (weights and Adam split over data)" if memory.shard_params_over_data else "no FSDP"
+    micro = (
+        f"{memory.microbatches} micro-batches of {memory.microbatch_images} images"
+        if memory.microbatches > 1
+        else "1 micro-batch"
+    )
     lines = [
         f"memory plan per device, mesh {memory.mesh}, batch {memory.global_batch} "
-        f"({memory.per_device_batch} per device):"
+        f"({memory.per_device_batch} per device), {fsdp}, {micro}:"
     ]
     lines += [f"  {name:<30} {value / GIB:9.2f} GiB" for name, value in rows]
     for chip in CHIPS:

@@ -5,12 +5,16 @@ import dataclasses
 from typing import Any
 
 from harness.measure import params_flops
+from harness.measure.weight_memory import Weights
 from models import builders
 from models.specs import MESH_AXES, ModelSpec
 
 
-def inspect_model(spec: ModelSpec, mesh: list[int], xla_flops: bool = True) -> dict[str, Any]:
-    """Returns the inspect record (a flat dict) for one model spec."""
+def inspect_model(
+    spec: ModelSpec, mesh: list[int], xla_flops: bool = True, shard_params_over_data: bool = False
+) -> dict[str, Any]:
+    """Returns the inspect record (a flat dict) for one model spec; its weight bytes per device
+    are split as the trainer splits them, over 'data' too under FSDP."""
     model_config = builders.build_model(spec, mesh_shape=mesh)
     variables = params_flops.abstract_variables(model_config, spec)
     counts = params_flops.count_params(variables, spec)
@@ -22,7 +26,9 @@ def inspect_model(spec: ModelSpec, mesh: list[int], xla_flops: bool = True) -> d
         "gflops_per_image": round(params_flops.analytic_gflops_per_image(spec), 4),
         "xla_gflops_per_image": None,
         "mesh": dict(zip(MESH_AXES, mesh, strict=True)),
-        "param_bytes_per_device": params_flops.param_bytes_per_device(variables, mesh, MESH_AXES),
+        "param_bytes_per_device": Weights.of_variables(variables).bytes_per_device(
+            mesh, shard_params_over_data
+        ),
     }
     if xla_flops:
         # XLA counts a scanned stack's loop body once, not once per layer; the unrolled model

@@ -10,7 +10,9 @@ stay as they were.
 """
 
 from collections.abc import Sequence
+from typing import Any
 
+import jax
 from jax.sharding import PartitionSpec
 
 DATA_AXIS = "data"
@@ -35,6 +37,16 @@ def shard_over_data(shape: Sequence[int], spec: PartitionSpec, data_size: int) -
     entries = list(tuple(spec) + (None,) * (len(shape) - len(spec)))
     entries[dim] = DATA_AXIS
     return PartitionSpec(*entries)
+
+
+def shard_tree_over_data(shapes: Any, partition: Any, data_size: int) -> Any:
+    """`partition` (a tree of PartitionSpecs) with every weight split by `shard_over_data`;
+    `shapes` is the weights' tree of arrays or ShapeDtypeStructs. The trainer and the memory
+    plan (harness/measure/memory_plan.py) both place weights through this, so the plan counts
+    the layout training uses."""
+    return jax.tree_util.tree_map(
+        lambda weight, spec: shard_over_data(weight.shape, spec, data_size), shapes, partition
+    )
 
 
 def _uses_axis(spec: PartitionSpec, axis: str) -> bool:

@@ -146,11 +146,7 @@ class Trainer:
         abstract_params = jax.eval_shape(self._init_params, self.init_rng)
         if self.experiment.mesh.shard_params_over_data:
             data_size = self.mesh.shape[fsdp.DATA_AXIS]
-            partition = jax.tree_util.tree_map(
-                lambda a, spec: fsdp.shard_over_data(a.shape, spec, data_size),
-                abstract_params,
-                partition,
-            )
+            partition = fsdp.shard_tree_over_data(abstract_params, partition, data_size)
         param_shardings = jax.tree_util.tree_map(
             lambda spec: NamedSharding(self.mesh, spec), partition
         )
