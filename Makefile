@@ -47,7 +47,7 @@ reproduce: setup
 # Whole test modules spread over TEST_WORKERS processes (pytest-xdist), so each module's shared
 # fixtures are built once. Each worker simulates its own 8 CPU devices (tests/conftest.py).
 TEST_WORKERS ?= 2
-PYTEST := $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=30
+PYTEST := $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=30
 
 test: setup
 	$(PYTEST) tests

@@ -14,7 +14,7 @@ import pytest
 from praxis import base_layer
 
 from harness import gin_config
-from harness.measure.memory_plan import temp_bytes_of_buffer_assignment
+from harness.measure.step_temporaries import temp_bytes_of_buffer_assignment
 from harness.train.experiment import Experiment, validate
 from harness.train.grad_accumulation import accumulating, split_microbatches
 from harness.train.resume import first_difference
