@@ -43,9 +43,6 @@ def replacing(path: str) -> Iterator[str]:
 
 
 def write_text_atomically(path: str, text: str) -> None:
-    if storage.is_url(path):
-        storage.write_url(path, text)  # one upload: whole or absent (harness/storage.py)
-        return
     with replacing(path) as temporary, open(temporary, "w") as f:
         f.write(text)
 

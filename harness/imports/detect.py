@@ -1,7 +1,8 @@
 """Chooses the importer by what a path holds, so the user names a checkpoint, not its format."""
 
+from harness import storage
 from harness.errors import UsageError
-from harness.imports import big_vision_npz, files, orbax_run, vmoe_reference
+from harness.imports import big_vision_npz, orbax_run, vmoe_reference
 
 RUN = "run"
 VIT_NPZ = "vit_npz"
@@ -28,13 +29,13 @@ def path_format(path: str) -> str:
     (telling them apart needs the names inside; see `npz_format`)."""
     if path.endswith(".npz"):
         return "npz"
-    if path.endswith(vmoe_reference.INDEX_SUFFIX) or files.exists(
+    if path.endswith(vmoe_reference.INDEX_SUFFIX) or storage.exists(
         path + vmoe_reference.INDEX_SUFFIX
     ):
         return VMOE
     if orbax_run.is_run_dir(path):
         return RUN
-    if not files.exists(path):
+    if not storage.exists(path):
         raise UsageError(f"checkpoint {path} does not exist; check the path")
     raise UsageError(f"cannot tell the checkpoint format of {path}; give one of: {FORMAT_HELP}")
 

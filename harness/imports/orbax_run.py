@@ -12,7 +12,7 @@ import numpy as np
 
 from harness import storage
 from harness.errors import UsageError, one_line
-from harness.imports import files, tree_mapping
+from harness.imports import tree_mapping
 from harness.train import checkpoint_steps
 
 # The trainer's layout (harness/train/checkpoint_steps.py and orbax's item name).
@@ -22,17 +22,12 @@ PARAMS_KEY = "params"
 
 
 def is_run_dir(path: str) -> bool:
-    return files.is_dir(files.join(path, CHECKPOINT_DIR))
-
-
-def saved_steps(run_dir: str) -> list[int]:
-    """Steps with a complete checkpoint (harness/train/checkpoint_steps.py)."""
-    return checkpoint_steps.saved_steps(run_dir)
+    return storage.isdir(storage.join(path, CHECKPOINT_DIR))
 
 
 def step_dir(run_dir: str, step: int | None) -> tuple[str, int]:
     """The item directory of `step` (None: the latest) and the step it is."""
-    steps = saved_steps(run_dir)
+    steps = checkpoint_steps.saved_steps(run_dir)
     if not steps:
         raise UsageError(
             f"{run_dir} has no checkpoint under {CHECKPOINT_DIR}/; give a run directory that "
@@ -42,7 +37,7 @@ def step_dir(run_dir: str, step: int | None) -> tuple[str, int]:
         step = steps[-1]
     elif step not in steps:
         raise UsageError(f"{run_dir} has no checkpoint of step {step}; it has steps {steps}")
-    return files.join(run_dir, CHECKPOINT_DIR, str(step), ITEM_DIR), step
+    return storage.join(run_dir, CHECKPOINT_DIR, str(step), ITEM_DIR), step
 
 
 def read_params(run_dir: str, step: int | None = None) -> tuple[dict[str, Any], int]:

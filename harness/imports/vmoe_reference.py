@@ -10,6 +10,7 @@ saved tree was a plain dict of params (as the published ones are).
 
 import numpy as np
 
+from harness import storage
 from harness.errors import UsageError
 from harness.imports import files, flax_vit, vmoe_msgpack
 
@@ -37,7 +38,7 @@ def read_arrays(path: str, params_only: bool = True) -> dict[str, np.ndarray]:
     """
     prefix = checkpoint_prefix(path)
     index_path = prefix + INDEX_SUFFIX
-    if not files.exists(index_path):
+    if not storage.exists(index_path):
         raise UsageError(f"{index_path} does not exist; give the V-MoE checkpoint prefix or .index")
     index = vmoe_msgpack.unpack(files.read_bytes(index_path))
     version = index.get("version")
@@ -61,7 +62,7 @@ def read_arrays(path: str, params_only: bool = True) -> dict[str, np.ndarray]:
     }
     for shard in sorted({s for _, info in leaves.values() for s in info.shards}):
         shard_path = _shard_path(prefix, shard, shard_count)
-        if not files.exists(shard_path):
+        if not storage.exists(shard_path):
             raise UsageError(f"{shard_path} is missing; copy every data shard of the checkpoint")
         for leaf, chunk, global_slice in vmoe_msgpack.array_chunks(
             vmoe_msgpack.unpack(files.read_bytes(shard_path))

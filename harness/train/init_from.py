@@ -28,7 +28,7 @@ from flax import traverse_util
 from harness import files, storage
 from harness.errors import UsageError, one_line
 from harness.imports import detect, importer, orbax_run, posemb, tree_mapping
-from harness.train import checksums
+from harness.train import checkpoint_steps, checksums
 from harness.train.experiment_file import load_experiment
 from harness.train.steps import TrainState
 
@@ -60,7 +60,7 @@ def _describe_run_dir(path: str) -> tuple[dict[str, Any], int]:
     """What a pretrained run directory was (from experiment.json) and its latest step, after
     checking that step's files against their checksums."""
     experiment = load_experiment(path)  # refuses a config.gin that imports code
-    steps = orbax_run.saved_steps(path)
+    steps = checkpoint_steps.saved_steps(path)
     if not steps:
         raise UsageError(
             f"TrainSpec.init_from={path!r} has no checkpoint; train it with harness.run first"

@@ -12,7 +12,14 @@ from harness import files, gin_config, storage
 from harness.data import pipeline
 from harness.errors import UsageError, one_line
 from harness.measure import energy_tracker, params_flops
-from harness.train import experiment_file, init_from, resume, run_record, workdir_lock
+from harness.train import (
+    checkpoint_steps,
+    experiment_file,
+    init_from,
+    resume,
+    run_record,
+    workdir_lock,
+)
 from harness.train.attempts import AttemptLog
 from harness.train.experiment import Experiment, validate
 from harness.train.experiment_file import CONFIG_FILE
@@ -114,7 +121,7 @@ def train(gin_files: list[str], gin_params: list[str], workdir: str) -> dict[str
     config_text = gin_config.parse_gin(gin_files, gin_params)
     experiment, mesh_shape, run = build(workdir)
     fine_tuning = experiment.train.init_from is not None
-    if fine_tuning and not resume.saved_steps(workdir):
+    if fine_tuning and not checkpoint_steps.saved_steps(workdir):
         # Fresh start: read the pretrained weights now, so a misfit stops before any write.
         run.pretrained = init_from.load_for(run)
     make_workdir(workdir)

@@ -85,17 +85,12 @@ def _unused_sections(experiment: Experiment) -> set[str]:
     return unused
 
 
-def saved_steps(workdir: str) -> list[int]:
-    """Steps with a finished checkpoint (harness/train/checkpoint_steps.py)."""
-    return checkpoint_steps.saved_steps(workdir)
-
-
 def check_resumable(workdir: str, experiment: Experiment, config_text: str) -> None:
     """Refuses (UsageError, one line) to resume a workdir's checkpoints with another experiment.
 
     A workdir without a checkpoint holds nothing trained, so any config may (re)start in it.
     """
-    if not saved_steps(workdir):
+    if not checkpoint_steps.saved_steps(workdir):
         return
     stored_data = read_experiment_data(workdir)
     if stored_data is None:
@@ -137,7 +132,7 @@ def finished_results(workdir: str, total_steps: int) -> dict[str, Any] | None:
     Refuses a config that trains fewer steps than the workdir already has: its results would
     describe a model trained longer than the config says.
     """
-    steps = saved_steps(workdir)
+    steps = checkpoint_steps.saved_steps(workdir)
     if not steps:
         return None
     if steps[-1] > total_steps:
