@@ -62,7 +62,7 @@ from harness.measure.weight_memory import Weights
 from models import builders
 from models.specs import ModelSpec
 
-GIB = 2**30
+GIB = step_temporaries.GIB  # one definition, for the plan and its compile measurements
 GB = 10**9
 ADAM_MOMENTS = 2  # mu and nu, f32 like the weights
 
