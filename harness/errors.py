@@ -1,7 +1,6 @@
 """User-facing errors: bad input becomes one line naming the value and the fix, exit code 2."""
 
 import sys
-from collections.abc import Callable
 from typing import NoReturn
 
 USAGE_EXIT_CODE = 2
@@ -9,6 +8,11 @@ USAGE_EXIT_CODE = 2
 
 class UsageError(Exception):
     """Bad input from the user (flags, gin, data). Its message is the one line they see."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training diverged (NaN or infinite loss); its message is one line naming the step and
+    the last good checkpoint. Not a usage error: the command exits 1."""
 
 
 def one_line(error: BaseException) -> str:
@@ -19,11 +23,3 @@ def one_line(error: BaseException) -> str:
 def exit_with_usage_error(error: BaseException) -> NoReturn:
     print(f"error: {one_line(error)}", file=sys.stderr)
     sys.exit(USAGE_EXIT_CODE)
-
-
-def run_cli(main: Callable[[], None]) -> None:
-    """Runs `main`, turning UsageError into a one-line message and exit code 2."""
-    try:
-        main()
-    except UsageError as error:
-        exit_with_usage_error(error)

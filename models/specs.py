@@ -166,8 +166,8 @@ class MoeSpec(Spec):
             raise ValueError(f"MoeSpec.num_experts E={self.num_experts} must be >= 1")
         if self.expert_mlp_dims is not None and self.expert_mlp_dims < 1:
             raise ValueError(f"MoeSpec.expert_mlp_dims={self.expert_mlp_dims} must be >= 1 or None")
-        # Signs and k <= E are checked where the router is built (models/moe/routing.py); a
-        # float that is not finite would only fail deep inside it.
+        # Signs and k <= E are checked by ModelSpec for sparse families (a dense config may
+        # carry any MoeSpec); a float that is not finite would only fail deep inside a layer.
         for name in ("capacity_factor", "eval_capacity_factor", "noise_std"):
             value = getattr(self, name)
             if value is not None and not math.isfinite(value):
@@ -241,6 +241,24 @@ def moe_layer_indices(placement: str, num_layers: int) -> list[int]:
     return candidates[-n:]
 
 
+def check_routing_config(num_experts: int, k: int, capacity_factor: float) -> None:
+    """Raises ValueError (one line naming the bad value and the fix) for an impossible routing.
+
+    Pure Python, so ModelSpec can check a sparse model's train and eval routing when gin builds
+    it (before JAX loads); layers check again for the k and C a sweep sets at inference.
+    """
+    if num_experts < 1:
+        raise ValueError(f"num_experts E={num_experts} must be >= 1; set E to a positive integer")
+    if k < 1:
+        raise ValueError(f"num_selected_experts k={k} must be >= 1; set 1 <= k <= E={num_experts}")
+    if k > num_experts:
+        raise ValueError(
+            f"num_selected_experts k={k} exceeds num_experts E={num_experts}; set k <= E"
+        )
+    if not capacity_factor > 0:
+        raise ValueError(f"capacity_factor C={capacity_factor} must be > 0; set C > 0 (e.g. 1.05)")
+
+
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
 class ModelSpec(Spec):
@@ -259,6 +277,15 @@ class ModelSpec(Spec):
             raise ValueError(
                 f"VitSpec.model_dims={self.vit.model_dims} is not divisible by num_heads="
                 f"{self.vit.num_heads}; pick a head count that divides the width"
+            )
+        if self.is_sparse:
+            moe = self.moe
+            eval_k, eval_c = moe.eval_num_selected_experts, moe.eval_capacity_factor
+            check_routing_config(moe.num_experts, moe.num_selected_experts, moe.capacity_factor)
+            check_routing_config(
+                moe.num_experts,
+                moe.num_selected_experts if eval_k is None else eval_k,
+                moe.capacity_factor if eval_c is None else eval_c,
             )
 
     @property

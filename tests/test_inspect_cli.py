@@ -1,5 +1,5 @@
 """`python -m harness.inspect`: the JSON record, the table, and one-line usage errors (their
-exit code 2 comes from the shared errors.run_cli, tested end to end in test_bad_input.py)."""
+exit code 2 comes from the shared harness.cli.app.run, tested end to end in test_bad_input.py)."""
 
 import json
 import os

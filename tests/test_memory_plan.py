@@ -50,9 +50,9 @@ def _spec(gin_file: str, *bindings: str) -> ModelSpec:
 def test_bad_batches_are_one_line_naming_the_value(batch, named):
     spec = _spec("gin/vmoe_h14.gin")
     with pytest.raises(ValueError, match=named) as error:
-        memory_plan.check_batch(spec, (8, 32, 1), batch)
+        plan_meshes.check_batch(spec, (8, 32, 1), batch)
     assert "\n" not in str(error.value)
-    assert memory_plan.check_batch(spec, (8, 32, 1), 4096) == 16
+    assert plan_meshes.check_batch(spec, (8, 32, 1), 4096) == 16
 
 
 def _fake_temp(base: int, dense: int, sparse: int, split: int = 0):

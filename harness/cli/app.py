@@ -7,12 +7,20 @@ from collections.abc import Callable
 
 from absl import app, flags, logging
 
-from harness.errors import UsageError, exit_with_usage_error
+from harness import native_stderr
+from harness.errors import UsageError, exit_with_usage_error, one_line
 
-# Before TensorFlow or XLA is imported anywhere: their C++ start-up lines would otherwise arrive
-# ahead of (and around) a one-line error.
+# Before TensorFlow or XLA is imported anywhere: their C++ logging after start-up would
+# otherwise arrive around a one-line error (the lines TensorFlow writes while its libraries
+# load ignore this; native_stderr keeps those off the terminal).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 INTERRUPTED_EXIT_CODE = 128 + signal.SIGINT
+
+flags.DEFINE_bool(
+    "verbose",
+    False,
+    "Also print what native libraries (TensorFlow) wrote to stderr while they loaded.",
+)
 
 HELP_FLAGS = ("--help", "-help", "--helpshort", "-helpshort", "--helpfull", "-helpfull", "-?")
 
@@ -39,15 +47,22 @@ def run(main: Callable[[list[str]], None]) -> None:
         # praxis logs every parameter and orbax every file at INFO, and orbax deprecation
         # notices at WARNING; commands print their own progress and warnings instead.
         logging.set_verbosity(logging.ERROR)
+        native_stderr.install()
         try:
             main(argv[1:])
         except UsageError as error:
             exit_with_usage_error(error)
+        except native_stderr.NativeImportError as error:
+            print(f"error: {one_line(error)}", file=sys.stderr)
+            sys.exit(1)
         except KeyboardInterrupt:
             # Ctrl-C outside a training loop (which saves and stops by itself): one line, and
             # the exit code a shell gives a command SIGINT killed.
             print("interrupted (SIGINT)", file=sys.stderr)
             sys.exit(INTERRUPTED_EXIT_CODE)
+        finally:
+            if flags.FLAGS.verbose and native_stderr.captured():
+                sys.stderr.write(native_stderr.captured())
 
     app.run(wrapped, flags_parser=_parse_flags)
 

@@ -17,9 +17,10 @@ config, the weights) is read by `harness.sweep` and `harness.report` like a trai
 from absl import flags
 
 from harness import storage
-from harness.cli import app
+from harness.cli import app, preflight
 from harness.cli import flags as cli_flags
 from harness.errors import UsageError
+from harness.train import experiment
 from harness.transfer.eval_datasets import EVAL_DATASETS, check_eval_datasets
 
 FORMATS = ("run", "vit_npz", "big_vision_npz", "vmoe")
@@ -56,6 +57,9 @@ def main(args: list[str]) -> None:
         except ValueError as error:
             raise UsageError(str(error)) from error
         gin_params.append(f"TrainSpec.eval_datasets={tuple(FLAGS.eval_datasets)!r}")
+    # A bad binding, value or path is one line before JAX, TensorFlow or the model code loads.
+    experiment.parse_experiment(cli_flags.gin_files(), gin_params)
+    preflight.existing_checkpoint(FLAGS.checkpoint)
     from harness.train import evaluate
 
     payload = evaluate.evaluate_checkpoint(

@@ -20,9 +20,8 @@ import sys
 from absl import flags
 
 from harness import storage
-from harness.cli import app
+from harness.cli import app, preflight
 from harness.errors import UsageError
-from harness.train import checkpoint_steps
 
 FEWSHOT_FILE = "fewshot.json"
 EXAMPLE = "python -m harness.fewshot runs/vit --datasets=fashion_mnist --shots=1,5"
@@ -55,16 +54,6 @@ def _parse_l2_regs(values: list[str]) -> tuple[float, ...]:
     return l2_regs
 
 
-def _check_run_dir(run_dir: str) -> None:
-    """The cheap checks, before JAX is imported: a run directory with a checkpoint."""
-    if not storage.isdir(run_dir):
-        raise UsageError(f"{run_dir} is not a run directory; pass a --workdir of harness.run")
-    if not storage.isfile(storage.join(run_dir, "experiment.json")):
-        raise UsageError(f"{run_dir} has no experiment.json; is it a run directory of harness.run?")
-    if not checkpoint_steps.saved_steps(run_dir):
-        raise UsageError(f"{run_dir} has no checkpoint; train it with python -m harness.run first")
-
-
 def _command(run_dir: str) -> str:
     parts = ["python -m harness.fewshot", run_dir]
     parts += [f"--datasets={','.join(FLAGS.datasets)}", f"--shots={','.join(FLAGS.shots)}"]
@@ -95,7 +84,7 @@ def main(args: list[str]) -> None:
         seeds=tuple(range(FLAGS.seeds)),
         data_dir=FLAGS.data_dir,
     )
-    _check_run_dir(run_dir)
+    preflight.trained_run_dir(run_dir)
     from harness import files
     from harness.train import restore
     from harness.transfer import features, fewshot

@@ -101,6 +101,8 @@ def main(args: list[str]) -> None:
         fsdp = MeshSpec().shard_params_over_data
         check_mesh_fits_model(spec, tuple(mesh))
         if FLAGS.batch is not None:
+            # A batch the mesh cannot split fails before the model code loads.
+            plan_meshes.check_batch(spec, mesh, FLAGS.batch, train.microbatches)
             # Parsing gin imports no JAX, so the devices can still be asked for here.
             request_host_devices(plan_meshes.device_count(mesh, fsdp))
         from harness.measure import model_summary  # praxis and JAX: only for a valid model
@@ -131,8 +133,6 @@ def memory_plan_of(spec, train, fsdp: bool, mesh: list[int], batch: int):
     micro-batches (`train` is its TrainSpec)."""
     from harness.measure import memory_plan
 
-    # A bad batch fails before any compiling.
-    memory_plan.check_batch(spec, mesh, batch, train.microbatches)
     return memory_plan.plan(
         spec, mesh, batch, train.compute_dtype, train.loss, fsdp, train.microbatches
     )

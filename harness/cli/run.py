@@ -14,7 +14,8 @@ from absl import flags
 
 from harness.cli import app
 from harness.cli import flags as cli_flags
-from harness.errors import UsageError
+from harness.errors import NonFiniteLossError, UsageError
+from harness.train import experiment
 
 FLAGS = flags.FLAGS
 cli_flags.define_gin_flags()
@@ -32,16 +33,18 @@ def main(args: list[str]) -> None:
         raise UsageError("--workdir is required; e.g. --workdir=runs/vit")
     if not cli_flags.gin_files():
         raise UsageError("--gin_file is required; e.g. --gin_file=gin/cpu/vit.gin")
+    # A bad binding or value is one line before JAX, TensorFlow or the model code loads.
+    experiment.parse_experiment(cli_flags.gin_files(), cli_flags.gin_params())
     import jax
 
-    from harness.train import launch, preemption, run_record, trainer
+    from harness.train import launch, preemption, run_record
 
     launch.init_distributed(
         FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id, FLAGS.distributed
     )
     try:
         launch.train(cli_flags.gin_files(), cli_flags.gin_params(), FLAGS.workdir)
-    except trainer.NonFiniteLossError as error:
+    except NonFiniteLossError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
     except preemption.Preempted as stopped:

@@ -12,7 +12,7 @@ import math
 
 from absl import flags
 
-from harness.cli import app
+from harness.cli import app, preflight
 from harness.errors import UsageError
 
 FLAGS = flags.FLAGS
@@ -52,6 +52,7 @@ def main(args: list[str]) -> None:
         raise UsageError("pass exactly one RUN_DIR, e.g. python -m harness.sweep runs/vmoe")
     run_dir = args[0]
     capacities, ks = parse_capacities(FLAGS.capacities), parse_ks(FLAGS.ks)
+    preflight.trained_run_dir(run_dir)
     from harness import files, storage
     from harness.measure import routing_sweep
     from harness.train import restore, run_record

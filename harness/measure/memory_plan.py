@@ -57,7 +57,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from harness.measure import params_flops, step_temporaries
-from harness.measure.plan_meshes import compile_meshes
+from harness.measure.plan_meshes import check_batch, compile_meshes
 from harness.measure.weight_memory import Weights
 from models import builders
 from models.specs import ModelSpec
@@ -164,36 +164,6 @@ class MemoryPlan:
             "proportion to the images per micro-batch (and their part split over data as "
             "1/data)",
         )
-
-
-def check_batch(
-    spec: ModelSpec, mesh: Sequence[int], global_batch: int, microbatches: int = 1
-) -> int:
-    """The per-device batch; ValueError (one line) if the mesh, or the micro-batches, cannot
-    split the batch (as the trainer's harness.train.experiment.validate requires)."""
-    devices = mesh[0] * mesh[1]
-    if global_batch < 1 or global_batch % devices:
-        raise ValueError(
-            f"--batch={global_batch} does not split over the {devices} devices of the data x "
-            f"expert mesh axes; use a multiple of {devices}"
-        )
-    per_device = global_batch // devices
-    if per_device % spec.min_batch:
-        raise ValueError(
-            f"--batch={global_batch} gives {per_device} images per device, not a multiple of "
-            f"MoeSpec.group_images={spec.min_batch}; use a multiple of {devices * spec.min_batch}"
-        )
-    if microbatches < 1:
-        raise ValueError(f"TrainSpec.microbatches={microbatches} must be >= 1")
-    if per_device % (microbatches * spec.min_batch):
-        groups = f" of whole MoeSpec.group_images={spec.min_batch} groups" * (spec.min_batch > 1)
-        raise ValueError(
-            f"--batch={global_batch} gives {per_device} images per device, which do not split "
-            f"into TrainSpec.microbatches={microbatches} equal micro-batches{groups}; use a "
-            f"batch that is a multiple of {devices * microbatches * spec.min_batch} or fewer "
-            "micro-batches"
-        )
-    return per_device
 
 
 def model_weights(spec: ModelSpec, mesh: Sequence[int]) -> Weights:

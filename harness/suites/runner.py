@@ -14,6 +14,7 @@ from typing import Any
 import gin
 
 from harness import files, gin_config, storage
+from harness.errors import NonFiniteLossError
 from harness.measure import model_summary, routing_sweep, step_timing
 from harness.reporting import claims
 from harness.suites.spec import (
@@ -24,7 +25,7 @@ from harness.suites.spec import (
     run_dir,
     seeds_of,
 )
-from harness.train import launch, restore, run_record, trainer
+from harness.train import launch, restore, run_record
 from models.specs import ModelSpec
 
 
@@ -45,7 +46,7 @@ def train_all(spec: SuiteSpec) -> None:
         print(f"{label}: training into {workdir}", flush=True)
         try:
             launch.train([gin_file], bindings_for(spec, extra, seed), workdir)
-        except trainer.NonFiniteLossError as error:
+        except NonFiniteLossError as error:
             print(f"{label}: diverged ({error})", flush=True)
             files.write_json_atomically(storage.join(workdir, DIVERGED_FILE), {"error": str(error)})
         finally:

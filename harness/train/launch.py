@@ -3,25 +3,23 @@ then record results.json. The library behind `python -m harness.run` and the sui
 
 import contextlib
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import gin
 import jax
 
-from harness import files, gin_config, storage
-from harness.data import pipeline
+from harness import files, storage
 from harness.errors import UsageError, one_line
-from harness.measure import energy_tracker, params_flops
 from harness.train import (
     checkpoint_steps,
     experiment_file,
-    init_from,
     resume,
     run_record,
     workdir_lock,
 )
 from harness.train.attempts import AttemptLog
-from harness.train.experiment import Experiment, validate
+from harness.train.experiment import Experiment, check_data, check_layout, parse_experiment
 from harness.train.experiment_file import CONFIG_FILE
 from models.specs import MESH_AXES
 
@@ -95,13 +93,19 @@ def prepare_workdir(workdir: str, config_text: str, experiment: Experiment | Non
 def build(workdir: str) -> tuple[Experiment, tuple[int, int, int], Any]:
     """The parsed gin's experiment, its mesh shape and its trainer; every check that needs no
     training runs here, before anything is written. Raises UsageError (one line)."""
-    # After init_distributed: they import JAX state.
+    try:
+        experiment = Experiment.from_gin()
+        mesh_shape = check_layout(experiment, jax.device_count())
+    except ValueError as error:
+        raise UsageError(one_line(str(error).splitlines()[0])) from error
+    # Imported here, not at the top: they load TensorFlow and praxis (seconds), which a
+    # refused config or a workdir in use never needs. After init_distributed: JAX state.
+    from harness.data import pipeline
     from harness.train import fewshot_eval, trainer
     from harness.transfer import ood_eval
 
     try:
-        experiment = Experiment.from_gin()
-        mesh_shape = validate(experiment, jax.device_count())
+        check_data(experiment)
         fewshot_eval.check_datasets(experiment)
         run = trainer.Trainer(experiment, workdir, mesh_shape)
         ood_eval.check_ready(run, experiment.train.eval_datasets)  # before any training
@@ -113,57 +117,94 @@ def build(workdir: str) -> tuple[Experiment, tuple[int, int, int], Any]:
         raise UsageError(one_line(str(error).splitlines()[0])) from error
 
 
+@contextlib.contextmanager
+def held_workdir(workdir: str) -> Iterator[None]:
+    """Creates the workdir and holds its lock (the chief's) while inside, so a second
+    harness.run on a workdir in use is refused before it builds anything. A workdir this call
+    created is removed again when the body fails before writing into it: a refused config
+    leaves nothing behind."""
+    created = not storage.is_url(workdir) and not os.path.exists(workdir)
+    make_workdir(workdir)
+    lock = workdir_lock.locked(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
+    try:
+        with lock:
+            yield
+    except BaseException:
+        if created:
+            workdir_lock.remove_if_only_lock(workdir)
+        raise
+
+
 def train(gin_files: list[str], gin_params: list[str], workdir: str) -> dict[str, Any]:
     """Parses gin, validates everything, trains (or resumes) in `workdir` and records
     results.json; returns its payload. Raises UsageError before writing anything on bad input,
     and when another process trains in `workdir` or its run is of another experiment. A run
     that has finished is left as it is (its results are returned)."""
-    config_text = gin_config.parse_gin(gin_files, gin_params)
-    experiment, mesh_shape, run = build(workdir)
-    fine_tuning = experiment.train.init_from is not None
-    if fine_tuning and not checkpoint_steps.saved_steps(workdir):
-        # Fresh start: read the pretrained weights now, so a misfit stops before any write.
-        run.pretrained = init_from.load_for(run)
-    make_workdir(workdir)
-    lock = workdir_lock.locked(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
-    with lock:
-        resume.check_resumable(workdir, experiment, config_text)
-        finished = resume.finished_results(workdir, run.total_steps)
-        if finished is not None:
-            if experiment_file.read_experiment_data(workdir) is None and jax.process_index() == 0:
-                # A run from before experiment.json, its config just matched: record it, so
-                # sweep and report can read the run as data.
-                experiment_file.write_experiment(workdir, experiment)
-            print(
-                f"{workdir} has finished training ({run.total_steps} steps); nothing to do. "
-                "Pass another --workdir (or more TrainSpec.num_steps) to train again"
-            )
-            return finished
-        record_config(workdir, config_text, experiment)
-        if run.pretrained is not None and jax.process_index() == 0:
-            init_from.write_record(workdir, run.pretrained)
-        log = AttemptLog(workdir, writes=jax.process_index() == 0)
-        from harness.train import fewshot_eval  # imports JAX, like the trainer
+    config_text, _ = parse_experiment(gin_files, gin_params)  # a bad config: before the lock
+    with held_workdir(workdir):
+        experiment, mesh_shape, run = build(workdir)
+        from harness.train import init_from  # JAX and praxis, like build's imports
 
-        try:
-            with energy_tracker.track_attempt(enabled=jax.process_index() == 0) as energy:
-                outcome = run.run(log, fewshot=fewshot_eval.periodic(run))
-        finally:  # a pre-empted or failed attempt keeps the energy it used too
-            log.record_energy(energy.section)
-        payload = describe_run(gin_files, gin_params, workdir, config_text, run, mesh_shape)
-        payload.update(outcome)
-        payload["run"]["started"] = log.all()[0]["started"]
-        if fine_tuning:
-            payload["run"]["init_from"] = init_from.read_record(workdir)
-        payload["attempts"] = log.all()
-        payload["energy"] = energy_tracker.results_section(
-            log.all(), payload["run"]["devices"], payload["train"]["wall_seconds"]
+        if experiment.train.init_from is not None and not checkpoint_steps.saved_steps(workdir):
+            # Fresh start: read the pretrained weights now, so a misfit stops before any write.
+            run.pretrained = init_from.load_for(run)
+        return _train_locked(gin_files, gin_params, workdir, config_text, run, mesh_shape)
+
+
+def _train_locked(
+    gin_files: list[str],
+    gin_params: list[str],
+    workdir: str,
+    config_text: str,
+    run: Any,
+    mesh_shape: tuple[int, int, int],
+) -> dict[str, Any]:
+    from harness.train import init_from
+
+    experiment = run.experiment
+    resume.check_resumable(workdir, experiment, config_text)
+    finished = resume.finished_results(workdir, run.total_steps)
+    if finished is not None:
+        if experiment_file.read_experiment_data(workdir) is None and jax.process_index() == 0:
+            # A run from before experiment.json, its config just matched: record it, so
+            # sweep and report can read the run as data.
+            experiment_file.write_experiment(workdir, experiment)
+        print(
+            f"{workdir} has finished training ({run.total_steps} steps); nothing to do. "
+            "Pass another --workdir (or more TrainSpec.num_steps) to train again"
         )
-        if jax.process_index() == 0:
-            files.write_json_atomically(storage.join(workdir, run_record.RESULTS_FILE), payload)
-            files.write_text_atomically(
-                storage.join(workdir, OPERATIVE_CONFIG_FILE), gin.operative_config_str()
-            )
+        return finished
+    # Restored before anything is recorded: a damaged checkpoint is refused with the run
+    # directory as it was.
+    start = run.restore_latest()
+    record_config(workdir, config_text, experiment)
+    if run.pretrained is not None and jax.process_index() == 0:
+        init_from.write_record(workdir, run.pretrained)
+    log = AttemptLog(workdir, writes=jax.process_index() == 0)
+    from harness.measure import energy_tracker
+    from harness.train import fewshot_eval
+
+    energy = None  # Ctrl-C while the tracker starts leaves nothing to record
+    try:
+        with energy_tracker.track_attempt(enabled=jax.process_index() == 0) as energy:
+            outcome = run.run(log, fewshot=fewshot_eval.periodic(run), start=start)
+    finally:  # a pre-empted or failed attempt keeps the energy it used too
+        if energy is not None:
+            log.record_energy(energy.section)
+    payload = describe_run(gin_files, gin_params, workdir, config_text, run, mesh_shape)
+    payload.update(outcome)
+    payload["run"]["started"] = log.all()[0]["started"]
+    if experiment.train.init_from is not None:
+        payload["run"]["init_from"] = init_from.read_record(workdir)
+    payload["attempts"] = log.all()
+    payload["energy"] = energy_tracker.results_section(
+        log.all(), payload["run"]["devices"], payload["train"]["wall_seconds"]
+    )
+    if jax.process_index() == 0:
+        files.write_json_atomically(storage.join(workdir, run_record.RESULTS_FILE), payload)
+        files.write_text_atomically(
+            storage.join(workdir, OPERATIVE_CONFIG_FILE), gin.operative_config_str()
+        )
     return payload
 
 
@@ -177,6 +218,8 @@ def describe_run(
 ) -> dict[str, Any]:
     """results.json's description of the run and model (the caller adds the outcome); shared
     by training and by the evaluation of imported weights."""
+    from harness.measure import params_flops
+
     experiment = run.experiment
     counts = params_flops.count_params(
         params_flops.abstract_variables(run.model_config, experiment.model), experiment.model

@@ -20,8 +20,17 @@ from praxis import base_layer
 
 from harness.data import pipeline, synthetic
 from harness.data.synthetic_spec import SYNTHETIC
+from harness.errors import NonFiniteLossError
 from harness.reporting import events, plots
-from harness.train import batch_layout, fsdp, init_from, optimizer, profiling, run_record
+from harness.train import (
+    batch_layout,
+    checkpoint_steps,
+    fsdp,
+    init_from,
+    optimizer,
+    profiling,
+    run_record,
+)
 from harness.train.attempts import AttemptLog
 from harness.train.checkpointing import Checkpointer, abstract_like
 from harness.train.experiment import Experiment
@@ -268,21 +277,39 @@ class Trainer:
 
         return orphaned
 
+    def restore_latest(self) -> tuple[int, TrainState | None]:
+        """(step, state) of the workdir's latest checkpoint, or (0, None) when it has none.
+
+        A damaged checkpoint raises UsageError here; launch.train calls this before it records
+        anything in the workdir, so a refused resume leaves the run directory as it was.
+        """
+        steps = checkpoint_steps.saved_steps(self.workdir)
+        if not steps:
+            return 0, None
+        checkpointer = Checkpointer(self.workdir, keep=self.experiment.train.keep_checkpoints)
+        try:
+            return steps[-1], checkpointer.restore(steps[-1], self.abstract_state())
+        finally:
+            checkpointer.close()
+
     def run(
-        self, attempts: AttemptLog | None = None, fewshot: StepEvaluator | None = None
+        self,
+        attempts: AttemptLog | None = None,
+        fewshot: StepEvaluator | None = None,
+        start: tuple[int, TrainState | None] | None = None,
     ) -> dict[str, Any]:
         """Trains from the latest checkpoint to the end and evaluates. `attempts` records this
         attempt's steps and time after every checkpoint (results then total all attempts);
         `fewshot`, when given, also evaluates periodically, and its last payload is the
-        results' "fewshot"."""
+        results' "fewshot". `start` is `restore_latest()`'s result when the caller has
+        restored already."""
         train = self.experiment.train
         is_chief = jax.process_index() == 0
+        start_step, state = start if start is not None else self.restore_latest()
         checkpointer = Checkpointer(self.workdir, keep=train.keep_checkpoints)
-        start_step = checkpointer.latest_step() or 0
         attempts = attempts or AttemptLog(self.workdir, writes=False)
         attempts.begin(start_step)
-        if start_step:
-            state = checkpointer.restore(start_step, self.abstract_state())
+        if state is not None:
             print(f"resuming from checkpoint at step {start_step} of {self.total_steps}")
         else:
             state = self.init_state()
@@ -453,10 +480,6 @@ class MetricsInterval:
             return float(values.max() if name in self.MAXIMA else values.mean())
 
         return {name: reduce(name) for name in steps[-1]}
-
-
-class NonFiniteLossError(RuntimeError):
-    pass
 
 
 def check_finite(loss: float, step: int, checkpointer: Checkpointer) -> None:

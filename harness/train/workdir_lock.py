@@ -46,3 +46,15 @@ def locked(workdir: str) -> Iterator[None]:
                 "for that run to end or pass another --workdir"
             ) from error
         yield
+
+
+def remove_if_only_lock(workdir: str) -> None:
+    """Removes a local workdir that holds nothing but its lock file: what a run that created
+    it and then stopped on bad input leaves behind."""
+    try:
+        if set(os.listdir(workdir)) <= {LOCK_FILE}:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(workdir, LOCK_FILE))
+            os.rmdir(workdir)
+    except OSError:
+        pass  # something else appeared in it, or it is gone: leave it as it is

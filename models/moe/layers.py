@@ -17,7 +17,7 @@ from praxis import base_layer, pax_fiddle
 from praxis.layers import activations, normalizations, stochastics
 
 from models.moe import expert_choice, expert_parallel, routing, soft_routing
-from models.specs import MoeSpec
+from models.specs import MoeSpec, check_routing_config
 from models.stats import sow_stat
 
 JTensor = base_layer.JTensor
@@ -226,7 +226,7 @@ class SparseMoe(base_layer.BaseLayer):
                 ">= 1; set both to the model and expert MLP widths"
             )
         for k, c, _ in (self.train_routing, self.eval_routing):
-            routing.check_routing_config(self.num_experts, k, c)
+            check_routing_config(self.num_experts, k, c)
         if self.spec.dispatch not in DISPATCH_MODES:
             raise ValueError(
                 f"MoeSpec.dispatch={self.spec.dispatch!r} is not supported; "

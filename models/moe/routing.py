@@ -12,23 +12,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-
-def check_routing_config(num_experts: int, k: int, capacity_factor: float) -> None:
-    """Raises ValueError (one line naming the bad value and the fix) for an impossible routing.
-
-    Kept separate from `expert_capacity` so layers can fail at setup time, before any group size
-    is known.
-    """
-    if num_experts < 1:
-        raise ValueError(f"num_experts E={num_experts} must be >= 1; set E to a positive integer")
-    if k < 1:
-        raise ValueError(f"num_selected_experts k={k} must be >= 1; set 1 <= k <= E={num_experts}")
-    if k > num_experts:
-        raise ValueError(
-            f"num_selected_experts k={k} exceeds num_experts E={num_experts}; set k <= E"
-        )
-    if not capacity_factor > 0:
-        raise ValueError(f"capacity_factor C={capacity_factor} must be > 0; set C > 0 (e.g. 1.05)")
+from models.specs import check_routing_config
 
 
 def expert_capacity(group_size: int, num_experts: int, k: int, capacity_factor: float) -> int:

@@ -1,0 +1,29 @@
+"""Cheap checks of the paths a command is given, made before its libraries load (JAX,
+TensorFlow and praxis take seconds), so a mistyped path is one line at once."""
+
+import glob
+
+from harness import storage
+from harness.errors import UsageError
+from harness.train import checkpoint_steps
+from harness.train.experiment_file import EXPERIMENT_FILE
+
+
+def trained_run_dir(run_dir: str) -> None:
+    """A run directory of harness.run with a checkpoint (what sweep and fewshot read)."""
+    if not storage.isdir(run_dir):
+        raise UsageError(f"{run_dir} is not a run directory; pass a --workdir of harness.run")
+    if not storage.isfile(storage.join(run_dir, EXPERIMENT_FILE)):
+        raise UsageError(
+            f"{run_dir} has no {EXPERIMENT_FILE}; is it a run directory of harness.run?"
+        )
+    if not checkpoint_steps.saved_steps(run_dir):
+        raise UsageError(f"{run_dir} has no checkpoint; train it with python -m harness.run first")
+
+
+def existing_checkpoint(path: str) -> None:
+    """A file, a run directory, or the prefix of a checkpoint in several files (V-MoE's
+    PREFIX.index and PREFIX.data-*): the format is told apart later, by its reader."""
+    siblings = path + ".*" if storage.is_url(path) else glob.escape(path) + ".*"
+    if not (storage.exists(path) or storage.glob(siblings)):
+        raise UsageError(f"checkpoint {path} does not exist; check the path")
