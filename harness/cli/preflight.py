@@ -7,6 +7,7 @@ from harness import storage
 from harness.errors import UsageError
 from harness.train import checkpoint_steps
 from harness.train.experiment_file import EXPERIMENT_FILE
+from harness.train.run_record import RESULTS_FILE
 
 
 def trained_run_dir(run_dir: str) -> None:
@@ -27,3 +28,20 @@ def existing_checkpoint(path: str) -> None:
     siblings = path + ".*" if storage.is_url(path) else glob.escape(path) + ".*"
     if not (storage.exists(path) or storage.glob(siblings)):
         raise UsageError(f"checkpoint {path} does not exist; check the path")
+
+
+def some_finished_run(run_dirs: list[str]) -> None:
+    """At least one of the run directories holds a results.json (the report skips the others
+    with a warning); when none does, one line says why for each."""
+    reasons = []
+    for run_dir in run_dirs:
+        if storage.isfile(storage.join(run_dir, RESULTS_FILE)):
+            return
+        reasons.append(
+            f"{run_dir} has no {RESULTS_FILE}"
+            if storage.isdir(run_dir)
+            else f"{run_dir} is not a directory"
+        )
+    raise UsageError(
+        f"nothing to report: {'; '.join(reasons)}; pass run directories of finished runs"
+    )

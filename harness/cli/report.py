@@ -15,7 +15,7 @@ A missing or corrupt run directory is skipped with a warning; the report is stil
 
 from absl import flags
 
-from harness.cli import app
+from harness.cli import app, preflight
 from harness.cli import flags as cli_flags
 from harness.errors import UsageError
 
@@ -45,6 +45,7 @@ def main(args: list[str]) -> None:
             "pass one or more RUN_DIRs, e.g. python -m harness.report runs/a runs/b -o r.md"
         )
     batch_sizes = parse_batch_sizes(FLAGS.batch_sizes)
+    preflight.some_finished_run(args)
     from harness.reporting import report
 
     command = "python -m harness.report " + " ".join(args) + f" -o {FLAGS.output}"
