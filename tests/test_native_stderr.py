@@ -191,3 +191,50 @@ def test_verbose_shows_what_tensorflow_wrote(noisy_tensorflow, tmp_path):
     assert process.returncode == 2 and marker.exists()
     assert process.stderr.splitlines()[0].startswith("error: ")
     assert NATIVE_LINE in process.stderr
+
+
+@pytest.mark.slow
+def test_a_workdir_in_use_is_refused_before_the_model_is_built(noisy_tensorflow, tmp_path):
+    """The lock comes before the build: the refused run loads no TensorFlow (so no data and no
+    model) and touches nothing in the workdir."""
+    env, marker = noisy_tensorflow
+    workdir = tmp_path / "w"
+    workdir.mkdir()
+    (workdir / "notes.txt").write_text("mine")
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time; from harness.train import workdir_lock\n"
+            f"with workdir_lock.locked({str(workdir)!r}):\n"
+            "    print('locked', flush=True); time.sleep(600)",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        process = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "harness.run",
+                "--gin_file=gin/cpu/vit.gin",
+                f"--workdir={workdir}",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env=env,
+            timeout=300,
+        )
+    finally:
+        holder.kill()
+        holder.wait()
+    assert process.returncode == 2
+    lines = process.stderr.splitlines()
+    assert len(lines) == 1 and "is in use by another harness.run" in lines[0], process.stderr
+    assert not marker.exists()
+    assert sorted(os.listdir(workdir)) == [".harness.lock", "notes.txt"]
+    assert (workdir / "notes.txt").read_text() == "mine"

@@ -130,6 +130,20 @@ def test_a_second_process_on_the_workdir_is_refused(trained, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_refused_resume_of_a_damaged_checkpoint_leaves_the_workdir_as_it_was(trained, tmp_path):
+    """The latest checkpoint is restored before the config, experiment.json or a new attempt
+    is recorded, so refusing it changes nothing (it used to rewrite experiment.json and leave
+    an attempt marked 'running')."""
+    workdir = _copy(trained, tmp_path)
+    os.remove(os.path.join(workdir, "results.json"))  # so the run is not taken as finished
+    _flip_a_byte(_largest_file(os.path.join(workdir, CHECKPOINT_DIR, "2", "default")))
+    before = _snapshot(workdir)
+    with pytest.raises(UsageError, match="cannot be restored"):
+        launch.train(["gin/cpu/vit.gin"], [*TINY, "TrainSpec.num_steps=3"], workdir)
+    assert _snapshot(workdir) == before
+
+
+@pytest.mark.slow
 def test_damaged_checkpoint_bytes_are_named_with_the_way_back(trained, tmp_path):
     workdir = _copy(trained, tmp_path)
     _flip_a_byte(_largest_file(os.path.join(workdir, CHECKPOINT_DIR, "2", "default")))
