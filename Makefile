@@ -1,5 +1,6 @@
 # One-command setup, demo and tests. See README.md.
-PYTHON ?= python3.11
+# Python 3.11 or 3.12, whichever the machine has (scripts/find_python.sh); PYTHON=... overrides.
+PYTHON ?= $(shell bash scripts/find_python.sh 2>/dev/null)
 VENV := .venv
 PY := $(VENV)/bin/python
 LOCK := requirements.lock
@@ -29,6 +30,7 @@ $(VENV)/.tpu-installed: $(STAMP) scripts/setup_accel.sh
 
 # Rebuilt only when the lock changes, so a second `make setup` is a no-op.
 $(STAMP): $(LOCK)
+	@test -x $(PY) || test -n "$(PYTHON)" || bash scripts/find_python.sh >/dev/null
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check $$(grep '^uv==' $(LOCK))
 	$(VENV)/bin/uv pip install --python $(PY) --no-deps -r $(LOCK)
