@@ -41,8 +41,9 @@ $(STAMP): $(LOCK)
 demo: setup
 	$(PY) -m harness.suite --gin_file=gin/suites/demo.gin
 
-# The full suite: 3 seeds per model; writes reports/paper_claims.md (about an hour on 2 CPU
-# cores). Interrupted, the same command resumes where it stopped.
+# The full suite: 3 seeds per model; writes reports/paper_claims.md (about 1.5 hours on 2 CPU
+# cores: its 35 runs train for about an hour, plus start-ups, sweeps, timing and the report).
+# Interrupted, the same command resumes where it stopped.
 reproduce: setup
 	$(PY) -m harness.suite --gin_file=gin/suites/paper_claims.gin
 

@@ -5,7 +5,8 @@ r"""Turns run directories into one markdown report with PNG plots beside it.
 
 Per run: family, parameters (total, active), GFLOPs per image, test top-1, inference
 throughput and latency (all runs timed in this one process, on this process's devices),
-training time, energy and carbon (measured wall time x the device's table power), routing
+training time, energy (codecarbon's, where the run recorded it, beside the table estimate:
+measured wall time x the device's table power) and carbon, routing
 sweeps and expert-by-class heatmaps where the run has them, and few-shot accuracy per
 dataset and shots (RUN_DIR/fewshot.json, else results.json's), out-of-distribution top-1 and
 shape bias where the runs have them. Every figure says how it was measured, and the

@@ -290,8 +290,8 @@ def _how_to_prepare(dataset: str, data_dir: str, idx_dir: str) -> str:
         )
     if dataset.startswith("imagenet2012"):
         return (
-            f"{where}; put ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar (from "
-            f"image-net.org) in {data_dir}/downloads/manual and run 'tfds build "
+            f"{where}; put ILSVRC2012_img_val.tar (and ILSVRC2012_img_train.tar to train; "
+            f"from image-net.org) in {data_dir}/downloads/manual and run 'tfds build "
             f"{dataset.split(':')[0]} --data_dir={data_dir}', {set_dir}"
         )
     return (

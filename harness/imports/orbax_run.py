@@ -44,7 +44,8 @@ def read_params(run_dir: str, step: int | None = None) -> tuple[dict[str, Any], 
     """(params as a nested dict of numpy arrays, the step they are from)."""
     import orbax.checkpoint as ocp  # heavy; only this format needs it
 
-    directory, step = step_dir(run_dir, step)
+    # orbax refuses relative paths; a user's `--checkpoint=runs/vit` is one.
+    directory, step = step_dir(storage.absolute(run_dir), step)
     checkpointer = ocp.PyTreeCheckpointer()
     try:
         with _readable(directory) as local:
