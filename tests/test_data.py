@@ -18,7 +18,7 @@ import pytest
 import tensorflow_datasets as tfds
 from tensorflow_datasets.image_classification import mnist
 
-from harness.data import pipeline
+from harness.data import metadata, pipeline
 from harness.data.datasets import fashion_mnist_local
 from harness.data.spec import DataSpec
 from harness.errors import UsageError
@@ -161,7 +161,7 @@ def test_builder_without_idx_files_falls_back_to_official_download():
 @pytest.mark.slow
 def test_fashion_mnist_pipeline_defaults(fm_data_dir):
     config = DataSpec(data_dir=fm_data_dir, batch_size=16)
-    assert pipeline.dataset_info(config) == (10, (28, 28, 1), 60_000, 10_000)
+    assert metadata.dataset_info(config) == (10, (28, 28, 1), 60_000, 10_000)
     batch = next(pipeline.train_batches(config, seed=3))
     assert batch["image"].shape == (16, 28, 28, 1) and batch["image"].dtype == np.float32
     assert batch["label"].shape == (16,) and batch["label"].dtype == np.int32
@@ -234,8 +234,8 @@ def mock_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
 )
 def test_dataset_info_from_metadata(mock_dir, name, info):
     with tfds.testing.mock_data(data_dir=mock_dir):
-        assert pipeline.dataset_info(DataSpec(dataset=name)) == info
-        small = pipeline.dataset_info(DataSpec(dataset=name, image_size=64))
+        assert metadata.dataset_info(DataSpec(dataset=name)) == info
+        small = metadata.dataset_info(DataSpec(dataset=name, image_size=64))
         assert small.image_shape == (64, 64, 3)
 
 
@@ -285,7 +285,7 @@ def test_eval_batches_pad_and_mask_the_last_batch(mock_dir, name):
     ],
 )
 def test_missing_dataset_names_the_fix(tmp_path, name, fix):
-    with pytest.raises(pipeline.DatasetNotFoundError) as error:
+    with pytest.raises(metadata.DatasetNotFoundError) as error:
         pipeline.train_batches(DataSpec(dataset=name, data_dir=str(tmp_path)))
     message = str(error.value)
     assert isinstance(error.value, UsageError) and "\n" not in message
@@ -296,16 +296,16 @@ def test_missing_dataset_names_the_fix(tmp_path, name, fix):
 
 def test_missing_fashion_mnist_files_name_the_package(tmp_path, monkeypatch):
     monkeypatch.setattr(fashion_mnist_local.FashionMnistLocal, "idx_dir", str(tmp_path / "no"))
-    with pytest.raises(pipeline.DatasetNotFoundError) as error:
-        pipeline.dataset_info(DataSpec(data_dir=str(tmp_path / "tfds")))
+    with pytest.raises(metadata.DatasetNotFoundError) as error:
+        metadata.dataset_info(DataSpec(data_dir=str(tmp_path / "tfds")))
     message = str(error.value)
     assert "\n" not in message and str(tmp_path / "tfds") in message
     assert "apt-get install dataset-fashion-mnist" in message and "make setup" in message
 
 
 def test_unknown_dataset_is_a_clear_error(tmp_path):
-    with pytest.raises(pipeline.DatasetNotFoundError, match="'no_such_dataset'"):
-        pipeline.dataset_info(DataSpec(dataset="no_such_dataset", data_dir=str(tmp_path)))
+    with pytest.raises(metadata.DatasetNotFoundError, match="'no_such_dataset'"):
+        metadata.dataset_info(DataSpec(dataset="no_such_dataset", data_dir=str(tmp_path)))
 
 
 def test_batch_must_divide_among_input_shards(mock_dir):

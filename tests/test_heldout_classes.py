@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from harness.data import pipeline
+from harness.data import metadata, pipeline
 from harness.data.spec import DataSpec
 from harness.errors import UsageError
 from harness.reporting.events import read_scalars
@@ -35,7 +35,7 @@ EVAL_SPLIT = "test[:300]"
 
 
 def _split(split: str) -> tuple[np.ndarray, np.ndarray]:
-    builder = pipeline._builder(DataSpec())
+    builder = metadata.prepared_builder(DataSpec())
     arrays = tfds.as_numpy(builder.as_dataset(split=split, shuffle_files=False, batch_size=-1))
     return arrays["image"], arrays["label"]
 
@@ -57,7 +57,7 @@ def test_eval_batches_keep_the_classes_in_file_order_relabelled():
 
 
 def _labels(split: str) -> np.ndarray:
-    builder = pipeline._builder(DataSpec())
+    builder = metadata.prepared_builder(DataSpec())
     decoders = tfds.decode.PartialDecoding({"label": True})
     ds = builder.as_dataset(split=split, shuffle_files=False, batch_size=-1, decoders=decoders)
     return tfds.as_numpy(ds)["label"]
@@ -71,7 +71,7 @@ def test_dataset_info_and_train_batches_of_a_class_subset():
         shuffle_buffer=1024,
     )
     train_labels, eval_labels = _labels("train"), _labels(EVAL_SPLIT)
-    info = pipeline.dataset_info(spec)
+    info = metadata.dataset_info(spec)
     assert info.num_classes == len(FASHION_MNIST_PRETRAIN_CLASSES)
     assert info.num_train_examples == np.isin(train_labels, FASHION_MNIST_PRETRAIN_CLASSES).sum()
     assert info.num_eval_examples == np.isin(eval_labels, FASHION_MNIST_PRETRAIN_CLASSES).sum()
@@ -102,7 +102,7 @@ def test_bad_classes_are_one_line_value_errors(classes, match):
 
 def test_a_class_beyond_the_dataset_names_its_labels():
     with pytest.raises(UsageError, match=r"has \[10\], but fashion_mnist has labels 0\.\.9"):
-        pipeline.dataset_info(DataSpec(classes=(0, 10)))
+        metadata.dataset_info(DataSpec(classes=(0, 10)))
 
 
 def test_validate_asks_for_the_subset_class_count():

@@ -23,7 +23,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from harness import project
-from harness.data import pipeline
+from harness.data import metadata, pipeline
 from harness.data.datasets import fashion_mnist_local
 from harness.data.spec import DataSpec
 from harness.errors import UsageError
@@ -316,7 +316,7 @@ def test_gin_data_files_make_the_set_the_eval_split(
         gin.clear_config()
     assert (config.dataset, config.eval_split, config.label_key) == (tfds_name, split, label_key)
     with mocked(mock_root):
-        info = pipeline.dataset_info(config)
+        info = metadata.dataset_info(config)
     assert info.num_classes == classes and info.image_shape == (224, 224, 3)
 
 

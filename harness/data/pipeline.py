@@ -11,104 +11,23 @@ rows read the same shard, and assembles the global array.
 """
 
 import contextlib
-import fcntl
 import math
-import os
 from collections.abc import Iterator, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from harness.data import class_subset
-from harness.data.datasets import fashion_mnist_local
+from harness.data import class_subset, metadata
 from harness.data.spec import AUGMENTATIONS, DataSpec
-from harness.data.synthetic_spec import SYNTHETIC
 from harness.errors import UsageError
 
 # TensorFlow is only the input pipeline: keep it off any GPU so JAX owns the accelerator memory.
 with contextlib.suppress(RuntimeError):  # Raised if TF already initialised its devices.
     tf.config.set_visible_devices([], "GPU")
 
-_DEFAULT_VARIABLE_SIZE = 224  # Target size for datasets whose images vary in size (ImageNet).
 _CENTRAL_CROP_FRACTION = 0.875  # Eval crop of variable-size images: 224 out of 256, as usual.
-
-
-class DatasetNotFoundError(UsageError):
-    """The dataset is unknown or not prepared in the data_dir; the message says how to get it."""
-
-
-class DataInfo(NamedTuple):
-    """What models and trainers need to know about the data, read from metadata only."""
-
-    num_classes: int
-    image_shape: tuple[int, int, int]  # (H, W, C) of the batches, after preprocessing.
-    num_train_examples: int
-    num_eval_examples: int
-
-
-def dataset_info(config: DataSpec) -> DataInfo:
-    """Classes, batch image shape and split sizes, from TFDS metadata without reading examples.
-
-    Like the batch functions, it prepares `fashion_mnist` on first use (about 15 s, once per
-    data_dir) and raises DatasetNotFoundError for any other dataset that is not prepared.
-    """
-    if config.dataset == SYNTHETIC:  # Its batches come from harness.data.synthetic, on device.
-        synthetic = config.synthetic
-        if config.image_size is None or None in (synthetic.num_classes, synthetic.num_channels):
-            raise ValueError(
-                "synthetic data needs its shape resolved from the model first "
-                "(harness.data.spec.shaped_like_model)"
-            )
-        return DataInfo(
-            num_classes=synthetic.num_classes,
-            image_shape=(config.image_size, config.image_size, synthetic.num_channels),
-            num_train_examples=synthetic.num_train_examples,
-            num_eval_examples=synthetic.num_eval_examples,
-        )
-    builder = _builder(config)
-    image_key, label_key = _keys(builder, config)
-    channels = builder.info.features[image_key].shape[-1]
-    height, width = _output_size(config, builder)
-    num_train = _split_size(builder, config.train_split, "train_split")
-    eval_split = _eval_split(config, builder)
-    num_eval = _split_size(builder, eval_split, "eval_split")
-    if config.classes is None:
-        num_classes = _num_classes(builder, label_key)
-    else:
-        _check_classes_exist(config, builder)
-        num_classes = len(config.classes)
-        num_train = class_subset.count(config, builder, config.train_split, label_key)
-        num_eval = class_subset.count(config, builder, eval_split, label_key)
-    return DataInfo(
-        num_classes=num_classes,
-        image_shape=(height, width, channels),
-        num_train_examples=num_train,
-        num_eval_examples=num_eval,
-    )
-
-
-def _check_classes_exist(config: DataSpec, builder: tfds.core.DatasetBuilder) -> int:
-    """The dataset's class count, after checking that DataSpec.classes are below it."""
-    num_classes = _num_classes(builder, _keys(builder, config)[1])
-    too_large = [c for c in config.classes or () if c >= num_classes]
-    if too_large:
-        raise UsageError(
-            f"DataSpec.classes={config.classes} has {too_large}, but {builder.name} has labels "
-            f"0..{num_classes - 1}; keep labels below {num_classes}"
-        )
-    return num_classes
-
-
-def _split_size(builder: tfds.core.DatasetBuilder, split: str, field: str) -> int:
-    try:
-        return builder.info.splits[split].num_examples
-    except (KeyError, ValueError, AssertionError) as error:
-        raise UsageError(
-            f"DataSpec.{field}={split!r} is not a split of {builder.name} (it has "
-            f"{sorted(builder.info.splits)}); give one of them, optionally sliced as 'train[:10%]'"
-        ) from error
 
 
 def train_batches(
@@ -123,10 +42,10 @@ def train_batches(
     image gets fresh augmentation each epoch.
     """
     local_batch = _local_batch(config.batch_size, "batch_size", shard_index, shard_count)
-    builder = _builder(config)
-    image_key, label_key = _keys(builder, config)
+    builder = metadata.prepared_builder(config)
+    image_key, label_key = metadata.feature_keys(builder, config)
     augment = _augmentation(config, builder)
-    size = _output_size(config, builder)
+    size = metadata.output_size(config, builder)
     jpeg = _is_jpeg(builder, image_key)
     split = tfds.split_for_jax_process(
         config.train_split, process_index=shard_index, process_count=shard_count
@@ -140,7 +59,7 @@ def train_batches(
     )
     ds = ds.map(lambda ex: (ex[image_key], ex[label_key]), num_parallel_calls=tf.data.AUTOTUNE)
     if config.classes is not None:
-        num_classes = _check_classes_exist(config, builder)
+        num_classes = metadata.check_classes_exist(config, builder)
         ds = class_subset.keep_and_relabel(ds, config.classes, num_classes)
     if config.cache:
         ds = ds.cache()
@@ -180,17 +99,17 @@ def eval_batches(
     """
     eval_batch_size = config.eval_batch_size or config.batch_size
     local_batch = _local_batch(eval_batch_size, "eval_batch_size", shard_index, shard_count)
-    builder = _builder(config)
-    image_key, label_key = _keys(builder, config)
+    builder = metadata.prepared_builder(config)
+    image_key, label_key = metadata.feature_keys(builder, config)
     labels = {"label": label_key} if label_keys is None else {key: key for key in label_keys}
-    size = _output_size(config, builder)
+    size = metadata.output_size(config, builder)
     jpeg = _is_jpeg(builder, image_key)
-    split_name = _eval_split(config, builder)
+    split_name = metadata.eval_split_of(config, builder)
     shards = tfds.even_splits(split_name, n=shard_count)
     if config.classes is None:
         largest_shard = max(builder.info.splits[shard].num_examples for shard in shards)
     else:
-        num_classes = _check_classes_exist(config, builder)
+        num_classes = metadata.check_classes_exist(config, builder)
         largest_shard = max(class_subset.count(config, builder, s, label_key) for s in shards)
     num_batches = math.ceil(largest_shard / local_batch)
     ds = builder.as_dataset(
@@ -237,129 +156,12 @@ def eval_batches(
 # --- Finding the dataset -------------------------------------------------------------------------
 
 
-def _builder(config: DataSpec) -> tfds.core.DatasetBuilder:
-    """The prepared builder for config.dataset, or DatasetNotFoundError saying how to prepare it."""
-    if config.dataset == "fashion_mnist":
-        return _fashion_mnist_builder(config.data_dir)
-    try:
-        builder = tfds.builder(config.dataset, data_dir=config.data_dir)
-    except tfds.core.registered.DatasetNotFoundError as error:
-        raise DatasetNotFoundError(
-            f"unknown TFDS dataset DataSpec.dataset={config.dataset!r}; use a TFDS name such "
-            "as 'fashion_mnist', 'cifar10', 'cifar100' or 'imagenet2012'"
-        ) from error
-    # is_prepared only looks at the files: no download is ever attempted from here.
-    if not builder.is_prepared():
-        raise DatasetNotFoundError(_how_to_prepare(config.dataset, str(builder.data_dir_root), ""))
-    return builder
-
-
-def _fashion_mnist_builder(data_dir: str | None) -> tfds.core.DatasetBuilder:
-    builder = fashion_mnist_local.FashionMnistLocal(data_dir=data_dir)
-    if builder.is_prepared():
-        return builder
-    root = str(builder.data_dir_root)
-    if not fashion_mnist_local.idx_files_present(builder.idx_dir):
-        raise DatasetNotFoundError(_how_to_prepare("fashion_mnist", root, builder.idx_dir))
-    # Processes of one job on one machine would otherwise all prepare into the same directory at
-    # once; the lock makes the first prepare it and the others wait, then read it.
-    try:
-        os.makedirs(root, exist_ok=True)
-        with open(os.path.join(root, ".fashion_mnist.lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                return fashion_mnist_local.prepare(data_dir)
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
-    except OSError as error:
-        raise DatasetNotFoundError(
-            f"fashion_mnist is not prepared in DataSpec.data_dir={root!r} and cannot be "
-            f"prepared there ({' '.join(str(error).split())}); set DataSpec.data_dir to a "
-            "writable directory"
-        ) from error
-
-
-def _how_to_prepare(dataset: str, data_dir: str, idx_dir: str) -> str:
-    where = f"dataset {dataset!r} is not prepared in data_dir {data_dir}"
-    set_dir = "or point --gin_param=\"DataSpec.data_dir='/path'\" at a prepared copy"
-    if dataset == "fashion_mnist":
-        return (
-            f"{where} and its IDX files are not in {idx_dir}; run "
-            "'sudo apt-get install dataset-fashion-mnist' (or 'make setup'), or, online, "
-            f"'python -m harness.datasets.fashion_mnist_local --data_dir={data_dir}'"
-        )
-    if dataset.startswith("imagenet2012"):
-        return (
-            f"{where}; put ILSVRC2012_img_val.tar (and ILSVRC2012_img_train.tar to train; "
-            f"from image-net.org) in {data_dir}/downloads/manual and run 'tfds build "
-            f"{dataset.split(':')[0]} --data_dir={data_dir}', {set_dir}"
-        )
-    return (
-        f"{where}; run 'tfds build {dataset} --data_dir={data_dir}' on a machine with internet "
-        f"access, {set_dir}"
-    )
-
-
-# --- Reading the metadata ------------------------------------------------------------------------
-
-
-def _keys(builder: tfds.core.DatasetBuilder, config: DataSpec | None = None) -> tuple[str, str]:
-    """(image feature, label feature): the supervised keys, DataSpec.label_key overriding."""
-    keys = builder.info.supervised_keys
-    image_key, label_key = (keys[0], keys[1]) if keys and len(keys) == 2 else ("image", "label")
-    if config is not None and config.label_key is not None:
-        label_key = config.label_key
-    return image_key, label_key
-
-
-def _num_classes(builder: tfds.core.DatasetBuilder, label_key: str) -> int:
-    class_labels = {
-        name: feature
-        for name, feature in builder.info.features.items()
-        if isinstance(feature, tfds.features.ClassLabel)
-    }
-    if label_key not in class_labels:
-        raise UsageError(
-            f"{builder.name} has no single class label {label_key!r}; set DataSpec.label_key to "
-            f"one of {sorted(class_labels)}"
-        )
-    return class_labels[label_key].num_classes
-
-
-def _variable_size(builder: tfds.core.DatasetBuilder) -> bool:
-    height, width, _ = builder.info.features[_keys(builder)[0]].shape
-    return height is None or width is None
-
-
-def _output_size(config: DataSpec, builder: tfds.core.DatasetBuilder) -> tuple[int, int]:
-    if config.image_size is not None:
-        if config.image_size < 1:
-            raise UsageError(f"DataSpec.image_size={config.image_size} must be positive")
-        return config.image_size, config.image_size
-    if _variable_size(builder):
-        return _DEFAULT_VARIABLE_SIZE, _DEFAULT_VARIABLE_SIZE
-    height, width, _ = builder.info.features[_keys(builder)[0]].shape
-    return height, width
-
-
-def _eval_split(config: DataSpec, builder: tfds.core.DatasetBuilder) -> str:
-    if config.eval_split is not None:
-        return config.eval_split
-    for name in ("test", "validation"):
-        if name in builder.info.splits:
-            return name
-    raise UsageError(
-        f"dataset {config.dataset!r} has no 'test' or 'validation' split (it has "
-        f"{sorted(builder.info.splits)}); set DataSpec.eval_split"
-    )
-
-
 def _augmentation(config: DataSpec, builder: tfds.core.DatasetBuilder) -> str:
     if config.augment not in AUGMENTATIONS:
         raise UsageError(f"DataSpec.augment={config.augment!r} is not one of {AUGMENTATIONS}")
     if config.augment != "auto":
         return config.augment
-    if _variable_size(builder):
+    if metadata.variable_size(builder):
         return "inception_crop_flip"
     return "pad_crop_flip" if config.dataset.startswith("cifar") else "none"
 

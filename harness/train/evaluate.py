@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from clu import metric_writers
 
 from harness import files, gin_config, storage
-from harness.data import pipeline
+from harness.data import metadata
 from harness.errors import UsageError, one_line
 from harness.imports import import_params
 from harness.train import run_record
@@ -45,7 +45,7 @@ def evaluate_checkpoint(
         mesh_shape = validate(experiment, jax.device_count())
         trainer = trainer_lib.Trainer(experiment, workdir, mesh_shape)
         ood_eval.check_ready(trainer, experiment.train.eval_datasets)  # before the import
-    except pipeline.DatasetNotFoundError as error:
+    except metadata.DatasetNotFoundError as error:
         raise UsageError(str(error)) from error
     except ValueError as error:
         raise UsageError(one_line(str(error).splitlines()[0])) from error

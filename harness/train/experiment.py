@@ -138,10 +138,10 @@ def check_layout(experiment: Experiment, device_count: int) -> tuple[int, int, i
 
 def check_data(experiment: Experiment) -> None:
     """The dataset's splits, image shape and classes against the specs (TFDS metadata)."""
-    from harness.data import pipeline  # TensorFlow: parsing gin alone stays light
+    from harness.data import metadata  # tfds (a second): parsing gin alone stays lighter
 
     spec = experiment.model
-    num_classes, image_shape, num_train, num_eval = pipeline.dataset_info(experiment.data)
+    num_classes, image_shape, num_train, num_eval = metadata.dataset_info(experiment.data)
     check_split_sizes(experiment.data, num_train, num_eval)
     expected = (spec.vit.image_size, spec.vit.image_size, spec.vit.num_channels)
     if tuple(image_shape) != expected:

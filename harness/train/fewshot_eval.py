@@ -12,7 +12,7 @@ from typing import Any
 
 from clu import metric_writers
 
-from harness.data import pipeline
+from harness.data import metadata
 from harness.data.spec import DataSpec
 from harness.errors import UsageError
 from harness.train.experiment import Experiment
@@ -38,8 +38,8 @@ def check_datasets(experiment: Experiment) -> None:
             eval_split=dataset.test_split,
         )
         try:
-            pipeline.dataset_info(probe)
-        except pipeline.DatasetNotFoundError as error:
+            metadata.dataset_info(probe)
+        except metadata.DatasetNotFoundError as error:
             raise UsageError(
                 f"FewShotSpec.datasets has {name!r}, which TrainSpec.fewshot_every_steps="
                 f"{experiment.train.fewshot_every_steps} would probe, but {error}; or bind "

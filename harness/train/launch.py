@@ -96,24 +96,21 @@ def build(workdir: str) -> tuple[Experiment, tuple[int, int, int], Any]:
     try:
         experiment = Experiment.from_gin()
         mesh_shape = check_layout(experiment, jax.device_count())
+        check_data(experiment)  # TFDS metadata (a DatasetNotFoundError is a UsageError)
     except ValueError as error:
+        # gin appends "In call to configurable ..." lines; the first line is the message.
         raise UsageError(one_line(str(error).splitlines()[0])) from error
     # Imported here, not at the top: they load TensorFlow and praxis (seconds), which a
     # refused config or a workdir in use never needs. After init_distributed: JAX state.
-    from harness.data import pipeline
     from harness.train import fewshot_eval, trainer
     from harness.transfer import ood_eval
 
     try:
-        check_data(experiment)
         fewshot_eval.check_datasets(experiment)
         run = trainer.Trainer(experiment, workdir, mesh_shape)
         ood_eval.check_ready(run, experiment.train.eval_datasets)  # before any training
         return experiment, mesh_shape, run
-    except pipeline.DatasetNotFoundError as error:
-        raise UsageError(str(error)) from error
     except ValueError as error:  # one-line validation messages from specs and layers
-        # gin appends "In call to configurable ..." lines; the first line is the message.
         raise UsageError(one_line(str(error).splitlines()[0])) from error
 
 

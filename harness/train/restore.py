@@ -10,7 +10,7 @@ from typing import Any
 
 import jax
 
-from harness.data import pipeline
+from harness.data import metadata
 from harness.errors import UsageError, one_line
 from harness.train.checkpointing import Checkpointer
 from harness.train.experiment import validate
@@ -37,7 +37,7 @@ def load_trained(run_dir: str) -> TrainedRun:
     try:
         mesh_shape = validate(experiment, jax.device_count())
         trainer = trainer_lib.Trainer(experiment, run_dir, mesh_shape)
-    except pipeline.DatasetNotFoundError as error:
+    except metadata.DatasetNotFoundError as error:
         raise UsageError(str(error)) from error
     except ValueError as error:
         raise UsageError(f"{run_dir} cannot be loaded here: {one_line(error)}") from error

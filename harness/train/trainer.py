@@ -18,7 +18,7 @@ from clu import metric_writers
 from jax.sharding import NamedSharding, PartitionSpec
 from praxis import base_layer
 
-from harness.data import pipeline, synthetic
+from harness.data import metadata, pipeline, synthetic
 from harness.data.synthetic_spec import SYNTHETIC
 from harness.errors import NonFiniteLossError
 from harness.reporting import events, plots
@@ -115,7 +115,7 @@ class Trainer:
             spec, mesh_shape=mesh_shape, compute_dtype=train.compute_dtype
         )
         self.model = base_layer.instantiate(self.model_config)
-        info = pipeline.dataset_info(experiment.data)
+        info = metadata.dataset_info(experiment.data)
         self.image_shape, self.num_train_examples = tuple(info.image_shape), info.num_train_examples
         self.total_steps = train.total_steps(experiment.data.batch_size, self.num_train_examples)
         profiling.check_window(train.profile_steps, self.total_steps)

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
-from harness.data import pipeline
+from harness.data import metadata, pipeline
 from harness.data.spec import DataSpec
 from harness.errors import UsageError
 from harness.train.restore import TrainedRun
@@ -129,8 +129,8 @@ class ModelFeatures:
             classes=dataset.classes,
         )
 
-    def info(self, dataset: FewShotDataset) -> pipeline.DataInfo:
-        info = pipeline.dataset_info(self.data_spec(dataset, dataset.test_split))
+    def info(self, dataset: FewShotDataset) -> metadata.DataInfo:
+        info = metadata.dataset_info(self.data_spec(dataset, dataset.test_split))
         if tuple(info.image_shape) != self.image_shape:
             raise UsageError(
                 f"{dataset.tfds_name} gives {info.image_shape} images but the run's model takes "
@@ -160,7 +160,7 @@ class ModelFeatures:
         spec = self.data_spec(dataset, split)
         shard = (self.trainer.input_shard.index, self.trainer.input_shard.count)
         batches = pipeline.eval_batches(spec, *shard)
-        info = pipeline.dataset_info(spec)
+        info = metadata.dataset_info(spec)
         if info.num_eval_examples * np.prod(info.image_shape) * 4 > IMAGE_CACHE_BYTES:
             return batches  # Too large to keep (ImageNet's shot pool): read it each time.
         self._images[key] = list(batches)

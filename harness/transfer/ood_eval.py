@@ -21,7 +21,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 
-from harness.data import pipeline
+from harness.data import metadata, pipeline
 from harness.data.spec import DataSpec
 from harness.errors import UsageError, one_line
 from harness.train.steps import apply_model
@@ -79,7 +79,7 @@ def check_ready(trainer: Any, names: Sequence[str]) -> None:
     for name in names:
         spec = data_spec(trainer.experiment.data, trainer.image_shape, name)
         try:
-            info = pipeline.dataset_info(spec)
+            info = metadata.dataset_info(spec)
         except UsageError as error:  # Not prepared (says how to prepare it), or no such split.
             raise UsageError(f"eval dataset {name!r}: {one_line(error)}") from error
         if tuple(info.image_shape) != tuple(trainer.image_shape):
