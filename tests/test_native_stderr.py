@@ -123,10 +123,9 @@ USAGE_ERRORS = [
     (["run", "--gin_file=gin/cpu/vit.gin", "--gin_param=VitSpec.nope=1", "--workdir={w}"], False),
     (["run", "--gin_file=gin/cpu/vmoe.gin", "--gin_param=MoeSpec.num_selected_experts=9"], False),
     (["run", "--gin_file=gin/cpu/vit.gin", "--gin_param=MeshSpec.data=3", "--workdir={w}"], False),
-    (
-        ["run", "--gin_file=gin/cpu/vit.gin", "--gin_param=DataSpec.dataset='mnist2'"],
-        True,
-    ),
+    (["run", "--gin_file=gin/cpu/vit.gin", "--gin_param=DataSpec.dataset='mnist2'"], False),
+    # A checkpoint is read once the model is built, TensorFlow and all.
+    (["run", "--gin_file=gin/cpu/vit.gin", "--gin_param=TrainSpec.init_from='{tmp}'"], True),
     (
         ["evaluate", "--gin_file=gin/cpu/vit.gin", "--checkpoint={w}/none.npz", "--workdir={w}"],
         False,
@@ -151,7 +150,7 @@ def test_every_usage_error_is_one_line_whatever_tensorflow_writes(
 ):
     env, marker = noisy_tensorflow
     workdir = tmp_path / "w"
-    args = [a.replace("{w}", str(workdir)) for a in args]
+    args = [a.replace("{w}", str(workdir)).replace("{tmp}", str(tmp_path)) for a in args]
     if args[0] == "run" and not any(a.startswith("--workdir") for a in args):
         args.append(f"--workdir={workdir}")
     process = subprocess.run(
@@ -178,7 +177,7 @@ def test_verbose_shows_what_tensorflow_wrote(noisy_tensorflow, tmp_path):
             "-m",
             "harness.run",
             "--gin_file=gin/cpu/vit.gin",
-            "--gin_param=DataSpec.dataset='mnist2'",
+            f"--gin_param=TrainSpec.init_from='{tmp_path}'",
             f"--workdir={tmp_path / 'w'}",
             "--verbose",
         ],

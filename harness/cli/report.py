@@ -46,8 +46,10 @@ def main(args: list[str]) -> None:
             "pass one or more RUN_DIRs, e.g. python -m harness.report runs/a runs/b -o r.md"
         )
     batch_sizes = parse_batch_sizes(FLAGS.batch_sizes)
-    preflight.some_finished_run(args)
     from harness.reporting import report
+
+    report.check_output(FLAGS.output)
+    preflight.some_finished_run(args)
 
     command = "python -m harness.report " + " ".join(args) + f" -o {FLAGS.output}"
     report.write_report(

@@ -8,8 +8,6 @@ import socket
 import time
 from typing import Any
 
-import jax
-
 RESULTS_FILE = "results.json"
 SWEEP_FILE = "sweep.json"
 PACKAGES = (
@@ -37,6 +35,8 @@ def versions() -> dict[str, str]:
 
 
 def devices() -> dict[str, Any]:
+    import jax  # only where the devices are read: run-directory readers need no JAX
+
     first = jax.devices()[0]
     return {
         "platform": first.platform,
