@@ -9,6 +9,7 @@ import os
 from collections.abc import Iterator, Sequence
 
 import gin
+from absl import logging as absl_logging
 
 from harness.errors import UsageError, one_line
 from harness.project import REPO_ROOT
@@ -38,14 +39,27 @@ def parse_gin(gin_files: Sequence[str], gin_params: Sequence[str]) -> str:
         if not os.path.isfile(path) and not os.path.isfile(os.path.join(REPO_ROOT, path)):
             raise UsageError(f"--gin_file={path} does not exist; pass a path like gin/vit_b16.gin")
     files = [p if os.path.isfile(p) else os.path.join(REPO_ROOT, p) for p in gin_files]
-    with _usage_errors("bad gin config"):
+    with _usage_errors("bad gin config"), _quiet_include_probes():
         gin.parse_config_files_and_bindings(files, None, finalize_config=False)
     # One binding at a time, so an error names the binding the user typed.
     for binding in gin_params:
-        with _usage_errors(f"--gin_param={binding} is invalid"):
+        with _usage_errors(f"--gin_param={binding} is invalid"), _quiet_include_probes():
             gin.parse_config(binding)
     gin.finalize()
     return gin.config_str()
+
+
+@contextlib.contextmanager
+def _quiet_include_probes() -> Iterator[None]:
+    """gin looks for an include relative to the working directory before its search paths,
+    logging a "Path not found" ERROR for each miss, though the repository root (a search path)
+    then has it. An include found nowhere still raises, and becomes one line."""
+    level = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(absl_logging.FATAL)
+    try:
+        yield
+    finally:
+        absl_logging.set_verbosity(level)
 
 
 @contextlib.contextmanager

@@ -124,8 +124,9 @@ USAGE_ERRORS = [
     (["run", "--gin_file=gin/cpu/vmoe.gin", "--gin_param=MoeSpec.num_selected_experts=9"], False),
     (["run", "--gin_file=gin/cpu/vit.gin", "--gin_param=MeshSpec.data=3", "--workdir={w}"], False),
     (["run", "--gin_file=gin/cpu/vit.gin", "--gin_param=DataSpec.dataset='mnist2'"], False),
-    # A checkpoint is read once the model is built, TensorFlow and all.
-    (["run", "--gin_file=gin/cpu/vit.gin", "--gin_param=TrainSpec.init_from='{tmp}'"], True),
+    (["run", "--gin_file=gin/cpu/vit.gin", "--gin_param=TrainSpec.init_from='{tmp}'"], False),
+    # A checkpoint's content is read once the model is built, TensorFlow and all.
+    (["run", "--gin_file=gin/cpu/vit.gin", "--gin_param=TrainSpec.init_from='{bin}'"], True),
     (
         ["evaluate", "--gin_file=gin/cpu/vit.gin", "--checkpoint={w}/none.npz", "--workdir={w}"],
         False,
@@ -150,7 +151,14 @@ def test_every_usage_error_is_one_line_whatever_tensorflow_writes(
 ):
     env, marker = noisy_tensorflow
     workdir = tmp_path / "w"
-    args = [a.replace("{w}", str(workdir)).replace("{tmp}", str(tmp_path)) for a in args]
+    not_a_checkpoint = tmp_path / "weights.bin"
+    not_a_checkpoint.write_text("not a checkpoint")
+    args = [
+        a.replace("{w}", str(workdir))
+        .replace("{tmp}", str(tmp_path))
+        .replace("{bin}", str(not_a_checkpoint))
+        for a in args
+    ]
     if args[0] == "run" and not any(a.startswith("--workdir") for a in args):
         args.append(f"--workdir={workdir}")
     process = subprocess.run(
@@ -171,13 +179,15 @@ def test_every_usage_error_is_one_line_whatever_tensorflow_writes(
 @pytest.mark.slow
 def test_verbose_shows_what_tensorflow_wrote(noisy_tensorflow, tmp_path):
     env, marker = noisy_tensorflow
+    not_a_checkpoint = tmp_path / "weights.bin"
+    not_a_checkpoint.write_text("not a checkpoint")
     process = subprocess.run(
         [
             sys.executable,
             "-m",
             "harness.run",
             "--gin_file=gin/cpu/vit.gin",
-            f"--gin_param=TrainSpec.init_from='{tmp_path}'",
+            f"--gin_param=TrainSpec.init_from='{not_a_checkpoint}'",
             f"--workdir={tmp_path / 'w'}",
             "--verbose",
         ],

@@ -22,12 +22,18 @@ def trained_run_dir(run_dir: str) -> None:
         raise UsageError(f"{run_dir} has no checkpoint; train it with python -m harness.run first")
 
 
-def existing_checkpoint(path: str) -> None:
-    """A file, a run directory, or the prefix of a checkpoint in several files (V-MoE's
-    PREFIX.index and PREFIX.data-*): the format is told apart later, by its reader."""
+def existing_checkpoint(path: str, name: str = "--checkpoint") -> None:
+    """A file, a run directory with a checkpoint, or the prefix of a checkpoint in several
+    files (V-MoE's PREFIX.index and PREFIX.data-*): which format is told apart later, by the
+    readers. `name` is the flag or binding that gave the path."""
     siblings = path + ".*" if storage.is_url(path) else glob.escape(path) + ".*"
     if not (storage.exists(path) or storage.glob(siblings)):
-        raise UsageError(f"checkpoint {path} does not exist; check the path")
+        raise UsageError(f"{name}={path} does not exist; check the path")
+    if storage.isdir(path) and not checkpoint_steps.saved_steps(path):
+        raise UsageError(
+            f"{name}={path} is a directory without a checkpoint; give a run directory of "
+            "harness.run that saved one, a .npz file, or a V-MoE checkpoint prefix"
+        )
 
 
 def some_finished_run(run_dirs: list[str]) -> None:

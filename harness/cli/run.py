@@ -12,10 +12,10 @@ import sys
 
 from absl import flags
 
-from harness.cli import app
+from harness.cli import app, preflight
 from harness.cli import flags as cli_flags
 from harness.errors import NonFiniteLossError, UsageError
-from harness.train import experiment
+from harness.train import checkpoint_steps, experiment
 
 FLAGS = flags.FLAGS
 cli_flags.define_gin_flags()
@@ -33,8 +33,12 @@ def main(args: list[str]) -> None:
         raise UsageError("--workdir is required; e.g. --workdir=runs/vit")
     if not cli_flags.gin_files():
         raise UsageError("--gin_file is required; e.g. --gin_file=gin/cpu/vit.gin")
-    # A bad binding or value is one line before JAX, TensorFlow or the model code loads.
-    experiment.parse_experiment(cli_flags.gin_files(), cli_flags.gin_params())
+    # A bad binding, value or path is one line before JAX, TensorFlow or the model code loads.
+    _, spec = experiment.parse_experiment(cli_flags.gin_files(), cli_flags.gin_params())
+    init_from = spec.train.init_from
+    if init_from is not None and not checkpoint_steps.saved_steps(FLAGS.workdir):
+        # Read on a fresh start only: a resumed run no longer needs it.
+        preflight.existing_checkpoint(init_from, "TrainSpec.init_from")
     import jax
 
     from harness.train import launch, preemption, run_record
