@@ -29,7 +29,8 @@ CASES = [
     ("run", [VIT, "--gin_param=DataSpec.batch_size=1000000000000"], "batch beyond the split"),
     ("run", ["--gin_file=gin/nope.gin"], "missing gin file"),
     ("run", [VIT, "--gin_param=TrainSpec.init_from='{tmp}'"], "init_from a plain directory"),
-    ("run", [VIT, "--gin_param=TrainSpec.init_from='{tmp}/x.bin'"], "init_from no checkpoint"),
+    ("run", [VIT, "--gin_param=TrainSpec.init_from='{tmp}/x.bin'"], "init_from of no format"),
+    ("run", [VIT, "--gin_param=TrainSpec.init_from='{tmp}/x.npz'"], "init_from a bad .npz"),
     ("evaluate", [VIT, "--checkpoint={tmp}/none.npz"], "missing checkpoint"),
     ("evaluate", [VIT, "--gin_param=VitSpec.nope=1", "--checkpoint={tmp}"], "unknown binding"),
     ("sweep", ["{tmp}/none"], "not a run directory"),
@@ -47,8 +48,9 @@ CASES = [
 
 def time_case(command: str, args: list[str], tmp: str) -> tuple[float, int, int, bool]:
     """(seconds, exit code, stderr lines, whether TensorFlow was loaded)."""
-    with open(os.path.join(tmp, "x.bin"), "w") as f:
-        f.write("not a checkpoint")  # read only once the model is built
+    for name in ("x.bin", "x.npz"):  # a .npz is read only once the model is built
+        with open(os.path.join(tmp, name), "w") as f:
+            f.write("not a checkpoint")
     args = [a.replace("{tmp}", tmp) for a in args]
     if command in ("run", "evaluate"):
         args.append(f"--workdir={tmp}/w")

@@ -151,7 +151,7 @@ def test_every_usage_error_is_one_line_whatever_tensorflow_writes(
 ):
     env, marker = noisy_tensorflow
     workdir = tmp_path / "w"
-    not_a_checkpoint = tmp_path / "weights.bin"
+    not_a_checkpoint = tmp_path / "weights.npz"
     not_a_checkpoint.write_text("not a checkpoint")
     args = [
         a.replace("{w}", str(workdir))
@@ -179,7 +179,7 @@ def test_every_usage_error_is_one_line_whatever_tensorflow_writes(
 @pytest.mark.slow
 def test_verbose_shows_what_tensorflow_wrote(noisy_tensorflow, tmp_path):
     env, marker = noisy_tensorflow
-    not_a_checkpoint = tmp_path / "weights.bin"
+    not_a_checkpoint = tmp_path / "weights.npz"
     not_a_checkpoint.write_text("not a checkpoint")
     process = subprocess.run(
         [

@@ -59,7 +59,7 @@ def main(args: list[str]) -> None:
         gin_params.append(f"TrainSpec.eval_datasets={tuple(FLAGS.eval_datasets)!r}")
     # A bad binding, value or path is one line before JAX, TensorFlow or the model code loads.
     experiment.parse_experiment(cli_flags.gin_files(), gin_params)
-    preflight.existing_checkpoint(FLAGS.checkpoint)
+    preflight.existing_checkpoint(FLAGS.checkpoint, format_name=FLAGS.format)
     from harness.train import evaluate
 
     payload = evaluate.evaluate_checkpoint(

@@ -22,10 +22,13 @@ def trained_run_dir(run_dir: str) -> None:
         raise UsageError(f"{run_dir} has no checkpoint; train it with python -m harness.run first")
 
 
-def existing_checkpoint(path: str, name: str = "--checkpoint") -> None:
+def existing_checkpoint(
+    path: str, name: str = "--checkpoint", format_name: str | None = None
+) -> None:
     """A file, a run directory with a checkpoint, or the prefix of a checkpoint in several
-    files (V-MoE's PREFIX.index and PREFIX.data-*): which format is told apart later, by the
-    readers. `name` is the flag or binding that gave the path."""
+    files (V-MoE's PREFIX.index and PREFIX.data-*), in a format told by its path when
+    `format_name` (the format the user named) is None. `name` is the flag or binding that gave
+    the path."""
     siblings = path + ".*" if storage.is_url(path) else glob.escape(path) + ".*"
     if not (storage.exists(path) or storage.glob(siblings)):
         raise UsageError(f"{name}={path} does not exist; check the path")
@@ -34,6 +37,10 @@ def existing_checkpoint(path: str, name: str = "--checkpoint") -> None:
             f"{name}={path} is a directory without a checkpoint; give a run directory of "
             "harness.run that saved one, a .npz file, or a V-MoE checkpoint prefix"
         )
+    if format_name is None:
+        from harness.imports import detect  # JAX (a second), still before TensorFlow
+
+        detect.path_format(path)
 
 
 def some_finished_run(run_dirs: list[str]) -> None:

@@ -38,7 +38,7 @@ def main(args: list[str]) -> None:
     init_from = spec.train.init_from
     if init_from is not None and not checkpoint_steps.saved_steps(FLAGS.workdir):
         # Read on a fresh start only: a resumed run no longer needs it.
-        preflight.existing_checkpoint(init_from, "TrainSpec.init_from")
+        preflight.existing_checkpoint(init_from, "TrainSpec.init_from", spec.train.init_from_format)
     import jax
 
     from harness.train import launch, preemption, run_record
