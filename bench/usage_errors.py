@@ -15,6 +15,8 @@ import sys
 import tempfile
 import time
 
+import numpy as np
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VIT, VMOE = "--gin_file=gin/cpu/vit.gin", "--gin_file=gin/cpu/vmoe.gin"
 
@@ -30,7 +32,8 @@ CASES = [
     ("run", ["--gin_file=gin/nope.gin"], "missing gin file"),
     ("run", [VIT, "--gin_param=TrainSpec.init_from='{tmp}'"], "init_from a plain directory"),
     ("run", [VIT, "--gin_param=TrainSpec.init_from='{tmp}/x.bin'"], "init_from of no format"),
-    ("run", [VIT, "--gin_param=TrainSpec.init_from='{tmp}/x.npz'"], "init_from a bad .npz"),
+    ("run", [VIT, "--gin_param=TrainSpec.init_from='{tmp}/x.npz'"], "init_from not a zip"),
+    ("run", [VIT, "--gin_param=TrainSpec.init_from='{tmp}/y.npz'"], "init_from other weights"),
     ("evaluate", [VIT, "--checkpoint={tmp}/none.npz"], "missing checkpoint"),
     ("evaluate", [VIT, "--gin_param=VitSpec.nope=1", "--checkpoint={tmp}"], "unknown binding"),
     ("sweep", ["{tmp}/none"], "not a run directory"),
@@ -48,9 +51,11 @@ CASES = [
 
 def time_case(command: str, args: list[str], tmp: str) -> tuple[float, int, int, bool]:
     """(seconds, exit code, stderr lines, whether TensorFlow was loaded)."""
-    for name in ("x.bin", "x.npz"):  # a .npz is read only once the model is built
+    for name in ("x.bin", "x.npz"):
         with open(os.path.join(tmp, name), "w") as f:
             f.write("not a checkpoint")
+    # Weights are compared with the model's only once it is built.
+    np.savez(os.path.join(tmp, "y.npz"), unrelated=np.zeros(3))
     args = [a.replace("{tmp}", tmp) for a in args]
     if command in ("run", "evaluate"):
         args.append(f"--workdir={tmp}/w")

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -152,7 +153,7 @@ def test_every_usage_error_is_one_line_whatever_tensorflow_writes(
     env, marker = noisy_tensorflow
     workdir = tmp_path / "w"
     not_a_checkpoint = tmp_path / "weights.npz"
-    not_a_checkpoint.write_text("not a checkpoint")
+    np.savez(not_a_checkpoint, unrelated=np.zeros(3))  # read once the model is built
     args = [
         a.replace("{w}", str(workdir))
         .replace("{tmp}", str(tmp_path))
@@ -180,7 +181,7 @@ def test_every_usage_error_is_one_line_whatever_tensorflow_writes(
 def test_verbose_shows_what_tensorflow_wrote(noisy_tensorflow, tmp_path):
     env, marker = noisy_tensorflow
     not_a_checkpoint = tmp_path / "weights.npz"
-    not_a_checkpoint.write_text("not a checkpoint")
+    np.savez(not_a_checkpoint, unrelated=np.zeros(3))  # read once the model is built
     process = subprocess.run(
         [
             sys.executable,

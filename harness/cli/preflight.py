@@ -2,6 +2,7 @@
 TensorFlow and praxis take seconds), so a mistyped path is one line at once."""
 
 import glob
+import zipfile
 
 from harness import storage
 from harness.errors import UsageError
@@ -37,6 +38,9 @@ def existing_checkpoint(
             f"{name}={path} is a directory without a checkpoint; give a run directory of "
             "harness.run that saved one, a .npz file, or a V-MoE checkpoint prefix"
         )
+    if path.endswith(".npz") and not storage.is_url(path) and not zipfile.is_zipfile(path):
+        # np.load would read it only once the model is built, and call it "pickled data".
+        raise UsageError(f"{name}={path} is not a .npz archive (not a zip file); check the path")
     if format_name is None:
         from harness.imports import detect  # JAX (a second), still before TensorFlow
 
