@@ -7,18 +7,15 @@ import zipfile
 from harness import storage
 from harness.errors import UsageError
 from harness.train import checkpoint_steps
-from harness.train.experiment_file import EXPERIMENT_FILE
+from harness.train.experiment_file import load_experiment
 from harness.train.run_record import RESULTS_FILE
 
 
 def trained_run_dir(run_dir: str) -> None:
-    """A run directory of harness.run with a checkpoint (what sweep and fewshot read)."""
-    if not storage.isdir(run_dir):
-        raise UsageError(f"{run_dir} is not a run directory; pass a --workdir of harness.run")
-    if not storage.isfile(storage.join(run_dir, EXPERIMENT_FILE)):
-        raise UsageError(
-            f"{run_dir} has no {EXPERIMENT_FILE}; is it a run directory of harness.run?"
-        )
+    """A run directory of harness.run whose experiment.json is valid and that saved a
+    checkpoint (what sweep and fewshot read); load_experiment also refuses a config.gin that
+    would import code."""
+    load_experiment(run_dir)
     if not checkpoint_steps.saved_steps(run_dir):
         raise UsageError(f"{run_dir} has no checkpoint; train it with python -m harness.run first")
 
