@@ -5,6 +5,7 @@ import dataclasses
 import functools
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -16,7 +17,7 @@ from praxis import base_layer
 
 from harness.data.spec import DataSpec
 from harness.errors import UsageError
-from harness.exports import export, vmoe_checkpoint
+from harness.exports import export, model_support, vmoe_checkpoint
 from harness.exports.run_weights import unscan
 from harness.imports import (
     detect,
@@ -55,6 +56,9 @@ SPECS = {
     "vit_gap": specs.ModelSpec(family="vit", vit=dataclasses.replace(TINY, pooling="gap")),
     "vit_pre_logits": specs.ModelSpec(family="vit", vit=dataclasses.replace(TINY, pre_logits=True)),
     "vmoe": specs.ModelSpec(family="vmoe", vit=TINY, moe=TINY_MOE),
+    "vmoe_expert_choice": specs.ModelSpec(
+        family="vmoe", vit=TINY, moe=dataclasses.replace(TINY_MOE, router="expert_choice")
+    ),
     "vmoe_scanned": specs.ModelSpec(
         family="vmoe",
         vit=dataclasses.replace(TINY, num_layers=4, scan_layers=True),
@@ -167,6 +171,8 @@ ROUND_TRIPS = [
     ("vit", "safetensors"),
     ("vit_gap", "safetensors"),
     ("vmoe", "safetensors"),
+    ("vmoe_expert_choice", "vmoe"),
+    ("vmoe_expert_choice", "safetensors"),
 ]
 
 
@@ -284,11 +290,10 @@ def _npz_as_reference_weights(arrays: dict[str, np.ndarray], depth: int) -> dict
         "encoder_norm": norm("Transformer/encoder_norm"),
         "head": dense("head"),
     }
-    for optional, value in (("cls", "cls"), ("pre_logits", "pre_logits")):
-        if optional == "cls" and "cls" in arrays:
-            weights["cls"] = arrays["cls"]
-        elif optional == "pre_logits" and "pre_logits/kernel" in arrays:
-            weights["pre_logits"] = dense(value)
+    if "cls" in arrays:
+        weights["cls"] = arrays["cls"]
+    if "pre_logits/kernel" in arrays:
+        weights["pre_logits"] = dense("pre_logits")
     return weights
 
 
@@ -479,6 +484,25 @@ def test_a_model_the_format_cannot_hold_is_refused(runs, tmp_path, name, format_
     with pytest.raises(UsageError, match=message):
         _export(runs, tmp_path, name, format_name)
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (specs.ModelSpec(family="vit22b", vit=TINY), "is a vit22b model"),
+        (specs.ModelSpec(family="widenet", vit=TINY, moe=TINY_MOE), "is a widenet model"),
+        (
+            specs.ModelSpec(
+                family="vmoe", vit=TINY, moe=dataclasses.replace(TINY_MOE, router="soft")
+            ),
+            "MoeSpec.router='soft'",
+        ),
+    ],
+)
+@pytest.mark.parametrize("format_name", model_support.FORMATS)
+def test_models_without_a_form_in_the_targets_are_refused(spec, message, format_name):
+    with pytest.raises(UsageError, match=re.escape(message)):
+        model_support.check_model(spec, format_name, "runs/x")
 
 
 def test_an_existing_output_is_replaced_only_with_overwrite(runs, tmp_path):

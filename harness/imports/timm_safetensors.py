@@ -19,6 +19,8 @@ SUFFIX = ".safetensors"
 ENCODER_SCOPE = "Transformer"
 _BLOCK = re.compile(r"^blocks\.(\d+)\.(.*)$")
 _EXPERT = re.compile(r"^mlp\.experts\.(\d+)\.fc([12])\.(weight|bias)$")
+_MLP = re.compile(r"^mlp\.fc([12])\.(weight|bias)$")
+_ATTENTION = ("attn.qkv.weight", "attn.qkv.bias", "attn.proj.weight", "attn.proj.bias")
 _NORMS = {"norm1": "LayerNorm_0", "norm2": "LayerNorm_1"}
 
 
@@ -62,23 +64,26 @@ def _block(rest: str, value: np.ndarray, scope: str, heads: int) -> dict[str, np
     norm, _, leaf = rest.partition(".")
     if norm in _NORMS and leaf in ("weight", "bias"):
         return {f"{scope}/{_NORMS[norm]}/{'scale' if leaf == 'weight' else 'bias'}": value}
-    if rest.startswith("attn.") and rest in (
-        "attn.qkv.weight", "attn.qkv.bias", "attn.proj.weight", "attn.proj.bias"
-    ):  # fmt: skip
+    if rest in _ATTENTION:
         return _attention(rest, value, scope, heads)
     if rest == "mlp.router.weight":
         return {f"{scope}/Moe/Router/dense/kernel": _linear(value)}
     if match := _EXPERT.match(rest):
         expert, fc, leaf = match.groups()
-        dense = f"{scope}/Moe/Mlp/Dense_{int(fc) - 1}/{'kernel' if leaf == 'weight' else 'bias'}"
-        return {f"{dense}#{expert}": _linear(value) if leaf == "weight" else value}
-    if match := re.match(r"^mlp\.fc([12])\.(weight|bias)$", rest):
+        return {f"{_dense(f'{scope}/Moe/Mlp', fc, leaf)}#{expert}": _dense_value(leaf, value)}
+    if match := _MLP.match(rest):
         fc, leaf = match.groups()
-        dense = f"{scope}/MlpBlock_0/Dense_{int(fc) - 1}"
-        if leaf == "weight":
-            return {f"{dense}/kernel": _linear(value)}
-        return {f"{dense}/bias": value}
+        return {_dense(f"{scope}/MlpBlock_0", fc, leaf): _dense_value(leaf, value)}
     return None
+
+
+def _dense(mlp: str, fc: str, leaf: str) -> str:
+    """timm's fc1/fc2 weight/bias -> flax's Dense_0/Dense_1 kernel/bias."""
+    return f"{mlp}/Dense_{int(fc) - 1}/{'kernel' if leaf == 'weight' else 'bias'}"
+
+
+def _dense_value(leaf: str, value: np.ndarray) -> np.ndarray:
+    return _linear(value) if leaf == "weight" else value
 
 
 def _stack_experts(tensors: dict[str, np.ndarray], origins: dict[str, str]) -> None:
