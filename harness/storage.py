@@ -15,6 +15,7 @@ import contextlib
 import glob as local_glob
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from typing import IO, Any
@@ -69,6 +70,18 @@ def isfile(path: str) -> bool:
         gfile = _gfile()
         return gfile.exists(path) and not gfile.isdir(path)
     return os.path.isfile(path)
+
+
+def is_regular_file(path: str) -> bool:
+    """A plain file: not a folder, and locally not a symlink, FIFO or device either (which
+    replacing by rename would swap out, or writing would send elsewhere). On a URL, any
+    object that is not a folder."""
+    if is_url(path):
+        return isfile(path)
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return False
 
 
 def makedirs(path: str) -> None:

@@ -229,7 +229,7 @@ def test_detection_by_path_and_the_override(tmp_path):
     with pytest.raises(UsageError, match="does not exist"):
         detect.path_format(str(tmp_path / "nothing"))
     with pytest.raises(UsageError, match="unknown; use one of"):
-        import_params(str(tmp_path / "run"), {}, model=MODEL, format_name="safetensors")
+        import_params(str(tmp_path / "run"), {}, model=MODEL, format_name="onnx")
 
 
 def test_the_override_reads_an_npz_in_the_format_it_names(tmp_path):

@@ -18,6 +18,7 @@ COMMANDS = {
     "suite": ["--gin_file", "--gin_param"],
     "evaluate": ["--gin_file", "--gin_param", "--workdir", "--checkpoint", "--format"],
     "fewshot": ["--datasets", "--shots", "--seeds", "--l2_regs", "--data_dir"],
+    "export": ["--format", "--output", "--step", "--overwrite"],
 }
 
 
@@ -163,6 +164,7 @@ def test_help_imports_no_heavy_library(command):
         ["sweep"],
         ["suite", "stray_argument"],
         ["fewshot", "WORKDIR", "--shots=0"],
+        ["export", "WORKDIR", "--format=vit_npz"],
     ],
 )
 def test_a_usage_error_is_one_line_and_exit_2(args, tmp_path):

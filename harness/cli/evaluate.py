@@ -4,9 +4,10 @@ r"""Evaluate a released or trained checkpoint on the gin config's data; write a 
       [--gin_param=...] [--eval_split=validation] [--format=vit_npz]
       [--eval_datasets=imagenet_v2,imagenet_r,imagenet_a,imagenet_sketch,imagenet2012_real,shape_bias]
 
-PATH is a run directory of ours, a google-research/vision_transformer or big_vision .npz, or
-a V-MoE reference checkpoint (its prefix or .index file); local or gs://. The format is chosen
-by what PATH holds unless --format names one. Every checkpoint tensor must find its place in
+PATH is a run directory of ours, a google-research/vision_transformer or big_vision .npz, a
+V-MoE reference checkpoint (its prefix or .index file), or a .safetensors file that
+harness.export wrote; local or gs://. The format is chosen by what PATH holds unless --format
+names one. Every checkpoint tensor must find its place in
 the model and every weight must be loaded, or the command stops with one line. The run
 directory it writes (results.json with top-1 and routing statistics, TensorBoard events, the
 config, the weights) is read by `harness.sweep` and `harness.report` like a trained run.
@@ -23,7 +24,7 @@ from harness.errors import UsageError
 from harness.train import experiment
 from harness.transfer.eval_datasets import EVAL_DATASETS, check_eval_datasets
 
-FORMATS = ("run", "vit_npz", "big_vision_npz", "vmoe")
+FORMATS = ("run", "vit_npz", "big_vision_npz", "vmoe", "safetensors")
 
 FLAGS = flags.FLAGS
 cli_flags.define_gin_flags()

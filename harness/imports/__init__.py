@@ -1,5 +1,6 @@
 """Importers of trained weights into our param trees: our own runs, vision_transformer and
-big_vision .npz files, and V-MoE reference checkpoints. `import_params` is the entry point."""
+big_vision .npz files, V-MoE reference checkpoints and the timm safetensors files that
+harness.export writes. `import_params` is the entry point."""
 
 from harness.imports.detect import FORMATS
 from harness.imports.importer import import_params

@@ -2,17 +2,19 @@
 
 from harness import storage
 from harness.errors import UsageError
-from harness.imports import big_vision_npz, orbax_run, vmoe_reference
+from harness.imports import big_vision_npz, orbax_run, timm_safetensors, vmoe_reference
 
 RUN = "run"
 VIT_NPZ = "vit_npz"
 BIG_VISION_NPZ = "big_vision_npz"
 VMOE = "vmoe"
-FORMATS = (RUN, VIT_NPZ, BIG_VISION_NPZ, VMOE)
+SAFETENSORS = "safetensors"
+FORMATS = (RUN, VIT_NPZ, BIG_VISION_NPZ, VMOE, SAFETENSORS)
 
 FORMAT_HELP = (
     f"{RUN}: a run directory with checkpoints/ (ours); {VIT_NPZ}: a vision_transformer .npz; "
-    f"{BIG_VISION_NPZ}: a big_vision .npz; {VMOE}: a V-MoE PREFIX (with PREFIX.index)"
+    f"{BIG_VISION_NPZ}: a big_vision .npz; {VMOE}: a V-MoE PREFIX (with PREFIX.index); "
+    f"{SAFETENSORS}: a timm state dict as python -m harness.export writes it"
 )
 
 
@@ -29,6 +31,8 @@ def path_format(path: str) -> str:
     (telling them apart needs the names inside; see `npz_format`)."""
     if path.endswith(".npz"):
         return "npz"
+    if path.endswith(timm_safetensors.SUFFIX):
+        return SAFETENSORS
     if path.endswith(vmoe_reference.INDEX_SUFFIX) or storage.exists(
         path + vmoe_reference.INDEX_SUFFIX
     ):

@@ -11,6 +11,7 @@ from harness.imports import (
     npz_reading,
     orbax_run,
     posemb,
+    timm_safetensors,
     tree_mapping,
     vit_npz,
     vmoe_reference,
@@ -29,6 +30,8 @@ def read_checkpoint(path: str, format_name: str | None, step: int | None) -> tup
         return chosen, orbax_run.convert(path, step)
     if chosen == detect.VMOE:
         return chosen, vmoe_reference.convert(path)
+    if chosen == detect.SAFETENSORS:
+        return chosen, timm_safetensors.convert(path)
     arrays = npz_reading.read_npz(path)  # once, for detection and conversion both
     if chosen == "npz":
         chosen = detect.npz_format(set(arrays))
@@ -61,7 +64,8 @@ def import_params(
 
     Args:
       path: Local or gs:// path: a run directory (ours), a .npz (vision_transformer or
-        big_vision) or a V-MoE checkpoint prefix or its .index file.
+        big_vision), a V-MoE checkpoint prefix or its .index file, or a .safetensors file
+        of harness.export.
       abstract_params: Our model's params, e.g. the 'params' of jax.eval_shape(model.init,
         ...); only shapes and dtypes are used.
       model: What the model was built from (the gin file), named in errors.

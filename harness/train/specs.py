@@ -15,7 +15,7 @@ from models.specs import MESH_AXES, Spec
 LOSSES = ("softmax", "sigmoid")
 COMPUTE_DTYPES = ("float32", "bfloat16")
 # harness.imports.FORMATS, spelled out so parsing gin imports no importer (a test keeps them equal).
-CHECKPOINT_FORMATS = ("run", "vit_npz", "big_vision_npz", "vmoe")
+CHECKPOINT_FORMATS = ("run", "vit_npz", "big_vision_npz", "vmoe", "safetensors")
 
 
 @gin.configurable

@@ -1,0 +1,68 @@
+"""A run directory's weights for export: its model spec and one checkpoint's params, per block.
+
+The run directory is data: the model comes from experiment.json (its config.gin is never
+parsed, and one that imports code is refused), the params from the orbax checkpoint through
+harness/imports/orbax_run.py, after checking the step's files against their checksums.
+"""
+
+import dataclasses
+import re
+
+import numpy as np
+
+from harness import storage
+from harness.errors import UsageError, one_line
+from harness.imports import orbax_run, tree_mapping
+from harness.train import checksums
+from harness.train.experiment_file import load_experiment
+from models.specs import ModelSpec
+
+# praxis's StackedTransformerRepeated: 'encoder/repeat/sub/x_layers_j/...' with a leading
+# repeat axis; repeat r of block j is block r * period + j of the unrolled stack.
+_SCANNED = re.compile(r"^encoder/repeat/sub/x_layers_(\d+)/(.*)$")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunWeights:
+    """What an exporter needs: the model spec and its params as host arrays by our flat path
+    ('encoder/x_layers_3/...'), scanned stacks already split into blocks."""
+
+    run_dir: str
+    spec: ModelSpec
+    params: dict[str, np.ndarray]
+    step: int
+
+
+def read_spec(run_dir: str) -> ModelSpec:
+    """The run's model spec from experiment.json alone (cheap: no checkpoint is read)."""
+    return load_experiment(run_dir).model
+
+
+def read_weights(run_dir: str, step: int | None = None) -> RunWeights:
+    """The model spec and the params of checkpoint `step` (None: the latest)."""
+    spec = read_spec(run_dir)
+    step_dir, chosen = orbax_run.step_dir(run_dir, step)
+    try:
+        checksums.verify(storage.join(run_dir, orbax_run.CHECKPOINT_DIR, str(chosen)))
+    except ValueError as error:
+        raise UsageError(
+            f"checkpoint {step_dir} is damaged ({one_line(error)}); export another --step"
+        ) from error
+    params, _ = orbax_run.read_params(run_dir, chosen)
+    flat = {k: np.asarray(v) for k, v in tree_mapping.flat_paths(params).items()}
+    return RunWeights(run_dir=run_dir, spec=spec, params=unscan(flat), step=chosen)
+
+
+def unscan(params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Splits a scanned stack's [repeats, ...] params into per-block params; others as they are."""
+    period = 1 + max((int(m.group(1)) for m in map(_SCANNED.match, params) if m), default=-1)
+    unscanned = {}
+    for name, value in params.items():
+        match = _SCANNED.match(name)
+        if not match:
+            unscanned[name] = value
+            continue
+        block, rest = int(match.group(1)), match.group(2)
+        for repeat, block_value in enumerate(value):
+            unscanned[f"encoder/x_layers_{repeat * period + block}/{rest}"] = block_value
+    return unscanned
