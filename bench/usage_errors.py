@@ -46,6 +46,7 @@ CASES = [
     ("inspect", [VIT, "--mesh=1,2"], "malformed mesh"),
     ("suite", ["--gin_file=gin/suites/demo.gin", "--gin_param=SuiteSpec.seeds=0"], "seeds 0"),
     ("suite", ["stray"], "positional argument"),
+    ("export", ["{tmp}/none", "--format=vit_npz", "--output={tmp}/x.npz"], "not a run directory"),
 ]
 
 

@@ -138,6 +138,7 @@ USAGE_ERRORS = [
     (["fewshot", "{w}", "--shots=0"], False),
     (["report", "{w}", "-o", "{w}/r.md"], False),
     (["suite", "--gin_file=gin/suites/demo.gin", "--gin_param=SuiteSpec.seeds=0"], False),
+    (["export", "{w}", "--format=vit_npz", "--output={tmp}/x.npz"], False),
 ]
 
 
