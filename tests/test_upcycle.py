@@ -263,7 +263,15 @@ def test_what_cannot_be_upcycled_is_one_line(dense_run, model_spec, named):
     assert named in message and "\n" not in message
 
 
-def test_a_released_npz_is_upcycled_like_a_run_directory(tmp_path):
+@pytest.mark.parametrize(
+    "layout, fmt",
+    [
+        (lambda w: writers.vit_npz_names(w, pre_linen=False), "vit_npz"),
+        (lambda w: writers.big_vision_names(w, scan=True, prefix="params/"), "big_vision_npz"),
+    ],
+    ids=["vision_transformer", "big_vision_scanned"],
+)
+def test_a_released_npz_is_upcycled_like_a_run_directory(tmp_path, layout, fmt):
     weights = reference_vit.random_weights(
         0,
         patch_size=4,
@@ -280,10 +288,10 @@ def test_a_released_npz_is_upcycled_like_a_run_directory(tmp_path):
         experts=EXPERTS,
     )
     path = str(tmp_path / "released.npz")
-    writers.write_npz(path, writers.vit_npz_names(weights, pre_linen=False))
+    writers.write_npz(path, layout(weights))
     model_spec = _sparse()
     pretrained = _upcycle(path, model_spec)
-    assert pretrained.record["format"] == "vit_npz"
+    assert pretrained.record["format"] == fmt
     flat = tree_mapping.flat_paths(pretrained.params)
     dense = init_from.load_pretrained(
         path, _abstract(specs.ModelSpec(family="vit", vit=DENSE)), model="dense.gin"
