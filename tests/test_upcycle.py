@@ -191,6 +191,23 @@ def test_another_class_count_gets_a_new_zero_head_as_in_fine_tuning(dense_run):
     assert "head new and zero" in lines[0]
 
 
+def test_init_from_head_keeps_or_replaces_the_head_on_request(dense_run):
+    run_dir, saved = dense_run
+    dense_spec = specs.ModelSpec(family="vit", vit=DENSE)
+    continued = init_from.load_pretrained(run_dir, _abstract(dense_spec), model="d", head="keep")
+    flat = tree_mapping.flat_paths(continued.params)
+    np.testing.assert_array_equal(flat["head/linear/w"], saved["head/linear/w"])
+    assert continued.record["head"]["init"] == "copied"
+    replaced = init_from.load_pretrained(
+        run_dir, _abstract(_sparse()), model="s", fresh_init=_fresh_from(_sparse(), 11), head="new"
+    )
+    assert not tree_mapping.flat_paths(replaced.params)["head/linear/w"].any()
+    other_classes = specs.ModelSpec(family="vit", vit=dataclasses.replace(DENSE, num_classes=10))
+    with pytest.raises(UsageError, match="init_from_head='keep'") as caught:
+        init_from.load_pretrained(run_dir, _abstract(other_classes), model="d", head="keep")
+    assert "\n" not in str(caught.value)
+
+
 # --- Step 0: the dense model's logits, exactly where the combine weights sum to 1. ---
 
 

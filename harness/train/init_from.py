@@ -14,7 +14,8 @@ vision_transformer, big_vision and V-MoE fine-tune:
 A dense checkpoint for a sparse model (V-MoE) is upcycled instead (harness/train/upcycle.py):
 each MoE block's experts are tiled from its dense MLP, the routers keep the model's own
 initialisation, and the head is kept when the class counts match (upcycling continues
-pretraining on the same labels), else replaced as above.
+pretraining on the same labels), else replaced as above. TrainSpec.init_from_head='keep' or
+'new' says so for either path (a dense run continued on its own labels keeps its head).
 
 Anything else that does not fit (another shape, a missing or an extra tensor) is one line
 naming the parameter and both shapes. This runs only on a fresh start: a fine-tuning run
@@ -98,6 +99,7 @@ def load_pretrained(
     format_name: str | None = None,
     log: posemb.Log = posemb.log_to_stderr,
     fresh_init: upcycle.FreshInit | None = None,
+    head: str | None = None,
 ) -> Pretrained:
     """Reads `path` into the fine-tuned model's tree: pretrained body, zero head. A dense
     checkpoint for a sparse model is upcycled (harness/train/upcycle.py) and keeps its head
@@ -113,6 +115,8 @@ def load_pretrained(
         the line saying what upcycling copied, tiled and freshly initialised.
       fresh_init: The model's own initial values for given paths (the routers upcycling
         cannot copy); needed only to upcycle.
+      head: TrainSpec.init_from_head: None (fine-tuning: new; upcycling: kept if it fits),
+        'keep' (must fit) or 'new'.
 
     Raises:
       UsageError: One line for an unreadable or damaged checkpoint, or one that does not fit
@@ -148,15 +152,21 @@ def load_pretrained(
     )
     # Upcycling continues pretraining on the same labels (the paper's setting), so a head
     # that fits is the dense model's; a new class count is fine-tuning: a new zero head.
-    head_kept = upcycled is not None and _shapes(old_head) == _shapes(wanted_head)
+    head_fits = _shapes(old_head) == _shapes(wanted_head)
+    if head == "keep" and not head_fits:
+        raise UsageError(
+            f"TrainSpec.init_from_head='keep' but {path}'s head {_shapes(old_head)} does not "
+            f"fit the model's {_shapes(wanted_head)}; use init_from_head=None for a new head"
+        )
+    head_kept = head_fits and (head == "keep" or (head is None and upcycled is not None))
     new_head = {
         k: np.asarray(old_head[k], v.dtype) if head_kept else np.zeros(v.shape, v.dtype)
         for k, v in wanted_head.items()
     }
     params = _unflatten({**tree_mapping.flat_paths(filled), **new_head})
     if upcycled is not None:
-        head = "copied (same classes)" if head_kept else "new and zero (other classes)"
-        log(upcycle.summary(upcycled, storage.absolute(path), head))
+        kept = "copied" if head_kept else "new and zero"
+        log(upcycle.summary(upcycled, storage.absolute(path), kept))
     record = {
         "checkpoint": storage.absolute(path),
         "format": chosen,
@@ -183,6 +193,7 @@ def load_for(trainer: Any) -> Pretrained:
         model="the fine-tuning model (gin)",
         format_name=train.init_from_format,
         fresh_init=trainer.fresh_params,
+        head=train.init_from_head,
     )
 
 
