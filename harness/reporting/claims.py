@@ -14,7 +14,7 @@ from typing import Any
 
 from harness import files, storage
 from harness.measure import carbon
-from harness.reporting import plots, transfer_data, transfer_section
+from harness.reporting import plots, transfer_data, transfer_section, upcycling_claim
 from harness.reporting.carbon_tables import device_table_markdown
 from harness.reporting.markdown import table
 from harness.reporting.runs import footprint_of, load_run
@@ -749,6 +749,7 @@ def write_report(spec: Any, paper: dict[str, dict[str, Any]], command: str, devi
         step_times = json.loads(storage.read_text(step_times_path))
     claim_vit22b(w, seeds, step_times, step_times_path)
     claim_soft_moe(w, seeds)
+    upcycling_claim.claim_upcycling(w, seeds, _pm, _verdict)
     routing_section(w, seeds)
     # Per seed run, named entry/seed_N; the suite's command trained every one of them. The
     # held-out-class runs are the ones with few-shot transfer results.
