@@ -749,7 +749,6 @@ def write_report(spec: Any, paper: dict[str, dict[str, Any]], command: str, devi
         step_times = json.loads(storage.read_text(step_times_path))
     claim_vit22b(w, seeds, step_times, step_times_path)
     claim_soft_moe(w, seeds)
-    upcycling_claim.claim_upcycling(w, seeds, _pm, _verdict)
     routing_section(w, seeds)
     # Per seed run, named entry/seed_N; the suite's command trained every one of them. The
     # held-out-class runs are the ones with few-shot transfer results.
@@ -760,6 +759,7 @@ def write_report(spec: Any, paper: dict[str, dict[str, Any]], command: str, devi
     ]
     w.add(*transfer_section.transfer_section(transfers, w.plots_dir, w.rel, command))
     paper_scale(w, paper)
+    upcycling_claim.claim_upcycling(w, seeds, _pm, _verdict)  # 8: after 7, paper scale
     trained = [run for s in every_run.values() for run in s.runs]
     footprints = [footprint_of(run) for run in trained]
     wall_minutes = sum(r.results["train"]["wall_seconds"] for r in trained) / 60

@@ -1,4 +1,4 @@
-"""Claim 7: an upcycled V-MoE beats the dense ViT continued for the same extra training compute.
+"""Claim 8: an upcycled V-MoE beats the dense ViT continued for the same extra training compute.
 
 Komatsuzaki et al. (ICLR 2023), "Sparse Upcycling": starting a V-MoE from a trained dense ViT
 (experts tiled from its MLPs, fresh routers) and training it for an extra budget beats
@@ -14,7 +14,7 @@ from harness.reporting import plots
 from harness.reporting.markdown import table
 
 DENSE_START, DENSE, UPCYCLED = "vit", "vit_continued", "vmoe_upcycled"
-TITLE = "7. Upcycled V-MoE beats the dense ViT continued for the same extra compute"
+TITLE = "8. Upcycled V-MoE beats the dense ViT continued for the same extra compute"
 # The dense arm may spend slightly less than the sparse one (steps are whole); beyond this
 # shortfall the comparison is not at matched compute and the claim is not tested.
 BUDGET_TOLERANCE = 0.05
