@@ -128,5 +128,6 @@ def test_readme_commands_work_as_written(tmp_path):
         "reports/compare.md",
         "runs/vmoe_evaluated/results.json",
         "runs/vit_ft35/init_from.json",
+        "runs/vmoe_upcycled/init_from.json",
     ):
         assert (tmp_path / path).is_file(), path

@@ -28,9 +28,15 @@ SuiteSpec.paper_configs = ['vit_b16']
 SuiteSpec.step_time_runs = ['vit', 'not_a_run']
 SuiteSpec.step_time_rounds = 2
 SuiteSpec.step_time_steps = 2
+SuiteSpec.compute_matched = [('vit_continued', 'vmoe_upcycled')]
 SuiteSpec.runs = [
     ('vit', 'gin/cpu/vit.gin', ['VitSpec.num_layers=2']),
     ('vmoe', 'gin/cpu/vmoe.gin', ['VitSpec.num_layers=2']),
+    ('vmoe_upcycled', 'gin/cpu/vmoe.gin',
+     ['VitSpec.num_layers=2', "TrainSpec.init_from='{{root}}/vit/seed_{{seed}}'"]),
+    ('vit_continued', 'gin/cpu/vit.gin',
+     ['VitSpec.num_layers=2', "TrainSpec.init_from='{{root}}/vit/seed_{{seed}}'",
+      "TrainSpec.init_from_head='keep'"]),
     ('vit22b_high_lr_no_qknorm', 'gin/cpu/vit22b.gin',
      ['VitSpec.num_layers=1', 'OptimizerSpec.learning_rate=1e30',
       'OptimizerSpec.warmup_steps=1', 'TrainSpec.log_every_steps=1']),
@@ -79,6 +85,7 @@ def test_suite_trains_sweeps_reports_and_resumes(tmp_path, capsys):
         "## 6. Soft MoE",
         "## Routing at evaluation",
         "## 7. Paper scale",
+        "## 8. Upcycled V-MoE",
     ):
         assert heading in report
     assert f"| vit | {vit['model']['gflops_per_image']:.4f} |" in report
@@ -97,6 +104,7 @@ def test_suite_trains_sweeps_reports_and_resumes(tmp_path, capsys):
         "bpr_vs_vanilla.png",
         "k1_vs_k2.png",
         "per_image_compute.png",
+        "upcycling_loss.png",
     )
     for plot in plots:
         assert os.path.getsize(tmp_path / "claims_plots" / plot) > 1000
@@ -106,7 +114,7 @@ def test_suite_trains_sweeps_reports_and_resumes(tmp_path, capsys):
     before = os.path.getmtime(runs / "vit/seed_0/results.json")
     _run_suite(gin_file)
     output = capsys.readouterr().out
-    assert output.count("done before, skipped") == 3
+    assert output.count("done before, skipped") == 5
     assert os.path.getmtime(runs / "vit/seed_0/results.json") == before
 
 

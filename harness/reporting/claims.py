@@ -14,7 +14,7 @@ from typing import Any
 
 from harness import files, storage
 from harness.measure import carbon
-from harness.reporting import plots, transfer_data, transfer_section
+from harness.reporting import plots, transfer_data, transfer_section, upcycling_claim
 from harness.reporting.carbon_tables import device_table_markdown
 from harness.reporting.markdown import table
 from harness.reporting.runs import footprint_of, load_run
@@ -759,6 +759,7 @@ def write_report(spec: Any, paper: dict[str, dict[str, Any]], command: str, devi
     ]
     w.add(*transfer_section.transfer_section(transfers, w.plots_dir, w.rel, command))
     paper_scale(w, paper)
+    upcycling_claim.claim_upcycling(w, seeds, _pm, _verdict)  # 8: after 7, paper scale
     trained = [run for s in every_run.values() for run in s.runs]
     footprints = [footprint_of(run) for run in trained]
     wall_minutes = sum(r.results["train"]["wall_seconds"] for r in trained) / 60

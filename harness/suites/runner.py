@@ -15,7 +15,7 @@ import gin
 
 from harness import files, gin_config, storage
 from harness.errors import NonFiniteLossError
-from harness.measure import model_summary, routing_sweep, step_timing
+from harness.measure import model_summary, params_flops, routing_sweep, step_timing
 from harness.reporting import claims
 from harness.suites.spec import (
     DIVERGED_FILE,
@@ -45,12 +45,34 @@ def train_all(spec: SuiteSpec) -> None:
             continue
         print(f"{label}: training into {workdir}", flush=True)
         try:
-            launch.train([gin_file], bindings_for(spec, extra, seed), workdir)
+            epochs = epochs_for(spec, name)
+            launch.train([gin_file], bindings_for(spec, extra, seed, epochs), workdir)
         except NonFiniteLossError as error:
             print(f"{label}: diverged ({error})", flush=True)
             files.write_json_atomically(storage.join(workdir, DIVERGED_FILE), {"error": str(error)})
         finally:
             gin.clear_config()
+
+
+def _gflops_per_image(spec: SuiteSpec, name: str) -> float:
+    gin_file, extra = {n: (g, e) for n, g, e in spec.runs}[name]
+    gin.clear_config()
+    try:
+        gin_config.parse_gin([gin_file], bindings_for(spec, extra, 0))
+        model = ModelSpec()  # the gin-bound model of this run
+    finally:
+        gin.clear_config()
+    return params_flops.analytic_gflops_per_image(model)
+
+
+def epochs_for(spec: SuiteSpec, name: str) -> float:
+    """The suite's epochs, scaled for a compute-matched run by its reference's per-image
+    GFLOPs over its own (SuiteSpec.compute_matched)."""
+    reference = dict(spec.compute_matched).get(name)
+    if reference is None:
+        return spec.num_epochs
+    ratio = _gflops_per_image(spec, reference) / _gflops_per_image(spec, name)
+    return spec.num_epochs * ratio
 
 
 def sweep_all(spec: SuiteSpec) -> None:

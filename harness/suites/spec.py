@@ -30,6 +30,12 @@ class SuiteSpec(Spec):
     single_seed_runs: names of runs trained with seed 0 only, whatever `seeds` says (the
       held-out-class few-shot runs, whose spread comes from the few-shot seeds); the paper
       claims leave them out.
+    compute_matched: (run, reference) name pairs: the run trains for num_epochs x the ratio
+      of the two configs' per-image GFLOPs, so it spends the reference's training compute
+      (the upcycling claim's dense arm against the upcycled V-MoE).
+
+    A run's bindings may say {root} and {seed}: e.g. "TrainSpec.init_from='{root}/vit/seed_
+    {seed}'" starts each seed from that seed's earlier run (runs train in the listed order).
     """
 
     root: str = "runs/suite"
@@ -47,6 +53,7 @@ class SuiteSpec(Spec):
     step_time_steps: int = 10
     paper_configs: Sequence[Any] = PAPER_CONFIGS
     single_seed_runs: Sequence[Any] = ()
+    compute_matched: Sequence[Any] = ()
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -67,6 +74,12 @@ class SuiteSpec(Spec):
             if not os.path.isfile(os.path.join(REPO_ROOT, entry[1])):
                 raise ValueError(f"SuiteSpec.runs entry {entry[0]!r}: {entry[1]} does not exist")
         names = [entry[0] for entry in self.runs]
+        for pair in self.compute_matched:
+            if len(pair) != 2 or any(name not in names for name in pair):
+                raise ValueError(
+                    f"SuiteSpec.compute_matched entry {pair!r} must be (run, reference), both "
+                    f"names from {names}"
+                )
         unknown = [name for name in self.single_seed_runs if name not in names]
         if unknown:
             raise ValueError(
@@ -84,8 +97,14 @@ def seeds_of(spec: SuiteSpec, name: str) -> range:
     return range(1) if name in spec.single_seed_runs else range(spec.seeds)
 
 
-def bindings_for(spec: SuiteSpec, extra: Sequence[str], seed: int) -> list[str]:
-    bindings = [*extra, f"TrainSpec.seed={seed}", f"TrainSpec.num_epochs={spec.num_epochs}"]
+def bindings_for(
+    spec: SuiteSpec, extra: Sequence[str], seed: int, num_epochs: float | None = None
+) -> list[str]:
+    """The run's bindings with {root} and {seed} filled in, then its seed and epochs
+    (`num_epochs`, default the suite's)."""
+    filled = [b.replace("{root}", spec.root).replace("{seed}", str(seed)) for b in extra]
+    epochs = spec.num_epochs if num_epochs is None else num_epochs
+    bindings = [*filled, f"TrainSpec.seed={seed}", f"TrainSpec.num_epochs={epochs}"]
     if spec.eval_split:
         bindings.append(f"DataSpec.eval_split={spec.eval_split!r}")
     return bindings

@@ -1,4 +1,5 @@
-"""Fine-tuning's starting point: a pretrained body, a new zero head (TrainSpec.init_from).
+"""Fine-tuning's (or upcycling's) starting point: a pretrained body, a new zero head
+(TrainSpec.init_from).
 
 The weights come from a run directory of ours (read through its experiment.json and its orbax
 checkpoint; its gin is never parsed) or a released checkpoint (the harness/imports readers).
@@ -9,6 +10,12 @@ vision_transformer, big_vision and V-MoE fine-tune:
   and bias), so the fine-tuned model starts from uniform predictions;
 - the position embedding is resampled to the new patch grid when the resolution differs
   (harness/imports/posemb.py: bilinear over the grid, the class-token row kept apart).
+
+A dense checkpoint for a sparse model (V-MoE) is upcycled instead (harness/train/upcycle.py):
+each MoE block's experts are tiled from its dense MLP, the routers keep the model's own
+initialisation, and the head is kept when the class counts match (upcycling continues
+pretraining on the same labels), else replaced as above. TrainSpec.init_from_head='keep' or
+'new' says so for either path (a dense run continued on its own labels keeps its head).
 
 Anything else that does not fit (another shape, a missing or an extra tensor) is one line
 naming the parameter and both shapes. This runs only on a fresh start: a fine-tuning run
@@ -28,7 +35,7 @@ from flax import traverse_util
 from harness import files, storage
 from harness.errors import UsageError, one_line
 from harness.imports import detect, importer, orbax_run, posemb, tree_mapping
-from harness.train import checkpoint_steps, checksums
+from harness.train import checkpoint_steps, checksums, upcycle
 from harness.train.experiment_file import load_experiment
 from harness.train.steps import TrainState
 
@@ -91,8 +98,12 @@ def load_pretrained(
     model: str,
     format_name: str | None = None,
     log: posemb.Log = posemb.log_to_stderr,
+    fresh_init: upcycle.FreshInit | None = None,
+    head: str | None = None,
 ) -> Pretrained:
-    """Reads `path` into the fine-tuned model's tree: pretrained body, zero head.
+    """Reads `path` into the fine-tuned model's tree: pretrained body, zero head. A dense
+    checkpoint for a sparse model is upcycled (harness/train/upcycle.py) and keeps its head
+    when the class counts match.
 
     Args:
       path: A run directory of ours, a vision_transformer or big_vision .npz, or a V-MoE
@@ -100,7 +111,12 @@ def load_pretrained(
       abstract_params: The fine-tuned model's params (only shapes and dtypes are used).
       model: What the model was built from, named in errors.
       format_name: One of harness.imports.FORMATS to skip detection; None detects.
-      log: Receives the line saying the position embedding was resampled, if it was.
+      log: Receives the line saying the position embedding was resampled, if it was, and
+        the line saying what upcycling copied, tiled and freshly initialised.
+      fresh_init: The model's own initial values for given paths (the routers upcycling
+        cannot copy); needed only to upcycle.
+      head: TrainSpec.init_from_head: None (fine-tuning: new; upcycling: kept if it fits),
+        'keep' (must fit) or 'new'.
 
     Raises:
       UsageError: One line for an unreadable or damaged checkpoint, or one that does not fit
@@ -120,6 +136,13 @@ def load_pretrained(
 
     importer.fit_position_embedding(body, wanted, log_and_keep)
     body_wanted = {k: v for k, v in wanted.items() if not _is_head(k)}
+    wanted_head = {k: v for k, v in wanted.items() if _is_head(k)}
+    upcycled = None
+    if upcycle.is_dense_to_sparse(body, body_wanted):
+        if fresh_init is None:
+            raise TypeError("upcycling a dense checkpoint needs fresh_init for the routers")
+        upcycled = upcycle.upcycle(body, body_wanted, fresh_init, checkpoint=path)
+        body = upcycled.tensors
     filled = tree_mapping.fill_tree(
         _unflatten(body_wanted),
         body,
@@ -127,16 +150,37 @@ def load_pretrained(
         model=model,
         source_names=sources,
     )
-    new_head = {k: np.zeros(v.shape, v.dtype) for k, v in wanted.items() if _is_head(k)}
+    # Upcycling continues pretraining on the same labels (the paper's setting), so a head
+    # that fits is the dense model's; a new class count is fine-tuning: a new zero head.
+    head_fits = _shapes(old_head) == _shapes(wanted_head)
+    if head == "keep" and not head_fits:
+        raise UsageError(
+            f"TrainSpec.init_from_head='keep' but {path}'s head {_shapes(old_head)} does not "
+            f"fit the model's {_shapes(wanted_head)}; use init_from_head=None for a new head"
+        )
+    head_kept = head_fits and (head == "keep" or (head is None and upcycled is not None))
+    new_head = {
+        k: np.asarray(old_head[k], v.dtype) if head_kept else np.zeros(v.shape, v.dtype)
+        for k, v in wanted_head.items()
+    }
     params = _unflatten({**tree_mapping.flat_paths(filled), **new_head})
+    if upcycled is not None:
+        kept = "copied" if head_kept else "new and zero"
+        log(upcycle.summary(upcycled, storage.absolute(path), kept))
     record = {
         "checkpoint": storage.absolute(path),
         "format": chosen,
         "step": step,
         "upstream": upstream,
-        "head": {"checkpoint": _shapes(old_head), "model": _shapes(new_head), "init": "zeros"},
+        "head": {
+            "checkpoint": _shapes(old_head),
+            "model": _shapes(new_head),
+            "init": "copied" if head_kept else "zeros",
+        },
         "position_embedding": resampled[0] if resampled else "copied unchanged",
     }
+    if upcycled is not None:
+        record["upcycled"] = upcycle.record(upcycled)
     return Pretrained(params=params, record=record)
 
 
@@ -148,6 +192,8 @@ def load_for(trainer: Any) -> Pretrained:
         trainer.abstract_state().params,
         model="the fine-tuning model (gin)",
         format_name=train.init_from_format,
+        fresh_init=trainer.fresh_params,
+        head=train.init_from_head,
     )
 
 

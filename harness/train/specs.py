@@ -18,6 +18,9 @@ COMPUTE_DTYPES = ("float32", "bfloat16")
 CHECKPOINT_FORMATS = ("run", "vit_npz", "big_vision_npz", "vmoe", "safetensors")
 
 
+INIT_FROM_HEADS = (None, "keep", "new")
+
+
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
 class TrainSpec(Spec):
@@ -25,6 +28,10 @@ class TrainSpec(Spec):
 
     init_from: fine-tune from a run directory or a released checkpoint (harness/train/
     init_from.py); init_from_format skips detecting its format, as harness.evaluate's --format.
+    init_from_head: what becomes of the checkpoint's classification head. None: fine-tuning
+    replaces it with a zero one, upcycling (a dense checkpoint for a sparse model) keeps it
+    when the class counts match; 'keep': keep it (continued pretraining on the same labels;
+    it must fit); 'new': always a new zero head.
     """
 
     num_steps: int = 1000
@@ -49,6 +56,7 @@ class TrainSpec(Spec):
     eval_datasets: tuple[str, ...] | list[str] = ()
     init_from: str | None = None
     init_from_format: str | None = None
+    init_from_head: str | None = None
     # Gradient accumulation: each step runs the global batch as this many equal micro-batches
     # in sequence (harness/train/grad_accumulation.py), then makes one optimizer update.
     microbatches: int = 1
@@ -106,6 +114,11 @@ class TrainSpec(Spec):
             )
 
     def _check_init_from(self) -> None:
+        if self.init_from_head not in INIT_FROM_HEADS:
+            raise ValueError(
+                f"TrainSpec.init_from_head={self.init_from_head!r} is unknown; use one of "
+                f"{INIT_FROM_HEADS} (None: fine-tuning replaces it, upcycling keeps a fitting one)"
+            )
         if self.init_from is not None and not self.init_from.strip():
             raise ValueError(
                 "TrainSpec.init_from='' names no checkpoint; give a run directory or a "

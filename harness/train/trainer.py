@@ -7,7 +7,7 @@ donated state -> checkpoints, TensorBoard events and results.json in the workdir
 
 import dataclasses
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 import jax
@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from clu import metric_writers
+from flax import traverse_util
 from jax.sharding import NamedSharding, PartitionSpec
 from praxis import base_layer
 
@@ -180,6 +181,19 @@ class Trainer:
             {base_layer.PARAMS: params_rng, base_layer.RANDOM: noise_rng}, images
         )
         return variables[base_layer.PARAMS]
+
+    def fresh_params(self, paths: Sequence[str]) -> dict[str, np.ndarray]:
+        """The from-scratch initial values of some params ('/'-joined paths) on the host:
+        exactly what `init_state` would give them for TrainSpec.seed (same rng, same
+        partitionable threefry). Upcycling takes its routers from here; jit drops the rest
+        of the init as dead code."""
+
+        def chosen(rng: jax.Array) -> dict[str, jax.Array]:
+            flat = traverse_util.flatten_dict(self._init_params(rng), sep="/")
+            return {path: flat[path] for path in paths}
+
+        with self.mesh, jax.threefry_partitionable(True):
+            return jax.device_get(jax.jit(chosen)(self.init_rng))
 
     def _init_state(self, rng: jax.Array) -> TrainState:
         params = self._init_params(rng)
