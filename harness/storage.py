@@ -16,6 +16,7 @@ import glob as local_glob
 import os
 import shutil
 import tempfile
+import urllib.parse
 from collections.abc import Iterator
 from typing import IO, Any
 
@@ -26,6 +27,16 @@ ORBAX_URL_PREFIXES = ("gs://",)
 def is_url(path: str) -> bool:
     """Whether `path` names a file system by scheme (gs://, ram://, ...), not a local path."""
     return "://" in path
+
+
+def local_form(path: str) -> str:
+    """A `file://` URL as the local path it names ('file:///runs/a' -> '/runs/a'; also
+    'file://localhost/runs/a'); any other path as it is. What guards a local path (the workdir
+    lock) must see a file:// URL as that path, or a second run into it goes unnoticed."""
+    parsed = urllib.parse.urlsplit(path)
+    if parsed.scheme != "file" or parsed.netloc not in ("", "localhost"):
+        return path
+    return urllib.parse.unquote(parsed.path) or "/"
 
 
 def _gfile() -> Any:

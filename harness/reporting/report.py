@@ -350,6 +350,7 @@ def check_output(output: str) -> None:
         raise UsageError(
             f"--output={output} is a directory; name a .md file, e.g. {output}/report.md"
         )
+    files.check_replaceable(output)  # never a device, FIFO or symlink (-o /dev/null)
     parent = os.path.dirname(os.path.abspath(output))
     existing = parent
     while not os.path.exists(existing):

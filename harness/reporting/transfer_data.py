@@ -17,10 +17,11 @@ from typing import Any
 
 from harness import storage
 from harness.reporting.runs import Run, warn
+from harness.run_dir import names
 
 # The file `python -m harness.fewshot` writes into a run directory (harness/cli/fewshot.py; a
 # test pins the two names together, since reporting may not import a command).
-FEWSHOT_FILE = "fewshot.json"
+FEWSHOT_FILE = names.FEWSHOT_FILE
 FROM_FILE = FEWSHOT_FILE
 FROM_RESULTS = 'results.json["fewshot"]'
 NOT_RECORDED = "not recorded"

@@ -10,8 +10,9 @@ import hashlib
 import json
 
 from harness import files, storage
+from harness.run_dir import names
 
-CHECKSUM_FILE = "checksums.sha256.json"
+CHECKSUM_FILE = names.CHECKSUM_FILE
 
 
 _CHUNK = 2**20
@@ -29,8 +30,8 @@ def digest(path: str) -> str:
 def file_digests(directory: str) -> dict[str, str]:
     """{path relative to `directory`: sha256} of every file under it but the checksum file."""
     digests = {}
-    for folder, _, names in storage.walk(directory):
-        for name in names:
+    for folder, _, file_names in storage.walk(directory):
+        for name in file_names:
             path = storage.join(folder, name)
             relative = storage.relative(path, directory)
             if relative != CHECKSUM_FILE:

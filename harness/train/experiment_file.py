@@ -14,10 +14,11 @@ from typing import Any
 
 from harness import files, storage
 from harness.errors import UsageError, one_line
+from harness.run_dir import names
 from harness.train.experiment import Experiment
 
-EXPERIMENT_FILE = "experiment.json"
-CONFIG_FILE = "config.gin"
+EXPERIMENT_FILE = names.EXPERIMENT_FILE
+CONFIG_FILE = names.CONFIG_FILE
 # gin statements that import Python code: 'import x' and 'from __gin__ import ...'.
 _GIN_IMPORT = re.compile(r"^\s*(import|from)\s+\S", re.MULTILINE)
 
