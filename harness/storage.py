@@ -82,6 +82,11 @@ def isfile(path: str) -> bool:
     return os.path.isfile(path)
 
 
+def size(path: str) -> int:
+    """The size in bytes of the file at `path` (symlinks followed)."""
+    return _gfile().stat(path).length if is_url(path) else os.path.getsize(path)
+
+
 def makedirs(path: str) -> None:
     """Creates `path` and its parents; an existing directory is fine."""
     if is_url(path):

@@ -14,6 +14,7 @@ LOCK_FILE = ".harness.lock"  # flock'ed by the one process writing the run direc
 
 # Checkpoints: CHECKPOINT_DIR/<step>/ (orbax), with our checksums beside orbax's files.
 CHECKPOINT_DIR = "checkpoints"
+CHECKPOINT_ITEM_DIR = "default"  # orbax's name for the one item of a StandardSave
 CHECKSUM_FILE = "checksums.sha256.json"
 # orbax.checkpoint.utils._COMMIT_SUCCESS_FILE, spelled out so readers need not import orbax.
 COMMIT_FILE = "commit_success.txt"

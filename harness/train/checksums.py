@@ -7,10 +7,9 @@ Files are read through harness/storage.py, so a checkpoint on gs:// is checked w
 """
 
 import hashlib
-import json
 
 from harness import files, storage
-from harness.run_dir import names
+from harness.run_dir import bounded, names
 
 CHECKSUM_FILE = names.CHECKSUM_FILE
 
@@ -50,7 +49,7 @@ def verify(directory: str) -> None:
     path = storage.join(directory, CHECKSUM_FILE)
     if not storage.isfile(path):
         return
-    recorded = json.loads(storage.read_text(path))
+    recorded = bounded.read_json_object(path)
     for relative, expected in recorded.items():
         full = storage.join(directory, relative)
         if not storage.isfile(full):
