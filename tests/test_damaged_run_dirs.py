@@ -153,3 +153,45 @@ def test_a_planted_experiment_json_is_one_line(tmp_path, kind):
     with pytest.raises(UsageError, match=expected) as caught:
         experiment_file.load_experiment(run_dir)
     assert "\n" not in str(caught.value)
+
+
+# --- Report injection: nothing from a run directory becomes markup. ---
+
+HOSTILE = "<script>alert(1)</script> [link](http://x) *bold*"
+
+
+def _outside_code_blocks(markdown: str) -> list[str]:
+    """The lines of `markdown` outside fenced code blocks (CommonMark: a fence closes on a
+    line of at least as many backticks)."""
+    outside, fence = [], None
+    for line in markdown.splitlines():
+        ticks = len(line) - len(line.lstrip("`"))
+        if fence is None and ticks >= 3:
+            fence = ticks
+        elif fence is not None and ticks >= fence and not line.strip("`"):
+            fence = None
+        elif fence is None:
+            outside.append(line)
+    assert fence is None, "a code block is left open"
+    return outside
+
+
+@pytest.mark.slow
+def test_no_value_from_a_planted_run_directory_adds_markup_to_the_report(run_copy, tmp_path):
+    from harness.reporting import report
+
+    path = os.path.join(run_copy, "results.json")
+    results = json.loads(Path(path).read_text())
+    results["run"]["family"] = HOSTILE
+    results["run"]["gin_params"] = ["VitSpec.x=1\n```\n# Owned\n<script>bad()</script>"]
+    results["run"]["versions"] = {"jax": "\n# Owned too <img src=x onerror=y>"}
+    results["run"]["devices"]["kind"] = "`code` " + HOSTILE
+    Path(path).write_text(json.dumps(results))
+    run = runs.load_run(run_copy)
+    text = report.render([run], {}, str(tmp_path / "r.md"), "python -m harness.report x")
+    outside = _outside_code_blocks(text)
+    assert not [line for line in outside if "<script" in line or "<img" in line]
+    assert not [line for line in outside if line.startswith("# Owned")]
+    assert not [line for line in outside if "](http://x)" in line and "\\]" not in line]
+    headings = [line for line in outside if line.startswith("#")]
+    assert all(h.startswith(("# Comparison", "## ", "### ")) for h in headings), headings

@@ -49,7 +49,7 @@ def load_run(path: str) -> Run | None:
         warn(f"skipping {path}: no {RESULTS_FILE} (unfinished run?)")
         return None
     except bounded.UnreadableFile as error:
-        warn(f"skipping {path}: {error}")
+        warn(f"skipping {path}: {RESULTS_FILE} is corrupt or incomplete ({error})")
         return None
     except (KeyError, TypeError) as error:
         warn(f"skipping {path}: {RESULTS_FILE} is corrupt or incomplete ({error!r})")
@@ -60,7 +60,7 @@ def load_run(path: str) -> Run | None:
         try:
             sweep = bounded.read_json_object(sweep_path)
         except bounded.UnreadableFile as error:
-            warn(f"ignoring {sweep_path}: {error}")
+            warn(f"ignoring {sweep_path}: corrupt ({error})")
     try:
         scalars = events.read_scalars(path)
     except Exception as error:  # a damaged event file costs the curves, not the report

@@ -123,7 +123,7 @@ def read_fewshot(run: Run, fallback_command: str) -> FewShot | None:
             data = bounded.read_json_object(path)
             return _parse_fewshot(data, FROM_FILE, fallback_command)
         except bounded.UnreadableFile as error:
-            warn(f"ignoring {path}: {error}")
+            warn(f"ignoring {path}: corrupt or incomplete ({error})")
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             warn(f"ignoring {path}: corrupt or incomplete ({error!r})")
     if "fewshot" not in run.results:
