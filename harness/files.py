@@ -4,15 +4,46 @@
 import contextlib
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from typing import Any
 
 from harness import storage
+from harness.errors import UsageError
 
 # Results are shared data: everything the harness writes is readable by everyone, whatever the
 # umask made of the temporary file (mkstemp creates it 0600).
 FILE_MODE = 0o644
+
+
+def check_replaceable(path: str) -> None:
+    """Refuses (UsageError) a local `path` that exists and is not a regular file.
+
+    Renaming a temporary file over a path replaces whatever the name pointed at: run as root,
+    `-o /dev/null` turned the device into a regular file, and a symlink would become a copy
+    while its target kept the old text. So only regular files and new paths are written; a
+    directory, device, FIFO, socket or symlink is the user's and stays as it is."""
+    if storage.is_url(path) or not os.path.lexists(path):
+        return
+    mode = os.lstat(path).st_mode
+    if not stat.S_ISREG(mode):
+        raise UsageError(
+            f"{path} is not a regular file (it is {_kind(mode)}), so it is not replaced; "
+            "write to a regular file or a new path"
+        )
+
+
+def _kind(mode: int) -> str:
+    kinds = (
+        (stat.S_ISLNK, "a symlink"),
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+    )
+    return next((name for test, name in kinds if test(mode)), "not a file")
 
 
 @contextlib.contextmanager
@@ -23,7 +54,9 @@ def replacing(path: str) -> Iterator[str]:
 
     Locally the temporary file sits beside `path` and is renamed over it. For a URL it sits in
     the system's temporary folder and is uploaded in one write, which an object store makes
-    visible whole (see harness/storage.py)."""
+    visible whole (see harness/storage.py). A local `path` that exists must be a regular
+    file (`check_replaceable`)."""
+    check_replaceable(path)
     if storage.is_url(path):
         with tempfile.TemporaryDirectory(prefix="harness-upload-") as folder:
             temporary = os.path.join(folder, os.path.basename(path))
@@ -36,6 +69,7 @@ def replacing(path: str) -> Iterator[str]:
     try:
         yield temporary
         os.chmod(temporary, FILE_MODE)
+        check_replaceable(path)  # it may have become something else while we wrote
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):

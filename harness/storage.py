@@ -17,6 +17,7 @@ import os
 import shutil
 import stat
 import tempfile
+import urllib.parse
 from collections.abc import Iterator
 from typing import IO, Any
 
@@ -27,6 +28,16 @@ ORBAX_URL_PREFIXES = ("gs://",)
 def is_url(path: str) -> bool:
     """Whether `path` names a file system by scheme (gs://, ram://, ...), not a local path."""
     return "://" in path
+
+
+def local_form(path: str) -> str:
+    """A `file://` URL as the local path it names ('file:///runs/a' -> '/runs/a'; also
+    'file://localhost/runs/a'); any other path as it is. What guards a local path (the workdir
+    lock) must see a file:// URL as that path, or a second run into it goes unnoticed."""
+    parsed = urllib.parse.urlsplit(path)
+    if parsed.scheme != "file" or parsed.netloc not in ("", "localhost"):
+        return path
+    return urllib.parse.unquote(parsed.path) or "/"
 
 
 def _gfile() -> Any:
@@ -82,6 +93,11 @@ def is_regular_file(path: str) -> bool:
         return stat.S_ISREG(os.lstat(path).st_mode)
     except FileNotFoundError:
         return False
+
+
+def size(path: str) -> int:
+    """The size in bytes of the file at `path` (symlinks followed)."""
+    return _gfile().stat(path).length if is_url(path) else os.path.getsize(path)
 
 
 def makedirs(path: str) -> None:

@@ -17,11 +17,11 @@ config, the weights) is read by `harness.sweep` and `harness.report` like a trai
 
 from absl import flags
 
-from harness import storage
 from harness.cli import app, preflight
 from harness.cli import flags as cli_flags
 from harness.errors import UsageError
-from harness.train import experiment
+from harness.run_dir.occupancy import refuse_occupied
+from harness.train import experiment, workdir_lock
 from harness.transfer.eval_datasets import EVAL_DATASETS, check_eval_datasets
 
 FORMATS = ("run", "vit_npz", "big_vision_npz", "vmoe", "safetensors")
@@ -45,10 +45,9 @@ def main(args: list[str]) -> None:
     for name in ("gin_file", "checkpoint", "workdir"):
         if not FLAGS[name].value:
             raise UsageError(f"--{name} is required; see --help")
-    if storage.exists(storage.join(FLAGS.workdir, "results.json")):
-        raise UsageError(
-            f"--workdir={FLAGS.workdir} already holds a finished run; choose another workdir"
-        )
+    # Before the heavy imports; evaluate_checkpoint checks again under the workdir's lock.
+    workdir_lock.check_free(FLAGS.workdir)
+    refuse_occupied(FLAGS.workdir)
     gin_params = cli_flags.gin_params()
     if FLAGS.eval_split:
         gin_params.append(f"DataSpec.eval_split={FLAGS.eval_split!r}")

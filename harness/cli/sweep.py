@@ -24,6 +24,8 @@ flags.DEFINE_integer(
 
 
 def parse_capacities(values: list[str]) -> list[float]:
+    if not values:  # a sweep of no points would replace a good sweep.json with nothing
+        raise UsageError("--capacities is empty; give at least one C, e.g. --capacities=1,0.5")
     try:
         capacities = [float(c) for c in values]
     except ValueError as error:
@@ -37,6 +39,8 @@ def parse_capacities(values: list[str]) -> list[float]:
 
 
 def parse_ks(values: list[str]) -> list[int]:
+    if not values:
+        raise UsageError("--ks is empty; give at least one k, e.g. --ks=1,2")
     try:
         ks = [int(k) for k in values]
     except ValueError as error:

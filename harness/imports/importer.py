@@ -15,6 +15,7 @@ from harness.imports import (
     tree_mapping,
     vit_npz,
     vmoe_reference,
+    weight_checks,
 )
 
 CLASS_TOKEN = "patch_embedding/prepend_cls_embs"
@@ -78,10 +79,12 @@ def import_params(
       the caller to place on its mesh; the format that was read).
 
     Raises:
-      harness.errors.UsageError: One line for an unreadable path, an unknown format, or a
-        checkpoint that does not fit the model (extra, missing or misshapen tensors).
+      harness.errors.UsageError: One line for an unreadable path, an unknown format, a
+        checkpoint that does not fit the model (extra, missing or misshapen tensors), or
+        weights that are not finite floats (harness/imports/weight_checks.py).
     """
     chosen, (tensors, sources) = read_checkpoint(path, format_name, step)
+    weight_checks.check_arrays(tensors, path, sources)  # before anything casts them
     wanted = tree_mapping.flat_paths(abstract_params)
     fit_position_embedding(tensors, wanted, log)
     params = tree_mapping.fill_tree(

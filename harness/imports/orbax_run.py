@@ -13,11 +13,12 @@ import numpy as np
 from harness import storage
 from harness.errors import UsageError, one_line
 from harness.imports import tree_mapping
-from harness.train import checkpoint_steps
+from harness.run_dir import names
+from harness.train import checkpoint_steps, checksums
 
 # The trainer's layout (harness/train/checkpoint_steps.py and orbax's item name).
 CHECKPOINT_DIR = checkpoint_steps.CHECKPOINT_DIR
-ITEM_DIR = "default"
+ITEM_DIR = names.CHECKPOINT_ITEM_DIR
 PARAMS_KEY = "params"
 
 
@@ -48,6 +49,8 @@ def read_params(run_dir: str, step: int | None = None) -> tuple[dict[str, Any], 
     directory, step = step_dir(storage.absolute(run_dir), step)
     checkpointer = ocp.PyTreeCheckpointer()
     try:
+        # The checksums training wrote: orbax reads a flipped byte in an array chunk silently.
+        checksums.verify(storage.join(run_dir, CHECKPOINT_DIR, str(step)))
         with _readable(directory) as local:
             return _read_params(checkpointer, local), step
     except Exception as error:  # orbax raises many types for damaged or foreign directories

@@ -124,13 +124,16 @@ def index_leaves(tree: Any, prefix: str = "") -> Iterator[tuple[str, IndexInfo]]
 
 
 def array_chunks(shard: Any) -> Iterator[tuple[int, np.ndarray, SliceNd]]:
-    """(leaf number, chunk shaped like its slice, global slice) for each chunk of a data shard."""
+    """(leaf number, the chunk's flat contents, its global slice as stored) for each chunk of
+    a data shard. The slice is not checked here: the reader checks it against the array's
+    shape and every other chunk (vmoe_coverage.py) before anything is assembled."""
     if not isinstance(shard, dict) or not shard.get(ARRAY_CHUNKS_MAGIC_KEY):
         raise ValueError("not a V-MoE data shard (no array-chunks marker)")
     for key, chunks in shard.items():
         if key == ARRAY_CHUNKS_MAGIC_KEY:
             continue
         for subchunks, global_slice in chunks:
-            shape = tuple(s.stop - s.start for s in global_slice)
-            flat = np.concatenate(subchunks) if subchunks else np.zeros(0)
-            yield int(key), flat.reshape(shape), global_slice
+            if not all(isinstance(c, np.ndarray) for c in subchunks):
+                raise ValueError(f"leaf {key!r} has a chunk that is not arrays")
+            flat = np.concatenate([c.reshape(-1) for c in subchunks]) if subchunks else None
+            yield int(key), flat, global_slice

@@ -1,15 +1,52 @@
-"""Markdown tables: the one helper every report table goes through."""
+"""Markdown the report writes: tables, prose values and code, with every value that comes
+from a run directory escaped. A run directory is data someone else made; none of it may add
+markup to a report (a heading, a link, raw HTML such as <script>, or a line that closes the
+"Regenerate" code block)."""
 
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Sequence
+
+# CommonMark's backslash-escapable punctuation that starts markup inside a line; '_' is left
+# alone (intraword underscores do not emphasise in GitHub's markdown, and names use them).
+_PUNCTUATION = re.compile(r"([\\`*\[\]|!#~])")
+_HTML = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+
+
+def escape(value: object) -> str:
+    """`value` as literal text on one line of markdown: no markup, no raw HTML."""
+    text = " ".join(str(value).split())  # a newline would start a new block
+    text = "".join(_HTML.get(ch, ch) for ch in text)
+    text = _PUNCTUATION.sub(r"\\\1", text)
+    # A leading '-', '+' or 'N.' would start a list where a value begins a line.
+    return re.sub(r"^([-+]|\d+\.)(\s)", r"\\\1\2", text)
 
 
 def cell(value: object) -> str:
-    # A '|' inside a cell would split it into two columns.
-    return str(value).replace("|", "\\|")
+    # escape() covers '|', which would split the cell into two columns.
+    return escape(value)
+
+
+def code_span(value: object) -> str:
+    """`value` as inline code: delimited by more backticks than any run inside it."""
+    text = " ".join(str(value).split())
+    ticks = "`" * (_longest_backtick_run(text) + 1)
+    return f"{ticks} {text} {ticks}"
+
+
+def fenced(lines: Iterable[str], info: str = "") -> list[str]:
+    """A fenced code block whose fence is longer than any backtick run in `lines`, so no line
+    can close it early (a closing fence must be at least as long as the opening one)."""
+    lines = list(lines)
+    fence = "`" * max(3, 1 + max((_longest_backtick_run(line) for line in lines), default=0))
+    return [fence + info, *lines, fence]
+
+
+def _longest_backtick_run(text: str) -> int:
+    return max((len(run) for run in re.findall(r"`+", text)), default=0)
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[object]], align: str = "") -> str:
-    """A GitHub-flavoured markdown table; values are str()-ed and '|' escaped.
+    """A GitHub-flavoured markdown table; values are str()-ed and escaped (`cell`).
 
     `align` has one letter per column, 'l' or 'r' (numbers read best right-aligned); columns
     it leaves out are left-aligned.

@@ -15,6 +15,8 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from harness import files
+
 DPI = 110
 # Sideways nudge between series with error bars on a log2 x axis, in octaves.
 DODGE_OCTAVES = 0.06
@@ -29,7 +31,9 @@ def figure_to_array(figure: Figure) -> np.ndarray:
 
 
 def save(figure: Figure, path: str) -> None:
-    figure.savefig(path, dpi=DPI, bbox_inches="tight")
+    """Writes the PNG atomically, and only to a regular file or a new path (files.replacing)."""
+    with files.replacing(path) as temporary:
+        figure.savefig(temporary, dpi=DPI, bbox_inches="tight", format="png")
     plt.close(figure)
 
 

@@ -24,7 +24,7 @@ from harness.reporting import (
     transfer_data,
     transfer_section,
 )
-from harness.reporting.markdown import table
+from harness.reporting.markdown import code_span, escape, fenced, table
 from harness.reporting.runs import Run, footprint_of, load_run, warn
 from harness.reporting.transfer_data import FROM_FILE
 from harness.train import run_record
@@ -181,12 +181,12 @@ def sweep_section(run: Run, plots_dir: str, rel: str) -> list[str]:
     )
     trained = run.sweep["trained_routing"]
     return [
-        f"### {run.name}: inference-time routing sweep",
+        f"### {escape(run.name)}: inference-time routing sweep",
         "",
-        f"Trained with k={trained['k']}, C={trained['capacity_factor']}, "
-        f"BPR={trained['batch_priority']}; evaluated at checkpoint step "
-        f"{run.sweep['checkpoint_step']} on the full test split with other eval k, C and routing, "
-        "same weights. Timing: " + run.sweep["timing_method"] + ".",
+        f"Trained with k={escape(trained['k'])}, C={escape(trained['capacity_factor'])}, "
+        f"BPR={escape(trained['batch_priority'])}; evaluated at checkpoint step "
+        f"{escape(run.sweep['checkpoint_step'])} on the full test split with other eval k, C "
+        "and routing, same weights. Timing: " + escape(run.sweep["timing_method"]) + ".",
         "",
         f"![accuracy vs capacity]({rel}/{filename})",
         "",
@@ -195,7 +195,7 @@ def sweep_section(run: Run, plots_dir: str, rel: str) -> list[str]:
         "Per-image processed std: how unevenly the test images' expert assignments fit in "
         "capacity (0 = every image kept the same share).",
         "",
-        f"Regenerate: `{run.sweep['command']}`",
+        f"Regenerate: {code_span(run.sweep['command'])}",
         "",
     ]
 
@@ -204,18 +204,18 @@ def heatmap_section(run: Run, plots_dir: str, rel: str) -> list[str]:
     counts = run.results.get("routing", {}).get("expert_class_counts", {})
     if not counts:
         return []
-    lines = [f"### {run.name}: expert choices by class (first and last MoE block)", ""]
+    lines = [f"### {escape(run.name)}: expert choices by class (first and last MoE block)", ""]
     for block, matrix in counts.items():
         filename = f"{run.name}_{block}_experts.png"
         plots.save(
             plots.expert_class_heatmap(matrix, f"{run.name} {block}"),
             os.path.join(plots_dir, filename),
         )
-        lines.append(f"![{block}]({rel}/{filename})")
+        lines.append(f"![{escape(block)}]({rel}/{filename})")
     load = run.results["routing"].get("expert_load", {})
     if load:
         lines += ["", "Per-expert load (share of top-k selections on the test split):", ""]
-        lines += [f"- {b}: " + ", ".join(f"{x:.3f}" for x in v) for b, v in load.items()]
+        lines += [f"- {escape(b)}: " + ", ".join(f"{x:.3f}" for x in v) for b, v in load.items()]
     return [*lines, ""]
 
 
@@ -238,9 +238,9 @@ def render(
     rel = os.path.basename(plots_dir)
     footprints = {run.name: footprint_of(run) for run in runs}
     lines = [
-        f"# Comparison: {', '.join(r.name for r in runs)}",
+        f"# Comparison: {escape(', '.join(r.name for r in runs))}",
         "",
-        f"Generated {run_record.timestamp()} by `{command}`.",
+        f"Generated {run_record.timestamp()} by {code_span(command)}.",
         "",
         "## Results",
         "",
@@ -259,7 +259,7 @@ def render(
         lines.append("- img/s and latency: not timed (--notiming or no restorable checkpoint).")
     lines += [
         "- train time: the run's wall time (start-up, compilation and evaluation included).",
-        f"- kWh, kgCO2e: {next(iter(footprints.values())).method}" if footprints else "",
+        f"- kWh, kgCO2e: {escape(next(iter(footprints.values())).method)}" if footprints else "",
         "",
     ]
     if timings:
@@ -309,9 +309,12 @@ def render(
         info = run.results["run"]
         devices = info["devices"]
         lines.append(
-            f"- {run.name}: {devices['count']} x {devices['kind']} ({devices['platform']}), "
-            f"{devices['process_count']} process(es) on {devices['host']}; "
-            + ", ".join(f"{k} {v}" for k, v in sorted(info["versions"].items()))
+            "- "
+            + escape(
+                f"{run.name}: {devices['count']} x {devices['kind']} ({devices['platform']}), "
+                f"{devices['process_count']} process(es) on {devices['host']}; "
+                + ", ".join(f"{k} {v}" for k, v in sorted(info["versions"].items()))
+            )
         )
     report_devices = run_record.devices()
     lines += [
@@ -324,12 +327,19 @@ def render(
         "",
         "## Regenerate",
         "",
-        "```sh",
-        *[run_command(run) for run in runs],
-        *[run.sweep["command"] for run in runs if run.sweep],
-        *[t.fewshot.command for t in transfers if t.fewshot and t.fewshot.source == FROM_FILE],
-        command,
-        "```",
+        *fenced(
+            [
+                *[run_command(run) for run in runs],
+                *[run.sweep["command"] for run in runs if run.sweep],
+                *[
+                    t.fewshot.command
+                    for t in transfers
+                    if t.fewshot and t.fewshot.source == FROM_FILE
+                ],
+                command,
+            ],
+            "sh",
+        ),
         "",
         "TensorBoard overlays the runs: `tensorboard --logdir` on their common parent folder.",
         "",
@@ -350,6 +360,7 @@ def check_output(output: str) -> None:
         raise UsageError(
             f"--output={output} is a directory; name a .md file, e.g. {output}/report.md"
         )
+    files.check_replaceable(output)  # never a device, FIFO or symlink (-o /dev/null)
     parent = os.path.dirname(os.path.abspath(output))
     existing = parent
     while not os.path.exists(existing):

@@ -5,7 +5,6 @@ is JSON and TensorBoard event protos.
 """
 
 import dataclasses
-import json
 import os
 import sys
 from typing import Any
@@ -13,6 +12,7 @@ from typing import Any
 from harness import storage
 from harness.measure import carbon
 from harness.reporting import events
+from harness.run_dir import bounded
 from harness.train.run_record import RESULTS_FILE, SWEEP_FILE
 
 
@@ -42,21 +42,24 @@ def load_run(path: str) -> Run | None:
     name = os.path.basename(os.path.normpath(path))
     results_path = storage.join(path, RESULTS_FILE)
     try:
-        payload = json.loads(storage.read_text(results_path))
+        payload = bounded.read_json_object(results_path)
         for section, key in (("run", "family"), ("eval", "eval/top1"), ("model", "params_total")):
             payload[section][key]
     except FileNotFoundError:
         warn(f"skipping {path}: no {RESULTS_FILE} (unfinished run?)")
         return None
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
+    except bounded.UnreadableFile as error:
+        warn(f"skipping {path}: {RESULTS_FILE} is corrupt or incomplete ({error})")
+        return None
+    except (KeyError, TypeError) as error:
         warn(f"skipping {path}: {RESULTS_FILE} is corrupt or incomplete ({error!r})")
         return None
     sweep = None
     sweep_path = storage.join(path, SWEEP_FILE)
     if storage.exists(sweep_path):
         try:
-            sweep = json.loads(storage.read_text(sweep_path))
-        except json.JSONDecodeError as error:
+            sweep = bounded.read_json_object(sweep_path)
+        except bounded.UnreadableFile as error:
             warn(f"ignoring {sweep_path}: corrupt ({error})")
     try:
         scalars = events.read_scalars(path)

@@ -12,15 +12,15 @@ report.
 """
 
 import dataclasses
-import json
 from typing import Any
 
 from harness import storage
 from harness.reporting.runs import Run, warn
+from harness.run_dir import bounded, names
 
 # The file `python -m harness.fewshot` writes into a run directory (harness/cli/fewshot.py; a
 # test pins the two names together, since reporting may not import a command).
-FEWSHOT_FILE = "fewshot.json"
+FEWSHOT_FILE = names.FEWSHOT_FILE
 FROM_FILE = FEWSHOT_FILE
 FROM_RESULTS = 'results.json["fewshot"]'
 NOT_RECORDED = "not recorded"
@@ -120,9 +120,11 @@ def read_fewshot(run: Run, fallback_command: str) -> FewShot | None:
     path = storage.join(run.path, FEWSHOT_FILE)
     if storage.exists(path):
         try:
-            data = json.loads(storage.read_text(path))
+            data = bounded.read_json_object(path)
             return _parse_fewshot(data, FROM_FILE, fallback_command)
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as error:
+        except bounded.UnreadableFile as error:
+            warn(f"ignoring {path}: corrupt or incomplete ({error})")
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
             warn(f"ignoring {path}: corrupt or incomplete ({error!r})")
     if "fewshot" not in run.results:
         return None

@@ -10,7 +10,7 @@ import os
 from collections.abc import Sequence
 
 from harness.reporting import plots
-from harness.reporting.markdown import table
+from harness.reporting.markdown import code_span, escape, table
 from harness.reporting.transfer_data import FROM_FILE, RunTransfer
 
 FEWSHOT_PLOT = "fewshot_vs_shots.png"
@@ -94,9 +94,10 @@ def fewshot_lines(transfers: Sequence[RunTransfer], plots_dir: str, rel: str) ->
             if t.fewshot.source == FROM_FILE
             else f"from {t.fewshot.source} (the evaluation during training)"
         )
-        lines.append(f"- {t.name}, {source}: {t.fewshot.description or 'no method recorded'}")
-        lines += [f"  - {setting}" for setting in t.fewshot.settings]
-        lines.append(f"  - regenerate: `{t.fewshot.command}`")
+        description = escape(t.fewshot.description or "no method recorded")
+        lines.append(f"- {escape(t.name)}, {source}: {description}")
+        lines += [f"  - {escape(setting)}" for setting in t.fewshot.settings]
+        lines.append(f"  - regenerate: {code_span(t.fewshot.command)}")
     return [*lines, ""]
 
 
@@ -151,10 +152,11 @@ def ood_lines(transfers: Sequence[RunTransfer], plots_dir: str, rel: str) -> lis
     for name in names:
         scoring = OOD_SCORING.get(name, "plain top-1 over the 1000 ImageNet classes")
         lines.append(
-            f"- {name}: TFDS `{sets[name].tfds_name}` split `{sets[name].split}`; {scoring}."
+            f"- {escape(name)}: TFDS {code_span(sets[name].tfds_name)} split "
+            f"{code_span(sets[name].split)}; {scoring}."
         )
     lines += ["", "Regenerate (the command that wrote each run's results.json):", ""]
-    lines += [f"- {t.name}: `{t.command}`" for t in with_ood]
+    lines += [f"- {escape(t.name)}: {code_span(t.command)}" for t in with_ood]
     return [*lines, ""]
 
 
@@ -186,7 +188,7 @@ def shape_bias_lines(transfers: Sequence[RunTransfer]) -> list[str]:
         "",
         "Regenerate (the command that wrote each run's results.json):",
         "",
-        *[f"- {t.name}: `{t.command}`" for t in with_bias],
+        *[f"- {escape(t.name)}: {code_span(t.command)}" for t in with_bias],
     ]
     return [*lines, ""]
 

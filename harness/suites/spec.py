@@ -8,10 +8,11 @@ from typing import Any
 import gin
 
 from harness.project import PAPER_CONFIGS, REPO_ROOT
+from harness.run_dir import names
 from models.specs import Spec
 
-DIVERGED_FILE = "diverged.json"
-STEP_TIMES_FILE = "step_times.json"
+DIVERGED_FILE = names.DIVERGED_FILE
+STEP_TIMES_FILE = names.STEP_TIMES_FILE
 
 
 @gin.configurable

@@ -10,9 +10,10 @@ import json
 from typing import Any
 
 from harness import files, storage
+from harness.run_dir import names
 from harness.train import run_record
 
-ATTEMPTS_FILE = "attempts.json"
+ATTEMPTS_FILE = names.ATTEMPTS_FILE
 
 
 class AttemptLog:

@@ -9,11 +9,11 @@ every complete save (a local run copied to a bucket has checksums but no marker)
 """
 
 from harness import storage
+from harness.run_dir import names
 from harness.train.checksums import CHECKSUM_FILE
 
-CHECKPOINT_DIR = "checkpoints"
-# orbax.checkpoint.utils._COMMIT_SUCCESS_FILE, spelled out so readers need not import orbax.
-COMMIT_FILE = "commit_success.txt"
+CHECKPOINT_DIR = names.CHECKPOINT_DIR
+COMMIT_FILE = names.COMMIT_FILE
 
 
 def is_finished(step_dir: str) -> bool:

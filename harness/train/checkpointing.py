@@ -24,10 +24,13 @@ import orbax.checkpoint as ocp
 
 from harness import storage
 from harness.errors import UsageError, one_line
+from harness.imports import tree_mapping, weight_checks
+from harness.run_dir import names
 from harness.train import checkpoint_steps, checksums
 from harness.train.staged_checkpoints import StagedManager
 
 CHECKPOINT_DIR = checkpoint_steps.CHECKPOINT_DIR
+ITEM_DIR = names.CHECKPOINT_ITEM_DIR
 
 
 class DiskFullError(UsageError):
@@ -95,24 +98,54 @@ class Checkpointer:
     def restore(self, step: int, abstract_state: Any) -> Any:
         """Restores `step` into arrays laid out like `abstract_state` (ShapeDtypeStructs
         carrying shardings). A damaged checkpoint (unreadable, files that do not match their
-        checksums, weights that are not finite) raises UsageError naming it and the way out."""
+        checksums, weights that are not finite) raises UsageError naming it and the way out,
+        and so do weights whose recorded shapes differ from the model's."""
         try:
             checksums.verify(self.step_dir(step))
+            recorded = self._recorded_param_shapes(step)
+        except Exception as error:  # orbax raises many types for damaged files
+            raise self._damaged(step, error) from error
+        if recorded is not None:
+            wanted = {
+                path: tuple(leaf.shape)
+                for path, leaf in tree_mapping.flat_paths(abstract_state.params).items()
+            }
+            weight_checks.check_shapes(
+                recorded, wanted, self.step_dir(step), "the model of its run's experiment.json"
+            )
+        try:
             state = self._manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
             check_finite(state)
             return state
         except Exception as error:  # orbax raises many types for damaged files
-            earlier = [s for s in self.all_steps() if s < step]
-            hint = (
-                f"move it aside (e.g. mv {self.directory}/{step} {self.directory}/{step}.bad) "
-                f"to resume from step {earlier[-1]}"
-                if earlier
-                else "move it aside to start the run over"
-            )
-            raise UsageError(
-                f"checkpoint {self.directory}/{step} cannot be restored ({one_line(error)[:200]}); "
-                f"{hint}"
-            ) from error
+            raise self._damaged(step, error) from error
+
+    def _recorded_param_shapes(self, step: int) -> dict[str, tuple[int, ...]] | None:
+        """The params' shapes as the checkpoint records them (its arrays' own metadata), by
+        '/'-joined path; None where orbax does not read the directory itself (staged URLs)."""
+        if not storage.orbax_writes(self.directory):
+            return None
+        item = storage.join(self.step_dir(step), ITEM_DIR)
+        metadata = ocp.PyTreeCheckpointer().metadata(item)
+        if not isinstance(metadata, dict) or not isinstance(metadata.get("params"), dict):
+            raise ValueError("its metadata holds no params tree")
+        return {
+            path: tuple(leaf.shape)
+            for path, leaf in tree_mapping.flat_paths(metadata["params"]).items()
+        }
+
+    def _damaged(self, step: int, error: BaseException) -> UsageError:
+        earlier = [s for s in self.all_steps() if s < step]
+        hint = (
+            f"move it aside (e.g. mv {self.directory}/{step} {self.directory}/{step}.bad) "
+            f"to resume from step {earlier[-1]}"
+            if earlier
+            else "move it aside to start the run over"
+        )
+        return UsageError(
+            f"checkpoint {self.directory}/{step} cannot be restored ({one_line(error)[:200]}); "
+            f"{hint}"
+        )
 
     def close(self) -> None:
         self._manager.close()

@@ -7,11 +7,11 @@ Files are read through harness/storage.py, so a checkpoint on gs:// is checked w
 """
 
 import hashlib
-import json
 
 from harness import files, storage
+from harness.run_dir import bounded, names
 
-CHECKSUM_FILE = "checksums.sha256.json"
+CHECKSUM_FILE = names.CHECKSUM_FILE
 
 
 _CHUNK = 2**20
@@ -29,8 +29,8 @@ def digest(path: str) -> str:
 def file_digests(directory: str) -> dict[str, str]:
     """{path relative to `directory`: sha256} of every file under it but the checksum file."""
     digests = {}
-    for folder, _, names in storage.walk(directory):
-        for name in names:
+    for folder, _, file_names in storage.walk(directory):
+        for name in file_names:
             path = storage.join(folder, name)
             relative = storage.relative(path, directory)
             if relative != CHECKSUM_FILE:
@@ -49,7 +49,7 @@ def verify(directory: str) -> None:
     path = storage.join(directory, CHECKSUM_FILE)
     if not storage.isfile(path):
         return
-    recorded = json.loads(storage.read_text(path))
+    recorded = bounded.read_json_object(path)
     for relative, expected in recorded.items():
         full = storage.join(directory, relative)
         if not storage.isfile(full):

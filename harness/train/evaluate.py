@@ -8,6 +8,7 @@ results.json. So `harness.sweep`, `harness.report` and TensorBoard treat a publi
 exactly like one trained here, and its C/k sweep is the published weights'.
 """
 
+import contextlib
 import time
 from typing import Any
 
@@ -20,10 +21,16 @@ from harness import files, gin_config, storage
 from harness.data import metadata
 from harness.errors import UsageError, one_line
 from harness.imports import import_params
-from harness.train import run_record
+from harness.run_dir.occupancy import refuse_occupied
+from harness.train import run_record, workdir_lock
 from harness.train.checkpointing import Checkpointer
 from harness.train.experiment import Experiment, validate
-from harness.train.launch import OPERATIVE_CONFIG_FILE, describe_run, prepare_workdir
+from harness.train.launch import (
+    OPERATIVE_CONFIG_FILE,
+    describe_run,
+    make_workdir,
+    prepare_workdir,
+)
 from harness.train.steps import TrainState
 from harness.transfer import ood_eval
 
@@ -36,9 +43,14 @@ def evaluate_checkpoint(
     format_name: str | None = None,
 ) -> dict[str, Any]:
     """Imports `checkpoint` into the gin config's model, evaluates it and writes `workdir`;
-    returns the results.json payload. Bad input raises UsageError before anything is written."""
+    returns the results.json payload. Bad input raises UsageError before anything is written,
+    and so does a `workdir` that another process holds or that holds another run's results or
+    checkpoints (saving our step 0 with keep=1 would prune that run's steps)."""
     from harness.train import trainer as trainer_lib  # JAX state: after flags and distributed
 
+    # Checked before the heavy work, then again under the lock, before the first write.
+    workdir_lock.check_free(workdir)
+    refuse_occupied(workdir)
     config_text = gin_config.parse_gin(gin_files, gin_params)
     try:
         experiment = Experiment.from_gin()
@@ -55,37 +67,41 @@ def evaluate_checkpoint(
     )
     print(f"imported {checkpoint} ({format_used})", flush=True)
     params = jax.device_put(host_params, trainer.state_shardings.params)
-    prepare_workdir(workdir, config_text)
-    started, clock = run_record.timestamp(), time.perf_counter()
-    evaluation = trainer.evaluate(params)
-    seconds = time.perf_counter() - clock
-    transfer = ood_eval.evaluate(trainer, params, experiment.train.eval_datasets)
-    _save_weights(trainer, params, workdir)
-    if jax.process_index() == 0:
-        writer = metric_writers.SummaryWriter(workdir)
-        writer.write_hparams(run_record.hparams(experiment))
-        trainer_lib.write_evaluation(writer, 0, evaluation)
-        if transfer:
-            writer.write_scalars(0, ood_eval.scalars(transfer))
-        writer.flush()
-    payload = describe_run(gin_files, gin_params, workdir, config_text, trainer, mesh_shape)
-    payload["run"]["started"] = started
-    payload["run"]["imported_from"] = {"checkpoint": checkpoint, "format": format_used}
-    payload.update(
-        {
-            # Not trained here: no training time, energy or throughput to report.
-            "train": {"steps": 0, "wall_seconds": 0.0, "images_per_second": None},
-            "eval": {**evaluation.metrics, "eval/wall_seconds": seconds},
-            "routing": trainer_lib.routing_summary(evaluation),
-            **transfer,
-        }
-    )
-    if jax.process_index() == 0:
-        files.write_json_atomically(storage.join(workdir, run_record.RESULTS_FILE), payload)
-        files.write_text_atomically(
-            storage.join(workdir, OPERATIVE_CONFIG_FILE), gin.operative_config_str()
+    make_workdir(workdir)
+    lock = workdir_lock.locked(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
+    with lock:
+        refuse_occupied(workdir)  # a run may have started there meanwhile
+        prepare_workdir(workdir, config_text, experiment)
+        started, clock = run_record.timestamp(), time.perf_counter()
+        evaluation = trainer.evaluate(params)
+        seconds = time.perf_counter() - clock
+        transfer = ood_eval.evaluate(trainer, params, experiment.train.eval_datasets)
+        _save_weights(trainer, params, workdir)
+        if jax.process_index() == 0:
+            writer = metric_writers.SummaryWriter(workdir)
+            writer.write_hparams(run_record.hparams(experiment))
+            trainer_lib.write_evaluation(writer, 0, evaluation)
+            if transfer:
+                writer.write_scalars(0, ood_eval.scalars(transfer))
+            writer.flush()
+        payload = describe_run(gin_files, gin_params, workdir, config_text, trainer, mesh_shape)
+        payload["run"]["started"] = started
+        payload["run"]["imported_from"] = {"checkpoint": checkpoint, "format": format_used}
+        payload.update(
+            {
+                # Not trained here: no training time, energy or throughput to report.
+                "train": {"steps": 0, "wall_seconds": 0.0, "images_per_second": None},
+                "eval": {**evaluation.metrics, "eval/wall_seconds": seconds},
+                "routing": trainer_lib.routing_summary(evaluation),
+                **transfer,
+            }
         )
-    return payload
+        if jax.process_index() == 0:
+            files.write_json_atomically(storage.join(workdir, run_record.RESULTS_FILE), payload)
+            files.write_text_atomically(
+                storage.join(workdir, OPERATIVE_CONFIG_FILE), gin.operative_config_str()
+            )
+        return payload
 
 
 def _save_weights(trainer: Any, params: Any, workdir: str) -> None:

@@ -7,17 +7,17 @@ JSON with the spec dataclasses, which check every field, and never parse the gin
 """
 
 import dataclasses
-import json
 import re
 import typing
 from typing import Any
 
 from harness import files, storage
 from harness.errors import UsageError, one_line
+from harness.run_dir import bounded, names
 from harness.train.experiment import Experiment
 
-EXPERIMENT_FILE = "experiment.json"
-CONFIG_FILE = "config.gin"
+EXPERIMENT_FILE = names.EXPERIMENT_FILE
+CONFIG_FILE = names.CONFIG_FILE
 # gin statements that import Python code: 'import x' and 'from __gin__ import ...'.
 _GIN_IMPORT = re.compile(r"^\s*(import|from)\s+\S", re.MULTILINE)
 
@@ -38,8 +38,8 @@ def read_experiment_data(run_dir: str) -> dict[str, Any] | None:
     if not storage.isfile(path):
         return None
     try:
-        data = json.loads(storage.read_text(path))
-    except (OSError, ValueError) as error:
+        data = bounded.read_json(path)
+    except OSError as error:
         raise UsageError(f"{path} cannot be read ({one_line(error)})") from error
     if not isinstance(data, dict):
         raise UsageError(f"{path} does not hold an experiment (a JSON object of specs)")
@@ -74,7 +74,8 @@ def refuse_code(run_dir: str) -> None:
     path = storage.join(run_dir, CONFIG_FILE)
     if not storage.isfile(path):
         return
-    found = _GIN_IMPORT.search(storage.read_text(path, errors="replace"))
+    text = bounded.read_bytes(path, bounded.limit_for(path)).decode(errors="replace")
+    found = _GIN_IMPORT.search(text)
     if found:
         line = found.group(0).strip()
         raise UsageError(

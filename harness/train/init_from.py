@@ -35,12 +35,13 @@ from flax import traverse_util
 from harness import files, storage
 from harness.errors import UsageError, one_line
 from harness.imports import detect, importer, orbax_run, posemb, tree_mapping
+from harness.run_dir import names
 from harness.train import checkpoint_steps, checksums, upcycle
 from harness.train.experiment_file import load_experiment
 from harness.train.steps import TrainState
 
 HEAD_PREFIX = "head/"
-RECORD_FILE = "init_from.json"  # what the run started from, for results.json on every attempt
+RECORD_FILE = names.INIT_FROM_FILE  # what the run started from, for results.json on every attempt
 
 
 @dataclasses.dataclass(frozen=True)

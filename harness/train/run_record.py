@@ -8,8 +8,10 @@ import socket
 import time
 from typing import Any
 
-RESULTS_FILE = "results.json"
-SWEEP_FILE = "sweep.json"
+from harness.run_dir import names
+
+RESULTS_FILE = names.RESULTS_FILE
+SWEEP_FILE = names.SWEEP_FILE
 PACKAGES = (
     "jax",
     "jaxlib",

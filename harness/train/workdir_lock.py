@@ -19,14 +19,17 @@ from collections.abc import Iterator
 
 from harness import storage
 from harness.errors import UsageError
+from harness.run_dir import names
 
-LOCK_FILE = ".harness.lock"
+LOCK_FILE = names.LOCK_FILE
 
 
 @contextlib.contextmanager
 def locked(workdir: str) -> Iterator[None]:
     """Holds the workdir's lock while inside; refuses at once (UsageError) if another process
-    holds it. A URL workdir is not locked (see the module docstring)."""
+    holds it. A URL workdir is not locked (see the module docstring); a file:// URL is the
+    local path it names and is locked as that path."""
+    workdir = storage.local_form(workdir)
     if storage.is_url(workdir):
         print(
             f"warning: --workdir={workdir} is a URL, which cannot be locked (object stores "
@@ -41,10 +44,7 @@ def locked(workdir: str) -> Iterator[None]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as error:
-            raise UsageError(
-                f"--workdir={workdir} is in use by another harness.run (it holds {path}); wait "
-                "for that run to end or pass another --workdir"
-            ) from error
+            raise UsageError(_in_use(workdir, path)) from error
         yield
 
 
@@ -58,3 +58,25 @@ def remove_if_only_lock(workdir: str) -> None:
             os.rmdir(workdir)
     except OSError:
         pass  # something else appeared in it, or it is gone: leave it as it is
+
+
+def check_free(workdir: str) -> None:
+    """Refuses (UsageError) a workdir whose lock another process holds, without creating
+    anything: a command can stop before its heavy work, and takes the lock itself (`locked`)
+    before it writes. No lock file means no process has held it."""
+    workdir = storage.local_form(workdir)
+    path = os.path.join(workdir, LOCK_FILE)
+    if storage.is_url(workdir) or not os.path.isfile(path):
+        return
+    with open(path) as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError as error:
+            raise UsageError(_in_use(workdir, path)) from error
+
+
+def _in_use(workdir: str, path: str) -> str:
+    return (
+        f"--workdir={workdir} is in use by another harness.run or harness.evaluate (it holds "
+        f"{path}); wait for it to end or pass another --workdir"
+    )
