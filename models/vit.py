@@ -11,7 +11,9 @@ embedding is added, so the table has N+1 rows. That is what makes ViT-B/16 exact
 
 import jax.numpy as jnp
 from praxis import base_layer, pax_fiddle
-from praxis.layers import activations, linears, normalizations, transformers, vits
+from praxis.layers import activations, linears, normalizations, transformers
+
+from models import patch_stem
 
 JTensor = base_layer.JTensor
 LayerTpl = pax_fiddle.Config[base_layer.BaseLayer]
@@ -68,18 +70,17 @@ class VisionTransformerClassifier(base_layer.BaseLayer):
             )
         if self.pooling not in POOLING_TYPES:
             raise ValueError(f"pooling={self.pooling!r} is unknown; use one of {POOLING_TYPES}")
-        # praxis's entry layer patchifies and projects (a linear layer on flattened patches
-        # is the ViT patch convolution) and prepends the class token; the position embedding
-        # is ours, added after the class token so the class token gets one too.
+        # The stem convolves patches and prepends the class token, with praxis
+        # VitEntryLayers' parameters (models/patch_stem.py says why it is not that layer);
+        # the position embedding is ours, added after the class token so it gets one too.
         self.create_child(
             "patch_embedding",
             pax_fiddle.Config(
-                vits.VitEntryLayers,
+                patch_stem.PatchEmbedding,
                 patch_size=self.patch_size,
                 input_dims=self.patch_size**2 * self.num_channels,
                 output_dims=self.model_dims,
                 prepend_cls_tokens=1 if self.pooling == "token" else 0,
-                pos_emb_tpl=None,
             ),
         )
         self.create_variable(

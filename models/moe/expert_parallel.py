@@ -151,12 +151,18 @@ def expert_mlp(
     `hidden_axis`: the mesh axis the hidden units are split over inside shard_map; each
     device then holds a slice of every expert's hidden units, and the second matmul's
     partial sums are added over it.
+
+    The matmuls run on [E, G*Cap, D], as SparseMoe._experts does and for the same reason:
+    oneDNN fuses bias and activation into a matmul with one row axis, not into a 4-D one.
     """
-    hidden = jnp.einsum("egcd,edh->egch", x, weights["wi"]) + weights["bi"][:, None, None, :]
+    experts, groups, capacity, dims = x.shape
+    rows = x.reshape(experts, groups * capacity, dims)
+    hidden = jnp.einsum("end,edh->enh", rows, weights["wi"]) + weights["bi"][:, None, :]
     hidden = activation(hidden)
     if dropout is not None:
         hidden = dropout(hidden)
-    out = jnp.einsum("egch,ehd->egcd", hidden, weights["wo"])
+    out = jnp.einsum("enh,ehd->end", hidden, weights["wo"])
     if hidden_axis is not None:
         out = jax.lax.psum(out, hidden_axis)
-    return out + weights["bo"][:, None, None, :]
+    out = out + weights["bo"][:, None, :]
+    return out.reshape(experts, groups, capacity, -1)

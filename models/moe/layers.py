@@ -195,7 +195,8 @@ class SparseMoe(base_layer.BaseLayer):
         """
 
         egcd: SplitDimsMapping = ("expert", "data", None, None)
-        egch: SplitDimsMapping = ("expert", "data", None, "model")
+        # The experts' hidden activations, groups and slots merged into one row axis.
+        enh: SplitDimsMapping = ("expert", "data", "model")
 
     @property
     def train_routing(self) -> tuple[int, float, bool]:
@@ -306,14 +307,21 @@ class SparseMoe(base_layer.BaseLayer):
         return base_layer.maybe_shard(x, self._for_mesh(mapping), self.mesh_axis_names)
 
     def _experts(self, x: JTensor) -> JTensor:
-        """All E expert MLPs at once on their buffers: [E, G, Cap, D] -> [E, G, Cap, D]."""
+        """All E expert MLPs at once on their buffers: [E, G, Cap, D] -> [E, G, Cap, D].
+
+        The matmuls run on [E, G*Cap, D]: with one row axis, oneDNN fuses the bias and the
+        activation into the first matmul; on 4-D buffers it took an extra pass over the
+        hidden activations (issue 27). Merging G and Cap keeps G's sharding on 'data'.
+        """
         ap = self.activation_split_dims_mapping
         theta = self.theta
         x = self._shard(x, ap.egcd)
-        hidden = jnp.einsum("egcd,edh->egch", x, theta.wi) + theta.bi[:, None, None, :]
-        hidden = self.relu_dropout(self.activation(self._shard(hidden, ap.egch)))
-        out = jnp.einsum("egch,ehd->egcd", hidden, theta.wo) + theta.bo[:, None, None, :]
-        return self._shard(out, ap.egcd)
+        experts, groups, capacity, dims = x.shape
+        rows = x.reshape(experts, groups * capacity, dims)
+        hidden = jnp.einsum("end,edh->enh", rows, theta.wi) + theta.bi[:, None, :]
+        hidden = self.relu_dropout(self.activation(self._shard(hidden, ap.enh)))
+        out = jnp.einsum("enh,ehd->end", hidden, theta.wo) + theta.bo[:, None, :]
+        return self._shard(out.reshape(experts, groups, capacity, -1), ap.egcd)
 
     @property
     def _wants_all_to_all(self) -> bool:

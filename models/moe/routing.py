@@ -61,13 +61,18 @@ class Routing(NamedTuple):
 
 
 def to_dense(assignments: Assignments, num_experts: int, capacity: int) -> Routing:
+    """The one-hot form, built as vmoe builds it: each (token, expert) pair's slot first,
+    then one one-hot over slots. Contracting [G, S, k, E] with [G, S, k, Cap] over k instead
+    costs two batched matmuls per layer in the forward and backward pass (issue 27)."""
     a = assignments
-    # A dropped choice gets slot -1, whose one-hot row is all zeros.
-    slots = jax.nn.one_hot(jnp.where(a.kept, a.slot, -1), capacity, dtype=a.gate.dtype)
-    experts = jax.nn.one_hot(a.expert, num_experts, dtype=a.gate.dtype)
-    # top_k never repeats an expert for one token, so summing over choices cannot collide.
-    dispatch = jnp.einsum("gske,gskc->gsec", experts, slots)
-    combine = jnp.einsum("gske,gskc,gsk->gsec", experts, slots, a.gate)
+    chose = a.expert[..., None] == jnp.arange(num_experts, dtype=a.expert.dtype)  # [G, S, k, E]
+    # top_k never repeats an expert for one token, so at most one choice matches each
+    # (token, expert); a dropped or unchosen pair gets slot -1, whose one-hot row is zero.
+    kept_slot = jnp.where(a.kept, a.slot, -1)
+    slot = jnp.max(jnp.where(chose, kept_slot[..., None], -1), axis=2)  # [G, S, E]
+    gate = jnp.sum(jnp.where(chose, a.gate[..., None], 0), axis=2)  # [G, S, E]
+    dispatch = jax.nn.one_hot(slot, capacity, dtype=a.gate.dtype)
+    combine = dispatch * gate[..., None]
     return Routing(dispatch=dispatch, combine=combine, selected=a.selected(num_experts))
 
 
