@@ -24,7 +24,7 @@ import orbax.checkpoint as ocp
 
 from harness import storage
 from harness.errors import UsageError, one_line
-from harness.imports import tree_mapping, weight_checks
+from harness.imports import weight_checks
 from harness.run_dir import names
 from harness.train import checkpoint_steps, checksums
 from harness.train.staged_checkpoints import StagedManager
@@ -102,16 +102,15 @@ class Checkpointer:
         and so do weights whose recorded shapes differ from the model's."""
         try:
             checksums.verify(self.step_dir(step))
-            recorded = self._recorded_param_shapes(step)
+            recorded = self._recorded_shapes(step)
         except Exception as error:  # orbax raises many types for damaged files
             raise self._damaged(step, error) from error
         if recorded is not None:
-            wanted = {
-                path: tuple(leaf.shape)
-                for path, leaf in tree_mapping.flat_paths(abstract_state.params).items()
-            }
             weight_checks.check_shapes(
-                recorded, wanted, self.step_dir(step), "the model of its run's experiment.json"
+                recorded,
+                _shapes_by_path(abstract_state),
+                self.step_dir(step),
+                "the model of its run's experiment.json",
             )
         try:
             state = self._manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
@@ -120,19 +119,14 @@ class Checkpointer:
         except Exception as error:  # orbax raises many types for damaged files
             raise self._damaged(step, error) from error
 
-    def _recorded_param_shapes(self, step: int) -> dict[str, tuple[int, ...]] | None:
-        """The params' shapes as the checkpoint records them (its arrays' own metadata), by
-        '/'-joined path; None where orbax does not read the directory itself (staged URLs)."""
+    def _recorded_shapes(self, step: int) -> dict[str, tuple[int, ...]] | None:
+        """Every saved array's shape as the checkpoint records it (its arrays' own
+        metadata), by path; None where orbax does not read the directory itself (staged
+        URLs)."""
         if not storage.orbax_writes(self.directory):
             return None
         item = storage.join(self.step_dir(step), ITEM_DIR)
-        metadata = ocp.PyTreeCheckpointer().metadata(item)
-        if not isinstance(metadata, dict) or not isinstance(metadata.get("params"), dict):
-            raise ValueError("its metadata holds no params tree")
-        return {
-            path: tuple(leaf.shape)
-            for path, leaf in tree_mapping.flat_paths(metadata["params"]).items()
-        }
+        return _shapes_by_path(ocp.PyTreeCheckpointer().metadata(item))
 
     def _damaged(self, step: int, error: BaseException) -> UsageError:
         earlier = [s for s in self.all_steps() if s < step]
@@ -149,6 +143,20 @@ class Checkpointer:
 
     def close(self) -> None:
         self._manager.close()
+
+
+def _shapes_by_path(tree: Any) -> dict[str, tuple[int, ...]]:
+    """{'params/encoder/.../w': shape} of a state or of orbax's metadata of it: orbax saves a
+    dataclass's fields and a tuple's items as dict keys, so both spell a path alike."""
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {"/".join(_key_name(k) for k in path): tuple(leaf.shape) for path, leaf in leaves}
+
+
+def _key_name(key: Any) -> str:
+    for attribute in ("key", "name", "idx"):
+        if hasattr(key, attribute):
+            return str(getattr(key, attribute))
+    return str(key)
 
 
 def check_finite(state: Any) -> None:
