@@ -97,6 +97,18 @@ def per_image_compute(collections: dict[str, Any], mask: jax.Array) -> dict[str,
     }
 
 
+def global_norm(tree: Any) -> jax.Array:
+    """The l2 norm of all leaves together, as one reduction over their concatenation.
+
+    optax.global_norm reduces each leaf on its own, and XLA:CPU compiles each of those
+    reductions as its own kernel: about 3 s more compile time for a tiny ViT's train step
+    (issue 27). Here XLA fuses the concatenation into a single reduction instead.
+    """
+    leaves = jax.tree_util.tree_leaves(tree)
+    flat = jnp.concatenate([jnp.ravel(leaf).astype(jnp.float32) for leaf in leaves])
+    return jnp.sqrt(jnp.sum(flat * flat))
+
+
 def make_train_step(
     model: base_layer.BaseLayer,
     optimizer: optax.GradientTransformation,
@@ -137,7 +149,7 @@ def make_train_step(
         params = optax.apply_updates(state.params, updates)
         metrics = {
             **metrics,
-            "train/grad_norm": optax.global_norm(grads),
+            "train/grad_norm": global_norm(grads),
             "train/learning_rate": schedule(state.step),
         }
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
