@@ -30,7 +30,11 @@ def code_span(value: object) -> str:
     """`value` as inline code: delimited by more backticks than any run inside it."""
     text = " ".join(str(value).split())
     ticks = "`" * (_longest_backtick_run(text) + 1)
-    return f"{ticks} {text} {ticks}"
+    # A space on each side only where a backtick would otherwise touch the delimiter (renderers
+    # strip one space from each side, so the code reads the same).
+    if text.startswith("`") or text.endswith("`"):
+        text = f" {text} "
+    return f"{ticks}{text}{ticks}"
 
 
 def fenced(lines: Iterable[str], info: str = "") -> list[str]:
