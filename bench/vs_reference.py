@@ -243,14 +243,18 @@ def layer_calls(apply: Callable, params: Any, tokens: jax.Array) -> dict[str, Ca
     """Inference forward, and forward+backward in training (routing noise, aux losses)."""
     cotangent = jax.random.normal(jax.random.PRNGKey(11), tokens.shape)
 
-    def loss(p: Any, x: jax.Array) -> jax.Array:
+    # The cotangent is an argument, not a closed-over constant XLA would fold at compile.
+    def loss(p: Any, x: jax.Array, dy: jax.Array) -> jax.Array:
         out, aux = apply(p, x, jax.random.PRNGKey(5))
-        return jnp.sum(out * cotangent) + aux
+        return jnp.sum(out * dy) + aux
 
     forward = jax.jit(lambda p, x: apply(p, x, None)[0])
     backward = jax.jit(jax.grad(loss, argnums=(0, 1)))
-    jax.block_until_ready((forward(params, tokens), backward(params, tokens)))
-    return {"fwd": lambda: forward(params, tokens), "fwd+bwd": lambda: backward(params, tokens)}
+    jax.block_until_ready((forward(params, tokens), backward(params, tokens, cotangent)))
+    return {
+        "fwd": lambda: forward(params, tokens),
+        "fwd+bwd": lambda: backward(params, tokens, cotangent),
+    }
 
 
 def moe_layer_rows(args: argparse.Namespace) -> None:
