@@ -142,7 +142,12 @@ def _float32(array: np.ndarray) -> np.ndarray:
 
 def convert(path: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """(tensors by our param path, our path -> checkpoint name)."""
-    tensors = read_arrays(path)
+    return convert_arrays(read_arrays(path))
+
+
+def convert_arrays(tensors: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """`convert` of params already read: flax names relative to the model root."""
+    tensors = dict(tensors)
     origins = {}
     if POSITION_EMBEDDING in tensors:  # V-MoE adds it after the class token, as we do
         tensors["pos_embedding"] = tensors.pop(POSITION_EMBEDDING)

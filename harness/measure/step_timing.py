@@ -6,6 +6,8 @@ Method (`METHOD`, printed next to every figure that uses it):
 - Then `rounds` rounds; in each, every config in turn runs `steps` train steps, each timed on
   its own: time.perf_counter() around the step plus jax.block_until_ready on its metrics.
 - Step time is the median over all of a config's timed steps; images/s = batch / median.
+  Each round's own median is kept too (`round_ms`), so a comparison can ask whether one
+  config beat another in every round, not only in the pooled median.
 
 Why interleaved: on a shared machine, load and clock speed drift over minutes. Runs trained
 one after another each see a different stretch of that drift, so their own images/s can
@@ -38,6 +40,7 @@ class StepTime:
     images_per_s: float
     batch_size: int
     timed_steps: int
+    round_ms: tuple[float, ...] = ()  # the median step of each round, in round order
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -101,5 +104,11 @@ def time_train_steps(
     for name, config_step in prepared.items():
         median = statistics.median(times[name])
         batch_size = config_step.run.experiment.data.batch_size
-        result[name] = StepTime(1000 * median, batch_size / median, batch_size, len(times[name]))
+        per_round = tuple(
+            1000 * statistics.median(times[name][r * steps : (r + 1) * steps])
+            for r in range(rounds)
+        )
+        result[name] = StepTime(
+            1000 * median, batch_size / median, batch_size, len(times[name]), per_round
+        )
     return result
