@@ -6,7 +6,7 @@ bench/accelerator.sh that needs no dataset.
 
 Each config is gin/NAME.gin (compute dtype from the file: bfloat16 for the paper configs)
 with VitSpec.num_layers=--layers, trained with the trainer's own step function
-(harness.train.steps.make_train_step) and optax Adam on one device, on one batch of random
+(harness.runtime.steps.make_train_step) and optax Adam on one device, on one batch of random
 images and labels already on the device. Step time is the median of --steps steps after one
 compiling step, each waited for with block_until_ready; images/s = batch / median.
 """
@@ -26,10 +26,10 @@ import jax.numpy as jnp
 import optax
 from praxis import base_layer
 
-from harness import gin_config
+from harness.config import gin_config
+from harness.config.train_spec import TrainSpec
 from harness.project import REPO_ROOT
-from harness.train.specs import TrainSpec
-from harness.train.steps import TrainState, make_train_step
+from harness.runtime.steps import TrainState, make_train_step
 from models import builders
 from models.specs import ModelSpec
 

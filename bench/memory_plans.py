@@ -34,7 +34,7 @@ os.environ["XLA_FLAGS"] = (
 
 import gin  # noqa: E402
 
-from harness import gin_config  # noqa: E402
+from harness.config import gin_config  # noqa: E402
 from harness.project import PAPER_CONFIGS, REPO_ROOT  # noqa: E402
 
 # Reference meshes (data, expert, model). The papers report TPU core-days, not meshes, so only
@@ -72,8 +72,8 @@ FOOTER = (
 
 def parse_config(name: str):
     """ModelSpec, TrainSpec and global batch of gin/NAME.gin."""
+    from harness.config.train_spec import TrainSpec
     from harness.data.spec import DataSpec
-    from harness.train.specs import TrainSpec
     from models.specs import ModelSpec
 
     gin_config.parse_gin([os.path.join(REPO_ROOT, "gin", f"{name}.gin")], [])

@@ -6,8 +6,8 @@ folders go on sys.path and their own modules are imported (big_vision `models/vi
 
 Weights: the reference model is initialised by its own code, every weight is perturbed (its
 heads start at zero, which would make every other gradient zero), and the result is copied
-into our model through our checkpoint importers (harness/imports): the same name and layout
-rules that read released checkpoints. Both models then hold the same function.
+into our model through our checkpoint importers (harness/checkpoint_formats): the same
+name and layout rules that read released checkpoints. Both models then hold the same function.
 """
 
 import dataclasses
@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from praxis import base_layer, pax_fiddle
 
-from harness.imports import big_vision_npz, tree_mapping, vmoe_reference
+from harness.checkpoint_formats import big_vision_npz, tree_mapping, vmoe_reference
 from models import builders
 from models.moe import layers as moe_layers
 from models.specs import ModelSpec, MoeSpec, VitSpec

@@ -14,8 +14,8 @@ Method, one process, fp32, one CPU device:
   cross-entropy (inference mode, so no routing noise) are compared; the run stops if they
   disagree by more than TOLERANCE of the reference's largest value.
 - Train step: value_and_grad of softmax cross-entropy (+ the MoE auxiliary losses), then the
-  same optax AdamW (harness/train/optimizer.py) on the same batch, jitted with the state
-  donated. Ours is the harness's own step (harness/train/steps.py, with its metrics); the
+  same optax AdamW (harness/runtime/optimizer.py) on the same batch, jitted with the state
+  donated. Ours is the harness's own step (harness/runtime/steps.py, with its metrics); the
   reference step returns the loss only, as a minimal loop would.
 - Compile: `jit(...).lower(...).compile()` wall time of each train step, once.
 - Timing: `rounds` rounds; in each, every variant runs `steps` calls in turn (each waited
@@ -43,10 +43,10 @@ import optax
 import reference_models as refs
 from absl import logging
 
-from harness.train import optimizer as optimizers
-from harness.train.losses import classification_loss
-from harness.train.specs import OptimizerSpec
-from harness.train.steps import TrainState, apply_model, make_train_step
+from harness.config.train_spec import OptimizerSpec
+from harness.runtime import optimizer as optimizers
+from harness.runtime.losses import classification_loss
+from harness.runtime.steps import TrainState, apply_model, make_train_step
 from models.specs import MoeSpec, VitSpec
 
 TOLERANCE = 1e-4

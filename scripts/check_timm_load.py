@@ -31,8 +31,8 @@ def _our_logits(run_dir: str, images_nhwc: np.ndarray) -> tuple[np.ndarray, obje
     import jax.numpy as jnp
     from praxis import base_layer
 
+    from harness.checkpoint_formats import orbax_run
     from harness.exports import run_weights
-    from harness.imports import orbax_run
     from models import builders
     from models.stats import STATS
 

@@ -39,10 +39,11 @@ def main() -> None:
 def _train(mesh: list[str], num_processes: int) -> None:
     import gin
 
-    from harness import gin_config
+    from harness.config import gin_config
+    from harness.config.experiment import Experiment, validate
     from harness.data import pipeline
-    from harness.train import batch_layout, trainer
-    from harness.train.experiment import Experiment, validate
+    from harness.runtime import batch_layout
+    from harness.train import trainer
 
     gin.clear_config()
     gin_config.parse_gin(

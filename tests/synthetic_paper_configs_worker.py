@@ -15,7 +15,8 @@ import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from harness import gin_config, project
+from harness import project
+from harness.config import gin_config
 from harness.train import launch
 from models import specs
 

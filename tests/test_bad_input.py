@@ -12,13 +12,13 @@ import gin
 import pytest
 from absl import flags
 
-from harness import gin_config
 from harness.cli import app, run, sweep
 from harness.cli import report as report_cli
+from harness.config import gin_config
+from harness.config.experiment import Experiment
 from harness.errors import UsageError
 from harness.measure import routing_sweep
-from harness.train import restore
-from harness.train.experiment import Experiment
+from harness.runtime import restore
 
 VIT = "--gin_file=gin/cpu/vit.gin"
 VMOE = "--gin_file=gin/cpu/vmoe.gin"

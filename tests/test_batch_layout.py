@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding
 
-from harness.train import batch_layout
-from harness.train.mesh import batch_spec, make_mesh
+from harness.runtime import batch_layout
+from harness.runtime.mesh import batch_spec, make_mesh
 
 # make_mesh lays CPU devices out in id order: device id = 4 * data + 2 * expert + model.
 MESH = (2, 2, 2)

@@ -11,8 +11,8 @@ import msgpack
 import numpy as np
 import pytest
 
+from harness.checkpoint_formats import vmoe_reference
 from harness.errors import UsageError
-from harness.imports import vmoe_reference
 from tests import checkpoint_writers as writers
 from tests.test_imports import _import, _spec, _weights
 

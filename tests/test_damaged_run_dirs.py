@@ -11,11 +11,13 @@ from pathlib import Path
 import gin
 import pytest
 
+from harness.checkpoint_formats import orbax_run
+from harness.config import experiment_file
 from harness.errors import UsageError
-from harness.imports import orbax_run
 from harness.reporting import runs
 from harness.run_dir import bounded
-from harness.train import experiment_file, launch, restore
+from harness.runtime import restore
+from harness.train import launch
 
 SHORT = [
     "VitSpec.num_layers=1",

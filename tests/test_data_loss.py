@@ -16,7 +16,9 @@ import pytest
 from harness import files
 from harness.cli import sweep as sweep_cli
 from harness.errors import UsageError
-from harness.train import evaluate, launch, workdir_lock
+from harness.run_dir import lock as workdir_lock
+from harness.train import evaluate_checkpoint as evaluate
+from harness.train import launch
 
 SHORT = [
     "VitSpec.num_layers=1",

@@ -12,7 +12,9 @@ import pytest
 from harness import project
 from harness.errors import UsageError
 from harness.measure import routing_sweep
-from harness.train import evaluate, launch, restore
+from harness.runtime import restore
+from harness.train import evaluate_checkpoint as evaluate
+from harness.train import launch
 
 SHORT = [
     "TrainSpec.num_epochs=None",

@@ -15,11 +15,7 @@ import numpy as np
 import pytest
 from praxis import base_layer
 
-from harness.data.spec import DataSpec
-from harness.errors import UsageError
-from harness.exports import export, model_support, vmoe_checkpoint
-from harness.exports.run_weights import unscan
-from harness.imports import (
+from harness.checkpoint_formats import (
     detect,
     import_params,
     safetensors_file,
@@ -27,11 +23,15 @@ from harness.imports import (
     vmoe_msgpack,
     vmoe_reference,
 )
-from harness.train.checkpointing import Checkpointer
-from harness.train.experiment import Experiment
-from harness.train.experiment_file import write_experiment
-from harness.train.specs import MeshSpec, OptimizerSpec, TrainSpec
-from harness.train.steps import TrainState
+from harness.config.experiment import Experiment
+from harness.config.experiment_file import write_experiment
+from harness.config.train_spec import MeshSpec, OptimizerSpec, TrainSpec
+from harness.data.spec import DataSpec
+from harness.errors import UsageError
+from harness.exports import export, model_support, vmoe_checkpoint
+from harness.exports.run_weights import unscan
+from harness.runtime.checkpointing import Checkpointer
+from harness.runtime.steps import TrainState
 from models import builders, specs
 from models.stats import STATS
 from tests import checkpoint_writers as writers

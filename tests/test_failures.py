@@ -9,10 +9,10 @@ import sys
 import gin
 import pytest
 
-from harness import gin_config
+from harness.config import gin_config
 from harness.errors import UsageError
+from harness.runtime.checkpointing import CHECKPOINT_DIR
 from harness.train import launch
-from harness.train.checkpointing import CHECKPOINT_DIR
 
 TINY = [
     "VitSpec.num_layers=1",

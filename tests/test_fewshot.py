@@ -4,7 +4,8 @@ import gin
 import numpy as np
 import pytest
 
-from harness.transfer import fewshot, fewshot_datasets, fewshot_suite, least_squares
+from harness.data import fewshot_datasets
+from harness.transfer import fewshot, fewshot_suite, least_squares
 
 
 def _ridge_by_lstsq(x: np.ndarray, y: np.ndarray, l2_reg: float) -> np.ndarray:

@@ -13,11 +13,13 @@ import pytest
 from absl import flags
 
 from harness.cli import fewshot as fewshot_cli
+from harness.data import fewshot_datasets
+from harness.data.fewshot_datasets import FewShotDataset
 from harness.errors import UsageError
-from harness.train import launch, restore
-from harness.train.steps import apply_model
-from harness.transfer import features, fewshot, fewshot_datasets
-from harness.transfer.fewshot_datasets import FewShotDataset
+from harness.runtime import restore
+from harness.runtime.steps import apply_model
+from harness.train import launch
+from harness.transfer import features, fewshot
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHORT = [
@@ -87,12 +89,12 @@ def test_fewshot_on_a_tiny_run(tmp_path, monkeypatch, capsys):
 
     # The features are the classifier head's input: the head applied to them gives the logits.
     run = restore.load_trained(run_dir)
-    images = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (4, *run.trainer.image_shape)))
-    model = run.trainer.model
+    images = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (4, *run.sharded.image_shape)))
+    model = run.sharded.model
     pooled = features.pre_logits(model, run.params, images)
     logits, _ = apply_model(model, run.params, images, rng=None)
     head = run.params["head"]
-    assert pooled.shape == (4, run.trainer.experiment.model.vit.model_dims)
+    assert pooled.shape == (4, run.sharded.experiment.model.vit.model_dims)
     np.testing.assert_allclose(
         pooled @ head["linear"]["w"] + head["bias"]["b"], logits, rtol=1e-4, atol=1e-4
     )

@@ -15,17 +15,18 @@ import optax
 import pytest
 from praxis import base_layer
 
-from harness import gin_config
+from harness.checkpoint_formats import FORMATS, import_params, posemb, tree_mapping
+from harness.config import gin_config
+from harness.config.experiment import Experiment
+from harness.config.experiment_file import write_experiment
+from harness.config.train_spec import CHECKPOINT_FORMATS, MeshSpec, OptimizerSpec, TrainSpec
 from harness.data.spec import DataSpec
 from harness.errors import UsageError
-from harness.imports import FORMATS, import_params, posemb, tree_mapping
-from harness.reporting import events
-from harness.train import init_from, launch, optimizer
-from harness.train.checkpointing import Checkpointer
-from harness.train.experiment import Experiment
-from harness.train.experiment_file import write_experiment
-from harness.train.specs import CHECKPOINT_FORMATS, MeshSpec, OptimizerSpec, TrainSpec
-from harness.train.steps import TrainState
+from harness.run_dir import events
+from harness.runtime import init_from, optimizer
+from harness.runtime.checkpointing import Checkpointer
+from harness.runtime.steps import TrainState
+from harness.train import launch
 from models import builders, specs
 from tests import checkpoint_writers as writers
 from tests import reference_vit

@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from harness import gin_config
+from harness.config import gin_config
+from harness.config.experiment import Experiment, validate
 from harness.measure import memory_plan
-from harness.train import fsdp, trainer
-from harness.train.checkpointing import Checkpointer
-from harness.train.experiment import Experiment, validate
+from harness.runtime import fsdp
+from harness.runtime.checkpointing import Checkpointer
+from harness.train import trainer
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from harness.train.steps import global_norm
+from harness.runtime.steps import global_norm
 
 
 def test_global_norm_equals_optax_over_mixed_shapes_and_dtypes():

@@ -13,13 +13,13 @@ import optax
 import pytest
 from praxis import base_layer
 
-from harness import gin_config
+from harness.config import gin_config
+from harness.config.experiment import Experiment, validate
+from harness.config.train_spec import TrainSpec
 from harness.measure.step_temporaries import temp_bytes_of_buffer_assignment
-from harness.train.experiment import Experiment, validate
-from harness.train.grad_accumulation import accumulating, split_microbatches
+from harness.runtime.grad_accumulation import accumulating, split_microbatches
+from harness.runtime.steps import TrainState, make_train_step
 from harness.train.resume import first_difference
-from harness.train.specs import TrainSpec
-from harness.train.steps import TrainState, make_train_step
 from models import builders, specs
 
 BATCH = 32

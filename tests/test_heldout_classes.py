@@ -14,15 +14,10 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from harness.data import metadata, pipeline
-from harness.data.spec import DataSpec
-from harness.errors import UsageError
-from harness.reporting.events import read_scalars
-from harness.train import experiment_file, launch
-from harness.train.experiment import Experiment, validate
-from harness.train.resume import first_difference
-from harness.transfer import fewshot, fewshot_datasets
-from harness.transfer.fewshot_datasets import (
+from harness.config import experiment_file
+from harness.config.experiment import Experiment, validate
+from harness.data import fewshot_datasets, metadata, pipeline
+from harness.data.fewshot_datasets import (
     FASHION_MNIST_HELDOUT_CLASSES,
     FASHION_MNIST_PRETRAIN_CLASSES,
     FewShotDataset,
@@ -30,6 +25,12 @@ from harness.transfer.fewshot_datasets import (
     filter_classes,
     setting,
 )
+from harness.data.spec import DataSpec
+from harness.errors import UsageError
+from harness.run_dir.events import read_scalars
+from harness.train import launch
+from harness.train.resume import first_difference
+from harness.transfer import fewshot
 
 EVAL_SPLIT = "test[:300]"
 

@@ -1,5 +1,6 @@
-"""harness.imports: each external format, written as its reference repo writes it, imports into
-our tree and gives the logits the reference code base computes; misfits fail in one line."""
+"""harness.checkpoint_formats: each external format, written as its reference repo writes
+it, imports into our tree and gives the logits the reference code base computes; misfits fail
+in one line."""
 
 import dataclasses
 import functools
@@ -13,8 +14,7 @@ import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from praxis import base_layer
 
-from harness.errors import UsageError
-from harness.imports import (
+from harness.checkpoint_formats import (
     detect,
     flax_vit,
     import_params,
@@ -23,6 +23,7 @@ from harness.imports import (
     tree_mapping,
     vmoe_reference,
 )
+from harness.errors import UsageError
 from models import builders, specs
 from models.stats import STATS
 from tests import checkpoint_writers as writers
@@ -190,8 +191,8 @@ def test_vmoe_reader_reassembles_arrays_split_over_shards(tmp_path):
 
 
 def test_our_run_directory_gives_back_the_trained_params(tmp_path):
-    from harness.train.checkpointing import Checkpointer  # the trainer's own writer
-    from harness.train.steps import TrainState
+    from harness.runtime.checkpointing import Checkpointer  # the trainer's own writer
+    from harness.runtime.steps import TrainState
 
     spec = _spec("vmoe")
     model, _ = _model(spec)

@@ -6,9 +6,9 @@ import jax
 import numpy as np
 import pytest
 
-from harness import gin_config
+from harness.config import gin_config
+from harness.config.experiment import Experiment
 from harness.train import trainer
-from harness.train.experiment import Experiment
 
 
 def _initial_params(mesh: tuple[int, int, int]) -> dict:

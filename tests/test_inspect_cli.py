@@ -10,8 +10,8 @@ import gin
 import pytest
 from absl import flags
 
-from harness import gin_config
 from harness.cli import inspect
+from harness.config import gin_config
 from harness.errors import UsageError
 
 

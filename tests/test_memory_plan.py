@@ -8,7 +8,7 @@ import math
 import gin
 import pytest
 
-from harness import gin_config
+from harness.config import gin_config
 from harness.measure import memory_plan, params_flops, plan_meshes, step_temporaries
 from harness.measure.memory_plan import GIB, MemoryPlan
 from harness.measure.step_temporaries import Step, Temporaries
@@ -169,7 +169,7 @@ def test_fsdp_weight_adam_and_accumulator_bytes_are_exact(monkeypatch, mesh):
     assert fsdp.total == 3 * fsdp.params + fsdp.batch + 10**7
     record = fsdp.as_dict()
     assert record["shard_params_over_data"] is True and record["microbatches"] == 2
-    assert "FSDP, over 'data' by harness/train/fsdp.py" in fsdp.method
+    assert "FSDP, over 'data' by harness/runtime/fsdp.py" in fsdp.method
     assert "2 micro-batches of 8 images" in memory_plan.format_plan(fsdp)
 
 

@@ -10,7 +10,7 @@ import pytest
 from praxis import base_layer
 
 from harness.measure import params_flops
-from harness.train.steps import apply_model
+from harness.runtime.steps import apply_model
 from models import builders, specs
 from models.stats import STATS, per_block
 

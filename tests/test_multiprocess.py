@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from harness import gin_config
+from harness.config import gin_config
 
 WORKER = os.path.join(gin_config.REPO_ROOT, "tests/multihost_worker.py")
 

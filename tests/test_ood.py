@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from harness.transfer import imagenet_subsets, ood
+from harness.data import imagenet_subsets
+from harness.transfer import ood
 
 
 @pytest.mark.parametrize(

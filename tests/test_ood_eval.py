@@ -23,18 +23,19 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from harness import project
+from harness.config import experiment_file
+from harness.config.experiment import Experiment
+from harness.config.train_spec import MeshSpec, OptimizerSpec, TrainSpec
 from harness.data import metadata, pipeline
 from harness.data.datasets import fashion_mnist_local
+from harness.data.imagenet_subsets import IMAGENET_R_CLASSES
 from harness.data.spec import DataSpec
 from harness.errors import UsageError
-from harness.reporting import events
-from harness.train import evaluate as evaluate_lib
-from harness.train import experiment_file, launch, resume
-from harness.train.experiment import Experiment
-from harness.train.specs import MeshSpec, OptimizerSpec, TrainSpec
-from harness.train.steps import apply_model
+from harness.run_dir import events
+from harness.runtime.steps import apply_model
+from harness.train import evaluate_checkpoint as evaluate_lib
+from harness.train import launch, resume
 from harness.transfer import ood_eval, shape_bias
-from harness.transfer.imagenet_subsets import IMAGENET_R_CLASSES
 from models.specs import ModelSpec, VitSpec
 from tests import mock_tfds
 

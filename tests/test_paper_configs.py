@@ -7,7 +7,8 @@ import os
 import gin
 import pytest
 
-from harness import gin_config, project
+from harness import project
+from harness.config import gin_config
 from harness.measure import model_summary, params_flops
 from models import builders, specs
 from tests import param_formulas

@@ -15,8 +15,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from harness import gin_config
-from harness.reporting.events import read_scalars
+from harness.config import gin_config
+from harness.run_dir.events import read_scalars
 from harness.train.preemption import PREEMPTED_EXIT_CODE, Preempted, PreemptionGuard
 
 STEPS = 24

@@ -10,12 +10,12 @@ import gin
 import jax
 import pytest
 
-from harness import gin_config
-from harness.reporting.events import read_scalars
+from harness.config import gin_config
+from harness.config.experiment import Experiment, validate
+from harness.config.experiment_file import spec_from_data
+from harness.config.train_spec import TrainSpec
+from harness.run_dir.events import read_scalars
 from harness.train import profiling, trainer
-from harness.train.experiment import Experiment, validate
-from harness.train.experiment_file import spec_from_data
-from harness.train.specs import TrainSpec
 
 
 @pytest.fixture

@@ -13,7 +13,10 @@ import pytest
 
 from harness import storage
 from harness.reporting import runs
-from harness.train import checkpoint_steps, launch, restore, workdir_lock
+from harness.run_dir import checkpoint_steps
+from harness.run_dir import lock as workdir_lock
+from harness.runtime import restore
+from harness.train import launch
 
 # Three tiny trainings (local, URL, a one-step resume), each paying its own compile.
 pytestmark = pytest.mark.slow

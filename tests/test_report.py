@@ -13,8 +13,9 @@ from absl import flags
 from harness.cli import report
 from harness.errors import UsageError
 from harness.measure import routing_sweep
-from harness.reporting import events
-from harness.train import launch, restore, run_record
+from harness.run_dir import events, run_record
+from harness.runtime import restore
+from harness.train import launch
 
 SHORT = [
     "TrainSpec.num_epochs=None",

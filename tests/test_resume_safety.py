@@ -15,11 +15,13 @@ import numpy as np
 import pytest
 from clu import metric_writers
 
-from harness import gin_config
+from harness.config import gin_config
 from harness.errors import UsageError
-from harness.reporting import events
-from harness.train import checkpointing, launch, restore, workdir_lock
-from harness.train.checkpointing import CHECKPOINT_DIR, Checkpointer, DiskFullError
+from harness.run_dir import events
+from harness.run_dir import lock as workdir_lock
+from harness.runtime import checkpointing, restore
+from harness.runtime.checkpointing import CHECKPOINT_DIR, Checkpointer, DiskFullError
+from harness.train import launch
 
 TINY = [
     "VitSpec.num_layers=1",

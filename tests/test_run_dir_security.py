@@ -11,14 +11,14 @@ import gin
 import pytest
 from absl import flags
 
-from harness import gin_config
+from harness.config import experiment_file, gin_config
+from harness.config.experiment import Experiment
+from harness.config.suite_spec import SuiteSpec, run_dir
 from harness.errors import UsageError
 from harness.reporting import report
 from harness.reporting.runs import Run
+from harness.runtime import restore
 from harness.suites import runner
-from harness.suites.spec import SuiteSpec, run_dir
-from harness.train import experiment_file, restore
-from harness.train.experiment import Experiment
 
 HOSTILE_GIN = """\
 from __gin__ import dynamic_registration

@@ -11,9 +11,12 @@ import pytest
 
 from harness import files, storage
 from harness.errors import UsageError
-from harness.train import checkpoint_steps, checkpointing, launch, workdir_lock
-from harness.train.checksums import CHECKSUM_FILE
-from harness.train.staged_checkpoints import StagedManager
+from harness.run_dir import checkpoint_steps
+from harness.run_dir import lock as workdir_lock
+from harness.run_dir.checksums import CHECKSUM_FILE
+from harness.runtime import checkpointing
+from harness.runtime.staged_checkpoints import StagedManager
+from harness.train import launch
 
 
 def _url() -> str:

@@ -180,3 +180,92 @@ def test_a_usage_error_is_one_line_and_exit_2(args, tmp_path):
     assert len(process.stderr.splitlines()) == 1, process.stderr
     assert process.stderr.startswith("error: ")
     assert not (tmp_path / "w").exists()
+
+
+# The packages from the bottom floor up. A module may import modules of its own package and of
+# packages on lower floors, never a higher floor or a sibling on its own floor, so no two
+# packages import each other and a lower one can be read without the ones above it.
+# docs/DESIGN.md's "Packages" table lists the same floors (test_design_doc_lists_the_layers).
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("models", "harness.base"),
+    ("harness.data",),
+    ("harness.run_dir",),
+    ("harness.config",),
+    ("harness.checkpoint_formats",),
+    ("harness.runtime",),
+    ("harness.exports", "harness.measure", "harness.transfer"),
+    ("harness.reporting",),
+    ("harness.train",),
+    ("harness.suites",),
+    ("harness.cli",),
+    ("harness.commands",),
+)
+# Top-level modules of `harness` that are not packages: the shared base, or a command's entry.
+BASE_MODULES = ("harness", "harness.errors", "harness.files", "harness.storage", "harness.project",
+                "harness.native_stderr")  # fmt: skip
+
+
+def package_of(module: str) -> str:
+    """The LAYERS package a module belongs to."""
+    if module == "models" or module.startswith("models."):
+        return "models"
+    if module in BASE_MODULES:
+        return "harness.base"
+    parts = module.split(".")
+    if len(parts) == 2 and parts[1] in COMMANDS:
+        return "harness.commands"
+    return ".".join(parts[:2])
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    """Every import that goes to a higher floor or a sibling, as 'a -> b (why)'."""
+    floor = {package: i for i, group in enumerate(LAYERS) for package in group}
+    found = []
+    for module, imported in sorted(graph.items()):
+        source = package_of(module)
+        if source not in floor:
+            found.append(f"{module} is in {source}, which LAYERS does not place")
+            continue
+        for target in sorted(imported):
+            target_package = package_of(target)
+            if target_package == source:
+                continue
+            if floor.get(target_package, len(LAYERS)) >= floor[source]:
+                found.append(f"{module} -> {target} ({source} may not import {target_package})")
+    return found
+
+
+def test_packages_import_only_downward():
+    assert upward_imports(_graph()) == []
+
+
+def test_no_two_packages_import_each_other():
+    graph = _graph()
+    pairs = {(package_of(a), package_of(b)) for a, deps in graph.items() for b in deps}
+    both_ways = sorted({tuple(sorted(p)) for p in pairs if p[0] != p[1] and p[::-1] in pairs})
+    assert both_ways == []
+
+
+def test_the_direction_check_finds_a_planted_upward_import(tmp_path, monkeypatch):
+    """The checker itself: a runtime module importing the trainer is reported."""
+    for package in ("runtime", "train"):
+        (tmp_path / "harness" / package).mkdir(parents=True)
+    (tmp_path / "harness" / "runtime" / "steps.py").write_text("from harness.train import loop\n")
+    (tmp_path / "harness" / "train" / "loop.py").write_text("from harness.runtime import steps\n")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", str(tmp_path))
+    monkeypatch.setattr(sys.modules[__name__], "PACKAGES", ("harness",))
+    assert upward_imports(_graph()) == [
+        "harness.runtime.steps -> harness.train.loop (harness.runtime may not import harness.train)"
+    ]
+
+
+def test_design_doc_lists_the_layers():
+    """docs/DESIGN.md's package table has the same floors, in the same order, as LAYERS."""
+    with open(os.path.join(ROOT, "docs", "DESIGN.md")) as f:
+        text = f.read()
+    table = text.split("<!-- layers:begin -->")[1].split("<!-- layers:end -->")[0]
+    rows = [line.split("|")[1:3] for line in table.splitlines() if line.startswith("| ")][1:]
+    floors: dict[int, list[str]] = {}
+    for floor, package in rows:
+        floors.setdefault(int(floor), []).append(package.strip().strip("`"))
+    assert [tuple(floors[i]) for i in sorted(floors)] == [tuple(g) for g in LAYERS]

@@ -9,7 +9,7 @@ import pytest
 from absl import flags
 
 from harness.cli import suite
-from harness.suites.spec import SuiteSpec
+from harness.config.suite_spec import SuiteSpec
 
 
 def _suite_gin(tmp_path) -> str:

@@ -4,12 +4,12 @@ leave them out, and the suites bind them to the pretraining classes with few-sho
 import gin
 import pytest
 
-from harness import gin_config
+from harness.config import gin_config
+from harness.config.experiment import Experiment
+from harness.config.suite_spec import DIVERGED_FILE, SuiteSpec, bindings_for, run_dir, seeds_of
+from harness.data.fewshot_datasets import FASHION_MNIST_PRETRAIN_CLASSES
 from harness.reporting import claims
 from harness.suites import runner
-from harness.suites.spec import DIVERGED_FILE, SuiteSpec, bindings_for, run_dir, seeds_of
-from harness.train.experiment import Experiment
-from harness.transfer.fewshot_datasets import FASHION_MNIST_PRETRAIN_CLASSES
 
 # The tiny model of each family in the suites: gin/cpu/<name>.gin.
 FAMILIES = ("vit", "vmoe", "widenet", "softmoe", "vit22b")

@@ -14,14 +14,15 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh, NamedSharding
 
-from harness import gin_config, project
+from harness import project
+from harness.config import gin_config
+from harness.config.experiment import Experiment, validate
 from harness.data import synthetic
 from harness.data.spec import DataSpec
 from harness.data.synthetic_spec import SyntheticSpec
-from harness.reporting.events import read_scalars
-from harness.train import run_record
-from harness.train.experiment import Experiment, validate
-from harness.train.mesh import batch_spec
+from harness.run_dir import run_record
+from harness.run_dir.events import read_scalars
+from harness.runtime.mesh import batch_spec
 from models.specs import MESH_AXES
 
 PAPER_RUN_SECONDS = 1500  # One subprocess trains all 15 configs; compile time dominates.

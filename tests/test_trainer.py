@@ -9,10 +9,10 @@ import jax
 import pytest
 from jax.sharding import PartitionSpec
 
-from harness import gin_config
-from harness.reporting.events import read_scalars
+from harness.config import gin_config
+from harness.config.experiment import Experiment, validate
+from harness.run_dir.events import read_scalars
 from harness.train import trainer
-from harness.train.experiment import Experiment, validate
 
 CPU_CONFIGS = sorted(glob.glob(os.path.join(gin_config.REPO_ROOT, "gin/cpu/*.gin")))
 # Tests of plumbing (sharding, resume, files) evaluate on a slice of the test split.

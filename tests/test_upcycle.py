@@ -1,6 +1,6 @@
 """Sparse upcycling (TrainSpec.init_from with a dense checkpoint for a V-MoE config).
 
-Equality at step 0 holds exactly where it holds mathematically (harness/train/upcycle.py):
+Equality at step 0 holds exactly where it holds mathematically (harness/runtime/upcycle.py):
 with identical experts an MoE block outputs (sum of the token's combine weights) * MLP(x),
 so the upcycled V-MoE computes the dense ViT's logits when those weights sum to 1 for every
 token: top_k with k = E and capacity for every token (C >= 1), or expert_choice whose experts
@@ -18,16 +18,17 @@ import pytest
 from flax import traverse_util
 from praxis import base_layer
 
-from harness import gin_config
+from harness.checkpoint_formats import tree_mapping
+from harness.config import gin_config
+from harness.config.experiment import Experiment
+from harness.config.experiment_file import write_experiment
+from harness.config.train_spec import MeshSpec, OptimizerSpec, TrainSpec
 from harness.data.spec import DataSpec
 from harness.errors import UsageError
-from harness.imports import tree_mapping
-from harness.train import init_from, trainer, upcycle
-from harness.train.checkpointing import Checkpointer
-from harness.train.experiment import Experiment
-from harness.train.experiment_file import write_experiment
-from harness.train.specs import MeshSpec, OptimizerSpec, TrainSpec
-from harness.train.steps import TrainState, apply_model
+from harness.runtime import init_from, upcycle
+from harness.runtime.checkpointing import Checkpointer
+from harness.runtime.steps import TrainState, apply_model
+from harness.train import trainer
 from models import builders, specs
 from tests import checkpoint_writers as writers
 from tests import reference_vit

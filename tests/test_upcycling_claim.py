@@ -6,12 +6,12 @@ import os
 import gin
 import pytest
 
-from harness import gin_config
+from harness.config import gin_config
+from harness.config.suite_spec import SuiteSpec, bindings_for
 from harness.measure import params_flops
 from harness.reporting import claims, upcycling_claim
 from harness.reporting.runs import Run
 from harness.suites import runner
-from harness.suites.spec import SuiteSpec, bindings_for
 from models.specs import ModelSpec
 
 BATCH = 128

@@ -19,10 +19,11 @@ from absl import flags
 
 from harness.cli import app, preflight
 from harness.cli import flags as cli_flags
+from harness.config import experiment
+from harness.data.eval_datasets import EVAL_DATASETS, check_eval_datasets
 from harness.errors import UsageError
+from harness.run_dir import lock as workdir_lock
 from harness.run_dir.occupancy import refuse_occupied
-from harness.train import experiment, workdir_lock
-from harness.transfer.eval_datasets import EVAL_DATASETS, check_eval_datasets
 
 FORMATS = ("run", "vit_npz", "big_vision_npz", "vmoe", "safetensors")
 
@@ -60,9 +61,9 @@ def main(args: list[str]) -> None:
     # A bad binding, value or path is one line before JAX, TensorFlow or the model code loads.
     experiment.parse_experiment(cli_flags.gin_files(), gin_params)
     preflight.existing_checkpoint(FLAGS.checkpoint, format_name=FLAGS.format)
-    from harness.train import evaluate
+    from harness.train import evaluate_checkpoint
 
-    payload = evaluate.evaluate_checkpoint(
+    payload = evaluate_checkpoint.evaluate_checkpoint(
         cli_flags.gin_files(), gin_params, FLAGS.checkpoint, FLAGS.workdir, FLAGS.format
     )
     for name, row in payload.get("ood", {}).items():

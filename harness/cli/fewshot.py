@@ -9,7 +9,7 @@ mode (no dropout, no router noise), fits the closed-form ridge probe on s exampl
 for every seed, scores it on the whole test split, prints mean ± std over seeds per shot count
 and dataset, and writes RUN_DIR/fewshot.json (every result, the summary, the method and the
 command). Nothing else in RUN_DIR is written. Datasets are the names of
-harness/transfer/fewshot_datasets.py; a probe on the run's own training data is labelled
+harness/data/fewshot_datasets.py; a probe on the run's own training data is labelled
 in-domain, one of classes held out of its training (DataSpec.classes) transfer. With several
 --l2_regs, each shot count reports the l2 of best mean rank over all datasets and seeds (V-MoE's
 choice).
@@ -70,7 +70,7 @@ def main(args: list[str]) -> None:
     shots, l2_regs = _parse_shots(FLAGS.shots), _parse_l2_regs(FLAGS.l2_regs)
     if FLAGS.seeds < 1:
         raise UsageError(f"--seeds={FLAGS.seeds} must be >= 1 (big_vision uses 3)")
-    from harness.transfer.fewshot_datasets import FEWSHOT_DATASETS, FewShotSpec
+    from harness.data.fewshot_datasets import FEWSHOT_DATASETS, FewShotSpec
 
     unknown = [d for d in FLAGS.datasets if d not in FEWSHOT_DATASETS]
     if unknown or not FLAGS.datasets:
@@ -86,7 +86,7 @@ def main(args: list[str]) -> None:
     )
     preflight.trained_run_dir(run_dir)
     from harness import files
-    from harness.train import restore
+    from harness.runtime import restore
     from harness.transfer import features, fewshot
 
     run = restore.load_trained(run_dir)

@@ -88,10 +88,10 @@ def main(args: list[str]) -> None:
     mesh = parse_mesh(FLAGS.mesh)
     if FLAGS.batch is not None and FLAGS.batch < 1:
         raise UsageError(f"--batch={FLAGS.batch} is not a positive global batch; e.g. 4096")
-    from harness import gin_config
+    from harness.config import gin_config
+    from harness.config.experiment import check_mesh_fits_model
+    from harness.config.train_spec import MeshSpec, TrainSpec
     from harness.measure import plan_meshes
-    from harness.train.experiment import check_mesh_fits_model
-    from harness.train.specs import MeshSpec, TrainSpec
     from models.specs import ModelSpec
 
     gin_config.parse_gin(cli_flags.gin_files(), cli_flags.gin_params())

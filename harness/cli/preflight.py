@@ -5,10 +5,10 @@ import glob
 import zipfile
 
 from harness import storage
+from harness.config.experiment_file import load_experiment
 from harness.errors import UsageError
-from harness.train import checkpoint_steps
-from harness.train.experiment_file import load_experiment
-from harness.train.run_record import RESULTS_FILE
+from harness.run_dir import checkpoint_steps
+from harness.run_dir.run_record import RESULTS_FILE
 
 
 def trained_run_dir(run_dir: str) -> None:
@@ -39,7 +39,7 @@ def existing_checkpoint(
         # np.load would read it only once the model is built, and call it "pickled data".
         raise UsageError(f"{name}={path} is not a .npz archive (not a zip file); check the path")
     if format_name is None:
-        from harness.imports import detect  # JAX (a second), still before TensorFlow
+        from harness.checkpoint_formats import detect  # JAX (a second), still before TensorFlow
 
         detect.path_format(path)
 

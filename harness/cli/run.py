@@ -14,8 +14,9 @@ from absl import flags
 
 from harness.cli import app, preflight
 from harness.cli import flags as cli_flags
+from harness.config import experiment
 from harness.errors import NonFiniteLossError, UsageError
-from harness.train import checkpoint_steps, experiment
+from harness.run_dir import checkpoint_steps
 
 FLAGS = flags.FLAGS
 cli_flags.define_gin_flags()
@@ -41,7 +42,8 @@ def main(args: list[str]) -> None:
         preflight.existing_checkpoint(init_from, "TrainSpec.init_from", spec.train.init_from_format)
     import jax
 
-    from harness.train import launch, preemption, run_record
+    from harness.run_dir import run_record
+    from harness.train import launch, preemption
 
     launch.init_distributed(
         FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id, FLAGS.distributed

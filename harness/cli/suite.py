@@ -26,8 +26,8 @@ def main(args: list[str]) -> None:
         raise UsageError("--gin_file is required; e.g. --gin_file=gin/suites/demo.gin")
     import gin
 
-    from harness import gin_config
-    from harness.suites.spec import SuiteSpec
+    from harness.config import gin_config
+    from harness.config.suite_spec import SuiteSpec
 
     gin_config.parse_gin(cli_flags.gin_files(), cli_flags.gin_params())
     try:

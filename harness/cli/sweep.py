@@ -59,7 +59,8 @@ def main(args: list[str]) -> None:
     preflight.trained_run_dir(run_dir)
     from harness import files, storage
     from harness.measure import routing_sweep
-    from harness.train import restore, run_record
+    from harness.run_dir import run_record
+    from harness.runtime import restore
 
     run = restore.load_trained(run_dir)
     payload = routing_sweep.sweep(run, capacities, ks, FLAGS.timing_batch_size)

@@ -1,7 +1,7 @@
 """Training and evaluating on a subset of a dataset's classes (DataSpec.classes).
 
 Examples whose label is not in `classes` are dropped, and label `classes[i]` becomes i, the
-convention of harness.transfer.fewshot_datasets.filter_classes, so a held-out-class pretraining
+convention of harness.data.fewshot_datasets.filter_classes, so a held-out-class pretraining
 run and the few-shot probe of the other classes number labels the same way.
 
 The split sizes of a subset are not in TFDS's metadata, so `count` reads the split's labels

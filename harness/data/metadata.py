@@ -2,7 +2,7 @@
 whether it is prepared (saying how to prepare it when not).
 
 Reading a prepared dataset's metadata needs tensorflow_datasets but not TensorFlow, so
-commands check a config's data (harness.train.experiment.check_data) in about a second, before
+commands check a config's data (harness.config.experiment.check_data) in about a second, before
 they load TensorFlow for the input pipeline (harness/data/pipeline.py). Preparing the embedded
 Fashion-MNIST on first use, and counting the examples of a class subset, do load it.
 """

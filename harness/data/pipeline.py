@@ -6,7 +6,7 @@ must already be prepared in `DataSpec.data_dir`, since nothing here downloads. B
 dicts: 'image' float32 [b, H, W, C] in [-1, 1], 'label' int32 [b] and, for eval only, 'mask'
 float32 [b].
 `b` is the part of the global batch that one input shard holds: the trainer splits the input
-into shards by the mesh (harness/train/batch_layout.py), so processes holding the same batch
+into shards by the mesh (harness/runtime/batch_layout.py), so processes holding the same batch
 rows read the same shard, and assembles the global array.
 """
 

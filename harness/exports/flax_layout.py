@@ -1,6 +1,6 @@
 """Our param paths -> the flax ViT family's names and layouts (vision_transformer, V-MoE).
 
-The inverse of harness/imports/flax_vit.py, one fixed transform per tensor:
+The inverse of harness/checkpoint_formats/flax_vit.py, one fixed transform per tensor:
   * LayerNorm: praxis multiplies by `1 + scale`, flax by `scale`.
   * Attention output: praxis `post.w` [D, heads, head_dim] -> flax `out` [heads, head_dim, D].
   * Patch embedding: praxis's linear on flattened (row, column, channel) patches [p*p*C, D]

@@ -2,7 +2,7 @@
 
 The run directory is data: the model comes from experiment.json (its config.gin is never
 parsed, and one that imports code is refused), the params from the orbax checkpoint through
-harness/imports/orbax_run.py, after checking the step's files against their checksums.
+harness/checkpoint_formats/orbax_run.py, after checking the step's files against their checksums.
 """
 
 import dataclasses
@@ -11,10 +11,10 @@ import re
 import numpy as np
 
 from harness import storage
+from harness.checkpoint_formats import orbax_run, tree_mapping
+from harness.config.experiment_file import load_experiment
 from harness.errors import UsageError, one_line
-from harness.imports import orbax_run, tree_mapping
-from harness.train import checksums
-from harness.train.experiment_file import load_experiment
+from harness.run_dir import checksums
 from models.specs import ModelSpec
 
 # praxis's StackedTransformerRepeated: 'encoder/repeat/sub/x_layers_j/...' with a leading

@@ -14,9 +14,9 @@ Metadata (safetensors `__metadata__`, every value a string):
 
 import json
 
+from harness.checkpoint_formats import safetensors_file
 from harness.exports import flax_layout, timm_layout
 from harness.exports.run_weights import RunWeights
-from harness.imports import safetensors_file
 from models.specs import ModelSpec
 
 DENSE_FORMAT = "timm_vit"

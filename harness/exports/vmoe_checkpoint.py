@@ -2,7 +2,7 @@
 
 The bytes are what vmoe's `partitioned.save_checkpoint` writes (google-research/vmoe,
 vmoe/checkpoints/{partitioned,serialization,types,base}.py), so `restore_checkpoint` and
-`initialize_from_vmoe` read them, and so does harness/imports/vmoe_reference.py:
+`initialize_from_vmoe` read them, and so does harness/checkpoint_formats/vmoe_reference.py:
   * the index is msgpack {'shard_count': N, 'index': the params tree with an IndexInfo
     ext (type 8) per array, 'version': '20220622'};
   * IndexInfo = packed (ShapedArray bytes (shape, dtype name, weak_type, {}), the global
@@ -21,7 +21,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from harness.imports.vmoe_msgpack import ARRAY_CHUNKS_MAGIC_KEY, ExtType
+from harness.checkpoint_formats.vmoe_msgpack import ARRAY_CHUNKS_MAGIC_KEY, ExtType
 
 VERSION = "20220622"
 MAX_CHUNK_BYTES = 268_435_456  # vmoe partitioned.MAX_CHUNK_BYTES

@@ -31,7 +31,7 @@ import jax
 import numpy as np
 from praxis import base_layer
 
-from harness.train.steps import apply_model
+from harness.runtime.steps import apply_model
 
 PERCENTILE_METHOD = "linear"
 Forward = Callable[[jax.Array], Any]

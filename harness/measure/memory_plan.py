@@ -3,12 +3,12 @@ chips it fits, with the gin file's FSDP (MeshSpec.shard_params_over_data) and gr
 accumulation (TrainSpec.microbatches) as the trainer runs them.
 
     params       f32 weights each device holds under the trainer's partition specs: their
-                 praxis split dims and, with FSDP, harness/train/fsdp.py's split of each
+                 praxis split dims and, with FSDP, harness/runtime/fsdp.py's split of each
                  weight's largest free dimension over 'data' (harness/measure/weight_memory.py
                  applies the trainer's own functions), exact.
     optimizer    Adam's two f32 moments, split like the weights: 2 x params, exact.
     accumulator  with micro-batches, the f32 gradient sum the micro-batch scan carries from one
-                 micro-batch to the next (harness/train/grad_accumulation.py: zeros_like of
+                 micro-batch to the next (harness/runtime/grad_accumulation.py: zeros_like of
                  the f32 params), split like the weights: 1 x params, exact; 0 without.
     batch        the device's slice of the f32 images and int32 labels, exact.
     activations  everything else the step allocates (one micro-batch's saved activations,
@@ -18,7 +18,7 @@ accumulation (TrainSpec.microbatches) as the trainer runs them.
                  that buffer assignment holds and the line above counts).
 
 How the activations are measured (harness/measure/step_temporaries.py):
-- The step is the trainer's own (harness.train.steps.make_train_step, with the micro-batch
+- The step is the trainer's own (harness.runtime.steps.make_train_step, with the micro-batch
   scan when TrainSpec.microbatches > 1, which compiles one micro-batch of per-device batch /
   microbatches images whatever their number), with optax Adam, the gin file's compute dtype
   and loss, in/out shardings from the trainer's partition specs (FSDP's included), the batch
@@ -220,7 +220,7 @@ def method(mesh: tuple[int, int, int], step: step_temporaries.Step, how: str) ->
     """How each part of the plan was obtained, in one sentence for its `method` field."""
     fsdp = step.shard_params_over_data
     split = (
-        " and, FSDP, over 'data' by harness/train/fsdp.py (exact)"
+        " and, FSDP, over 'data' by harness/runtime/fsdp.py (exact)"
         if fsdp
         else " (no FSDP: not split over 'data')"
     )

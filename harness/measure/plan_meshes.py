@@ -30,7 +30,7 @@ def check_batch(
     spec: ModelSpec, mesh: Sequence[int], global_batch: int, microbatches: int = 1
 ) -> int:
     """The per-device batch; ValueError (one line) if the mesh, or the micro-batches, cannot
-    split the batch (as the trainer's harness.train.experiment.validate requires)."""
+    split the batch (as the trainer's harness.config.experiment.validate requires)."""
     devices = mesh[0] * mesh[1]
     if global_batch < 1 or global_batch % devices:
         raise ValueError(

@@ -14,8 +14,8 @@ import numpy as np
 from harness import storage
 from harness.errors import UsageError
 from harness.measure import inference, params_flops
-from harness.train import run_record
-from harness.train.restore import TrainedRun
+from harness.run_dir import run_record
+from harness.runtime.restore import TrainedRun
 from models.specs import ModelSpec
 
 
@@ -33,7 +33,7 @@ def sweep(
     run: TrainedRun, capacities: list[float], ks: list[int], timing_batch_size: int
 ) -> dict[str, Any]:
     """Evaluates every (routing, k, C) point; returns the sweep.json payload."""
-    spec = run.trainer.experiment.model
+    spec = run.sharded.experiment.model
     if not spec.is_sparse:
         raise UsageError(
             f"{run.run_dir} trains a {spec.family!r} model; sweeps need vmoe or widenet"
@@ -60,13 +60,13 @@ def sweep(
         for k in ks:
             for capacity in capacities:
                 variant = with_eval_routing(spec, k, capacity, batch_priority)
-                evaluation = run.trainer.make_evaluator(variant)(run.params)
+                evaluation = run.sharded.make_evaluator(variant)(run.params)
                 dropped = [
                     v for key, v in evaluation.metrics.items() if "/dropped_fraction/" in key
                 ]
-                forward = inference.jit_forward(run.trainer.model_for(variant), run.params)
+                forward = inference.jit_forward(run.sharded.model_for(variant), run.params)
                 timed = inference.time_inference(
-                    forward, run.trainer.image_shape, [timing_batch_size], warmup=2, repeats=5
+                    forward, run.sharded.image_shape, [timing_batch_size], warmup=2, repeats=5
                 )[0]
                 method = timed.describe_method()
                 points.append(

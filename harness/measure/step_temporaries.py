@@ -19,9 +19,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from praxis import base_layer
 
 from harness.measure.plan_meshes import compile_meshes
-from harness.train import fsdp
-from harness.train.mesh import batch_spec
-from harness.train.steps import TrainState, make_train_step
+from harness.runtime import fsdp
+from harness.runtime.mesh import batch_spec
+from harness.runtime.steps import TrainState, make_train_step
 from models import builders
 from models.specs import MESH_AXES, ModelSpec
 
@@ -168,7 +168,7 @@ def train_step_temp_bytes(spec: ModelSpec, compile_mesh: tuple[int, int, int], s
         "label": NamedSharding(mesh, batch_spec(1)),
     }
     # The trainer's step, micro-batch scan included: the accumulator and one micro-batch's
-    # activations are what it holds (harness/train/grad_accumulation.py).
+    # activations are what it holds (harness/runtime/grad_accumulation.py).
     train_step = make_train_step(
         model,
         tx,

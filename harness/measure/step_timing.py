@@ -24,8 +24,8 @@ from typing import Any
 import gin
 import jax
 
-from harness import gin_config
-from harness.train.experiment import Experiment, validate
+from harness.config import gin_config
+from harness.config.experiment import Experiment, validate
 
 METHOD = (
     "train step of one real batch already on the device, {rounds} interleaved rounds x {steps} "
@@ -48,9 +48,9 @@ class StepTime:
 
 @dataclasses.dataclass
 class PreparedStep:
-    """A config ready to time: its trainer, a compiled state and one batch on the device."""
+    """A config ready to time: its sharded model, a compiled state and one batch on the device."""
 
-    run: Any  # harness.train.trainer.Trainer
+    run: Any  # harness.runtime.sharded_model.ShardedModel
     state: Any
     batch: Any
     batches: Iterator[Any]  # the run's own training input, for timing the real loop
@@ -67,13 +67,13 @@ class PreparedStep:
 
 def prepare(gin_file: str, bindings: Sequence[str], workdir: str) -> PreparedStep:
     """Build, initialise and compile one config's train step; gin is cleared afterwards."""
-    from harness.train import trainer  # imports JAX state: only once absl has parsed flags
+    from harness.runtime import sharded_model  # JAX state: only once absl has parsed flags
 
     gin_config.parse_gin([gin_file], [*bindings, "TrainSpec.num_epochs=None"])
     try:
         experiment = Experiment.from_gin()
         mesh_shape = validate(experiment, jax.device_count())
-        run = trainer.Trainer(experiment, workdir, mesh_shape)
+        run = sharded_model.ShardedModel(experiment, workdir, mesh_shape)
     finally:
         gin.clear_config()
     batches = run.train_batches(0)

@@ -2,7 +2,7 @@
 
 The trainer (harness/train/trainer.py) places each weight by its praxis split dims
 (base_layer.var_partition_specs) and, with MeshSpec.shard_params_over_data, also over 'data'
-by harness/train/fsdp.py's rule (shard_tree_over_data). The memory plan goes through the same
+by harness/runtime/fsdp.py's rule (shard_tree_over_data). The memory plan goes through the same
 two functions rather than re-deriving either, so its weight, Adam and gradient-accumulator
 bytes are those of the layout training uses, exactly.
 """
@@ -18,7 +18,7 @@ from jax.sharding import PartitionSpec
 from praxis import base_layer
 
 from harness.measure import params_flops
-from harness.train import fsdp
+from harness.runtime import fsdp
 from models.specs import MESH_AXES
 
 BYTES_PER_PARAM = params_flops.BYTES_PER_PARAM  # weights are kept in float32

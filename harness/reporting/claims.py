@@ -13,13 +13,13 @@ import statistics
 from typing import Any
 
 from harness import files, storage
+from harness.config.suite_spec import DIVERGED_FILE, STEP_TIMES_FILE, run_dir, seeds_of
 from harness.measure import carbon, round_timing
 from harness.reporting import plots, transfer_data, transfer_section, upcycling_claim
 from harness.reporting.carbon_tables import device_table_markdown
 from harness.reporting.markdown import table
 from harness.reporting.runs import footprint_of, load_run
-from harness.suites.spec import DIVERGED_FILE, STEP_TIMES_FILE, run_dir, seeds_of
-from harness.train import run_record
+from harness.run_dir import run_record
 
 IMAGENET_TRAIN_IMAGES = 1_281_167
 # Parameter counts the papers publish, with where they say it.

@@ -27,13 +27,13 @@ from harness.reporting import (
 from harness.reporting.markdown import code_span, escape, fenced, table
 from harness.reporting.runs import Run, footprint_of, load_run, warn
 from harness.reporting.transfer_data import FROM_FILE
-from harness.train import run_record
+from harness.run_dir import run_record
 
 
 def time_runs(runs: list[Run], batch_sizes: list[int], repeats: int) -> dict[str, list[Any]]:
     """Inference timings of every run's trained model, all in this process."""
     from harness.measure import inference  # restoring checkpoints needs the trainer stack
-    from harness.train import restore
+    from harness.runtime import restore
 
     forwards, image_shape, group = {}, None, 1
     for run in runs:
@@ -42,14 +42,14 @@ def time_runs(runs: list[Run], batch_sizes: list[int], repeats: int) -> dict[str
         except UsageError as error:
             warn(f"not timing {run.name}: {error}")
             continue
-        forwards[run.name] = inference.jit_forward(trained.trainer.model, trained.params)
-        shape = trained.trainer.image_shape
+        forwards[run.name] = inference.jit_forward(trained.sharded.model, trained.params)
+        shape = trained.sharded.image_shape
         if image_shape not in (None, shape):
             warn(f"not timing {run.name}: its images {shape} differ from {image_shape}")
             del forwards[run.name]
             continue
         image_shape = shape
-        group = math.lcm(group, trained.trainer.experiment.model.min_batch)
+        group = math.lcm(group, trained.sharded.experiment.model.min_batch)
     if not forwards:
         return {}
     return inference.time_models(

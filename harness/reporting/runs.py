@@ -11,9 +11,8 @@ from typing import Any
 
 from harness import storage
 from harness.measure import carbon
-from harness.reporting import events
-from harness.run_dir import bounded
-from harness.train.run_record import RESULTS_FILE, SWEEP_FILE
+from harness.run_dir import bounded, events
+from harness.run_dir.run_record import RESULTS_FILE, SWEEP_FILE
 
 
 @dataclasses.dataclass

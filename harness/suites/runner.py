@@ -13,11 +13,9 @@ from typing import Any
 
 import gin
 
-from harness import files, gin_config, storage
-from harness.errors import NonFiniteLossError
-from harness.measure import model_summary, params_flops, routing_sweep, step_timing
-from harness.reporting import claims
-from harness.suites.spec import (
+from harness import files, storage
+from harness.config import gin_config
+from harness.config.suite_spec import (
     DIVERGED_FILE,
     STEP_TIMES_FILE,
     SuiteSpec,
@@ -25,7 +23,12 @@ from harness.suites.spec import (
     run_dir,
     seeds_of,
 )
-from harness.train import launch, restore, run_record
+from harness.errors import NonFiniteLossError
+from harness.measure import model_summary, params_flops, routing_sweep, step_timing
+from harness.reporting import claims
+from harness.run_dir import run_record
+from harness.runtime import restore
+from harness.train import launch
 from models.specs import ModelSpec
 
 

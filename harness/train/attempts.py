@@ -10,8 +10,7 @@ import json
 from typing import Any
 
 from harness import files, storage
-from harness.run_dir import names
-from harness.train import run_record
+from harness.run_dir import names, run_record
 
 ATTEMPTS_FILE = names.ATTEMPTS_FILE
 

@@ -10,17 +10,14 @@ import gin
 import jax
 
 from harness import files, storage
+from harness.config import experiment_file
+from harness.config.experiment import Experiment, check_data, check_layout, parse_experiment
+from harness.config.experiment_file import CONFIG_FILE
 from harness.errors import UsageError, one_line
-from harness.train import (
-    checkpoint_steps,
-    experiment_file,
-    resume,
-    run_record,
-    workdir_lock,
-)
+from harness.run_dir import checkpoint_steps, run_record
+from harness.run_dir import lock as workdir_lock
+from harness.train import resume
 from harness.train.attempts import AttemptLog
-from harness.train.experiment import Experiment, check_data, check_layout, parse_experiment
-from harness.train.experiment_file import CONFIG_FILE
 from models.specs import MESH_AXES
 
 OPERATIVE_CONFIG_FILE = "operative_config.gin"
@@ -90,9 +87,10 @@ def prepare_workdir(workdir: str, config_text: str, experiment: Experiment | Non
     record_config(workdir, config_text, experiment or Experiment.from_gin())
 
 
-def build(workdir: str) -> tuple[Experiment, tuple[int, int, int], Any]:
-    """The parsed gin's experiment, its mesh shape and its trainer; every check that needs no
-    training runs here, before anything is written. Raises UsageError (one line)."""
+def build(workdir: str) -> tuple[Experiment, tuple[int, int, int], Any, list[Any]]:
+    """The parsed gin's experiment, its mesh shape, its trainer and its evaluators; every
+    check that needs no training runs here, before anything is written. Raises UsageError
+    (one line)."""
     try:
         experiment = Experiment.from_gin()
         mesh_shape = check_layout(experiment, jax.device_count())
@@ -102,14 +100,15 @@ def build(workdir: str) -> tuple[Experiment, tuple[int, int, int], Any]:
         raise UsageError(one_line(str(error).splitlines()[0])) from error
     # Imported here, not at the top: they load TensorFlow and praxis (seconds), which a
     # refused config or a workdir in use never needs. After init_distributed: JAX state.
-    from harness.train import fewshot_eval, trainer
-    from harness.transfer import ood_eval
+    from harness.train import trainer
+    from harness.transfer import evaluators, fewshot_eval
 
     try:
-        fewshot_eval.check_datasets(experiment)
+        fewshot_eval.check_datasets(experiment)  # before the model: metadata only
         run = trainer.Trainer(experiment, workdir, mesh_shape)
-        ood_eval.check_ready(run, experiment.train.eval_datasets)  # before any training
-        return experiment, mesh_shape, run
+        # Each factory checks that its evaluation can run (datasets prepared, the model
+        # fits them), before any training.
+        return experiment, mesh_shape, run, evaluators.for_experiment(run)
     except ValueError as error:  # one-line validation messages from specs and layers
         raise UsageError(one_line(str(error).splitlines()[0])) from error
 
@@ -139,13 +138,15 @@ def train(gin_files: list[str], gin_params: list[str], workdir: str) -> dict[str
     that has finished is left as it is (its results are returned)."""
     config_text, _ = parse_experiment(gin_files, gin_params)  # a bad config: before the lock
     with held_workdir(workdir):
-        experiment, mesh_shape, run = build(workdir)
-        from harness.train import init_from  # JAX and praxis, like build's imports
+        experiment, mesh_shape, run, run_evaluators = build(workdir)
+        from harness.runtime import init_from  # JAX and praxis, like build's imports
 
         if experiment.train.init_from is not None and not checkpoint_steps.saved_steps(workdir):
             # Fresh start: read the pretrained weights now, so a misfit stops before any write.
             run.pretrained = init_from.load_for(run)
-        return _train_locked(gin_files, gin_params, workdir, config_text, run, mesh_shape)
+        return _train_locked(
+            gin_files, gin_params, workdir, config_text, run, mesh_shape, run_evaluators
+        )
 
 
 def _train_locked(
@@ -155,8 +156,9 @@ def _train_locked(
     config_text: str,
     run: Any,
     mesh_shape: tuple[int, int, int],
+    run_evaluators: list[Any],
 ) -> dict[str, Any]:
-    from harness.train import init_from
+    from harness.runtime import init_from
 
     experiment = run.experiment
     resume.check_resumable(workdir, experiment, config_text)
@@ -179,12 +181,11 @@ def _train_locked(
         init_from.write_record(workdir, run.pretrained)
     log = AttemptLog(workdir, writes=jax.process_index() == 0)
     from harness.measure import energy_tracker
-    from harness.train import fewshot_eval
 
     energy = None  # Ctrl-C while the tracker starts leaves nothing to record
     try:
         with energy_tracker.track_attempt(enabled=jax.process_index() == 0) as energy:
-            outcome = run.run(log, fewshot=fewshot_eval.periodic(run), start=start)
+            outcome = run.run(log, run_evaluators, start=start)
     finally:  # a pre-empted or failed attempt keeps the energy it used too
         if energy is not None:
             log.record_energy(energy.section)

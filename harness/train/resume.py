@@ -15,10 +15,10 @@ import json
 from typing import Any
 
 from harness import storage
+from harness.config.experiment import Experiment
+from harness.config.experiment_file import CONFIG_FILE, read_experiment_data, spec_from_data
 from harness.errors import UsageError
-from harness.train import checkpoint_steps, run_record
-from harness.train.experiment import Experiment
-from harness.train.experiment_file import CONFIG_FILE, read_experiment_data, spec_from_data
+from harness.run_dir import checkpoint_steps, run_record
 
 MAY_CHANGE = frozenset(
     {

@@ -1,12 +1,12 @@
 """Pre-logits features of a model's weights: the `FeatureSource` the few-shot probe reads.
 
 The weights are a restored run's (`python -m harness.fewshot`) or the live parameters of a
-training run (harness/train/fewshot_eval.py); both go through `ModelFeatures`.
+training run (harness/transfer/fewshot_eval.py); both go through `ModelFeatures`.
 
 The representation is the input of the classifier head (`head` of models/vit.py's
 VisionTransformerClassifier): the pooled, final-normed token, after the Dense+tanh
 `pre_logits_layer` where the model has one. It is read by intercepting the head's call with
-flax's `intercept_methods` inside `harness.train.steps.apply_model(..., rng=None)`, so the
+flax's `intercept_methods` inside `harness.runtime.steps.apply_model(..., rng=None)`, so the
 forward pass is the evaluator's own: inference mode, no dropout, no router noise, the run's
 eval-time routing. models/ is untouched.
 
@@ -20,7 +20,7 @@ it would the whole split.
 
 import dataclasses
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import flax.linen as nn
 import jax
@@ -29,17 +29,15 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from harness.data import metadata, pipeline
+from harness.data.fewshot_datasets import FEWSHOT_DATASETS, FewShotDataset, FewShotSpec, setting
 from harness.data.spec import DataSpec
 from harness.errors import UsageError
-from harness.train.restore import TrainedRun
-from harness.train.steps import apply_model
+from harness.runtime.restore import TrainedRun
+from harness.runtime.steps import apply_model
 from harness.transfer import fewshot, fewshot_suite
-from harness.transfer.fewshot_datasets import (
-    FEWSHOT_DATASETS,
-    FewShotDataset,
-    FewShotSpec,
-    setting,
-)
+
+if TYPE_CHECKING:  # the type only: importing it loads the model stack
+    from harness.runtime.sharded_model import ShardedModel
 
 HEAD = "head"  # The classifier head's name in VisionTransformerClassifier.
 # A split's preprocessed float32 images are kept between evaluations up to this size (all of
@@ -80,16 +78,14 @@ class ModelFeatures:
     evaluation re-embeds cached images after `set_params` rather than re-reading them.
     """
 
-    # `trainer` is a harness.train.trainer.Trainer, untyped here because the trainer's periodic
-    # few-shot evaluator imports this module.
-    def __init__(self, trainer: Any, params: Any, data_dir: str | None = None):
-        self.trainer = trainer
+    def __init__(self, sharded: "ShardedModel", params: Any, data_dir: str | None = None):
+        self.sharded = sharded
         self.params = params
-        self.data = trainer.experiment.data
+        self.data = sharded.experiment.data
         self.data_dir = data_dir if data_dir is not None else self.data.data_dir
-        self.image_shape = tuple(trainer.image_shape)
-        replicated = NamedSharding(trainer.mesh, PartitionSpec())
-        model = trainer.model
+        self.image_shape = tuple(sharded.image_shape)
+        replicated = NamedSharding(sharded.mesh, PartitionSpec())
+        model = sharded.model
 
         def extract(params: Any, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
             return {
@@ -101,7 +97,7 @@ class ModelFeatures:
         # Replicated outputs: every process gets every example's features, multi-host included.
         self._extract = jax.jit(
             extract,
-            in_shardings=(trainer.state_shardings.params, trainer.eval_batch_shardings),
+            in_shardings=(sharded.state_shardings.params, sharded.eval_batch_shardings),
             out_shardings=replicated,
         )
         # Keyed by (TFDS name, split, classes).
@@ -158,7 +154,7 @@ class ModelFeatures:
             return self._images[key]
         self.info(dataset)  # Image-shape check, one line, before reading anything.
         spec = self.data_spec(dataset, split)
-        shard = (self.trainer.input_shard.index, self.trainer.input_shard.count)
+        shard = (self.sharded.input_shard.index, self.sharded.input_shard.count)
         batches = pipeline.eval_batches(spec, *shard)
         info = metadata.dataset_info(spec)
         if info.num_eval_examples * np.prod(info.image_shape) * 4 > IMAGE_CACHE_BYTES:
@@ -169,11 +165,11 @@ class ModelFeatures:
     def _compute(
         self, batches: Iterable[dict[str, np.ndarray]], dataset: FewShotDataset, split: str
     ) -> tuple[np.ndarray, np.ndarray]:
-        trainer = self.trainer
+        sharded = self.sharded
         features, labels = [], []
-        with trainer.mesh:
+        with sharded.mesh:
             for local in batches:
-                batch = trainer.global_batch(local, trainer.eval_batch_shardings)
+                batch = sharded.global_batch(local, sharded.eval_batch_shardings)
                 out = jax.device_get(self._extract(self.params, batch))
                 keep = np.asarray(out["mask"]) > 0
                 features.append(np.asarray(out["features"])[keep])
@@ -188,7 +184,7 @@ def evaluate_run(
 ) -> tuple[dict[str, Any], dict[str, fewshot.FewShotSummary]]:
     """Runs `spec` on a restored run's pre-logits; returns the fewshot.json payload and the
     summary (see `evaluate_features`)."""
-    source = ModelFeatures(run.trainer, run.params, spec.data_dir)
+    source = ModelFeatures(run.sharded, run.params, spec.data_dir)
     return evaluate_features(spec, source, run.run_dir, run.step, command)
 
 

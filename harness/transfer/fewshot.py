@@ -22,11 +22,9 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from harness.data.fewshot_datasets import DEFAULT_L2_REG, DEFAULT_SEEDS, DEFAULT_SHOTS
 from harness.transfer import least_squares
 
-DEFAULT_SHOTS = (1, 5, 10, 25)
-DEFAULT_L2_REG = 2.0**10  # big_vision's common_fewshot.py default.
-DEFAULT_SEEDS = (0, 1, 2)  # big_vision's num_seeds=3.
 VMOE_L2_REGS = tuple(2.0**i for i in range(-10, 20))  # V-MoE's configs/common_fewshot.py sweep.
 TAG_PREFIX = "fewshot"
 

@@ -10,13 +10,13 @@ from typing import Protocol
 
 import numpy as np
 
-from harness.transfer import fewshot
-from harness.transfer.fewshot_datasets import (
+from harness.data.fewshot_datasets import (
     FEWSHOT_DATASETS,
     FewShotDataset,
     FewShotSpec,
     filter_classes,
 )
+from harness.transfer import fewshot
 
 
 class FeatureSource(Protocol):

@@ -14,37 +14,12 @@ Everything works on numpy arrays; each scorer returns (correct, counted) so batc
 """
 
 from collections.abc import Sequence
-from typing import NamedTuple
 
 import numpy as np
 
-from harness.transfer.imagenet_subsets import IMAGENET_A_CLASSES, IMAGENET_R_CLASSES
+from harness.data.eval_datasets import OOD_DATASETS
 
 NUM_IMAGENET_CLASSES = 1000
-
-
-class OodDataset(NamedTuple):
-    """Where a test set lives in TFDS and how it is scored."""
-
-    tfds_name: str
-    split: str  # The only split each of these has in TFDS.
-    label_key: str
-    # The ImageNet classes the logits are restricted to before the argmax; None = all 1000.
-    classes: tuple[int, ...] | None = None
-    # True: `label_key` holds a list of labels per image, scored by `real_correct`.
-    multi_label: bool = False
-
-
-OOD_DATASETS: dict[str, OodDataset] = {
-    # TFDS's default config is 'matched-frequency', the variant the papers report.
-    "imagenet_v2": OodDataset("imagenet_v2", "test", "label"),
-    "imagenet_r": OodDataset("imagenet_r", "test", "label", classes=IMAGENET_R_CLASSES),
-    "imagenet_a": OodDataset("imagenet_a", "test", "label", classes=IMAGENET_A_CLASSES),
-    "imagenet_sketch": OodDataset("imagenet_sketch", "test", "label"),
-    "imagenet2012_real": OodDataset(
-        "imagenet2012_real", "validation", "real_label", multi_label=True
-    ),
-}
 
 
 def mask_to_classes(logits: np.ndarray, classes: Sequence[int]) -> np.ndarray:

@@ -13,7 +13,7 @@ a 1000-class ImageNet classifier, a set that is not prepared, images the model c
 
 import dataclasses
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
@@ -22,11 +22,15 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 
 from harness.data import metadata, pipeline
+from harness.data.eval_datasets import SHAPE_BIAS
 from harness.data.spec import DataSpec
 from harness.errors import UsageError, one_line
-from harness.train.steps import apply_model
+from harness.runtime.evaluator import EvalOutput
+from harness.runtime.steps import apply_model
 from harness.transfer import ood, shape_bias
-from harness.transfer.eval_datasets import SHAPE_BIAS
+
+if TYPE_CHECKING:  # the type only: importing it loads the model stack
+    from harness.runtime.sharded_model import ShardedModel
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,12 +68,12 @@ def data_spec(data: DataSpec, image_shape: Sequence[int], name: str) -> DataSpec
     )
 
 
-def check_ready(trainer: Any, names: Sequence[str]) -> None:
+def check_ready(sharded: "ShardedModel", names: Sequence[str]) -> None:
     """Raises UsageError (one line naming the set and the fix) unless every set can be evaluated
-    with the trainer's model: 1000 ImageNet classes, the set prepared, images the model takes."""
+    with the sharded's model: 1000 ImageNet classes, the set prepared, images the model takes."""
     if not names:
         return
-    num_classes = trainer.experiment.model.vit.num_classes
+    num_classes = sharded.experiment.model.vit.num_classes
     if num_classes != ood.NUM_IMAGENET_CLASSES:
         raise UsageError(
             f"eval dataset {names[0]!r} needs a 1000-class ImageNet model but this one has "
@@ -77,31 +81,31 @@ def check_ready(trainer: Any, names: Sequence[str]) -> None:
             "--eval_datasets / TrainSpec.eval_datasets"
         )
     for name in names:
-        spec = data_spec(trainer.experiment.data, trainer.image_shape, name)
+        spec = data_spec(sharded.experiment.data, sharded.image_shape, name)
         try:
             info = metadata.dataset_info(spec)
         except UsageError as error:  # Not prepared (says how to prepare it), or no such split.
             raise UsageError(f"eval dataset {name!r}: {one_line(error)}") from error
-        if tuple(info.image_shape) != tuple(trainer.image_shape):
+        if tuple(info.image_shape) != tuple(sharded.image_shape):
             raise UsageError(
                 f"eval dataset {name!r} gives {info.image_shape} images but the model takes "
-                f"{tuple(trainer.image_shape)}; it needs a model of RGB images"
+                f"{tuple(sharded.image_shape)}; it needs a model of RGB images"
             )
 
 
-def evaluate(trainer: Any, params: Any, names: Sequence[str]) -> dict[str, Any]:
+def evaluate(sharded: "ShardedModel", params: Any, names: Sequence[str]) -> dict[str, Any]:
     """results.json's 'ood' ({name: top1, correct, counted, tfds_name, split}) and 'shape_bias'
     ({shape_bias, shape_hits, texture_hits, conflict_images}) sections, for the sets in `names`
     (a section is absent when no name belongs to it)."""
-    logits_of = _logits_function(trainer)
-    shards = trainer.input_shard.count
+    logits_of = _logits_function(sharded)
+    shards = sharded.input_shard.count
     results: dict[str, Any] = {}
     for name in names:
         where = eval_set(name)
-        spec = data_spec(trainer.experiment.data, trainer.image_shape, name)
+        spec = data_spec(sharded.experiment.data, sharded.image_shape, name)
         if name == SHAPE_BIAS:
             counts = shape_bias.ShapeBiasCounts(0, 0, 0)
-            for logits, labels in _logits_and_labels(trainer, params, logits_of, spec, where):
+            for logits, labels in _logits_and_labels(sharded, params, logits_of, spec, where):
                 counts += shape_bias.shape_bias_from_logits(
                     logits, labels[shape_bias.SHAPE_LABEL_KEY], labels[shape_bias.TEXTURE_LABEL_KEY]
                 )
@@ -111,7 +115,7 @@ def evaluate(trainer: Any, params: Any, names: Sequence[str]) -> dict[str, Any]:
             results[SHAPE_BIAS] = {"shape_bias": counts.shape_bias, **dataclasses.asdict(counts)}
             continue
         correct = counted = 0
-        for logits, labels in _logits_and_labels(trainer, params, logits_of, spec, where):
+        for logits, labels in _logits_and_labels(sharded, params, logits_of, spec, where):
             hits, seen = ood.score(name, logits, labels[where.label_keys[0]])
             correct, counted = correct + hits, counted + seen
         correct, counted = _sum_over_processes((correct, counted), shards)
@@ -125,6 +129,29 @@ def evaluate(trainer: Any, params: Any, names: Sequence[str]) -> dict[str, Any]:
     return results
 
 
+class OodEvaluator:
+    """The OOD sets and shape bias as an evaluator (harness/runtime/evaluator.py), after the
+    last step only."""
+
+    every_steps = 0
+
+    def __init__(self, names: Sequence[str]):
+        self.names = tuple(names)
+
+    def __call__(self, model: "ShardedModel", params: Any, step: int) -> EvalOutput:
+        results = evaluate(model, params, self.names)
+        return EvalOutput(scalars(results), results)
+
+
+def at_end(model: "ShardedModel", **_: Any) -> OodEvaluator | None:
+    """The evaluator of TrainSpec.eval_datasets, checked ready; None when it names none."""
+    names = model.experiment.train.eval_datasets
+    if not names:
+        return None
+    check_ready(model, names)
+    return OodEvaluator(names)
+
+
 def scalars(results: dict[str, Any]) -> dict[str, float]:
     """TensorBoard scalars of `evaluate`'s results: 'ood/<name>/top1' and 'shape_bias'."""
     out = {f"ood/{name}/top1": row["top1"] for name, row in results.get("ood", {}).items()}
@@ -133,31 +160,31 @@ def scalars(results: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def _logits_function(trainer: Any) -> Any:
-    model = trainer.model
-    replicated = NamedSharding(trainer.mesh, PartitionSpec())
+def _logits_function(sharded: "ShardedModel") -> Any:
+    model = sharded.model
+    replicated = NamedSharding(sharded.mesh, PartitionSpec())
 
     def logits(params: Any, images: jax.Array) -> jax.Array:
         return apply_model(model, params, images, rng=None)[0].astype(jnp.float32)
 
     return jax.jit(
         logits,
-        in_shardings=(trainer.state_shardings.params, trainer.eval_batch_shardings["image"]),
+        in_shardings=(sharded.state_shardings.params, sharded.eval_batch_shardings["image"]),
         out_shardings=replicated,
     )
 
 
 def _logits_and_labels(
-    trainer: Any, params: Any, logits_of: Any, spec: DataSpec, where: EvalSet
+    sharded: "ShardedModel", params: Any, logits_of: Any, spec: DataSpec, where: EvalSet
 ) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
     """This process's (logits, labels) per batch, padding examples dropped."""
-    shard = trainer.input_shard
-    image_sharding = {"image": trainer.eval_batch_shardings["image"]}
-    with trainer.mesh:
+    shard = sharded.input_shard
+    image_sharding = {"image": sharded.eval_batch_shardings["image"]}
+    with sharded.mesh:
         for local in pipeline.eval_batches(
             spec, shard.index, shard.count, label_keys=where.label_keys
         ):
-            images = trainer.global_batch({"image": local["image"]}, image_sharding)["image"]
+            images = sharded.global_batch({"image": local["image"]}, image_sharding)["image"]
             # Every process gets every row's logits; it keeps its own rows, which line up with
             # its labels (processes along 'model' hold the same rows: see batch_layout).
             logits = np.asarray(jax.device_get(logits_of(params, images)))

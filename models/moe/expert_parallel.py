@@ -28,7 +28,7 @@ from jax.sharding import Mesh, PartitionSpec
 
 from models.specs import MESH_AXES
 
-BATCH_AXES = ("data", "expert")  # as harness/train/mesh.py splits the batch
+BATCH_AXES = ("data", "expert")  # as harness/runtime/mesh.py splits the batch
 EXPERT_AXIS = "expert"
 MODEL_AXIS = "model"
 

@@ -5,7 +5,7 @@ every path but gs://, so an s3:// or ram:// checkpoint would land in a local fol
 the scheme (harness/storage.py `orbax_writes`). Here orbax saves each step into a local
 temporary folder, exactly as a local run lays it out, which is then copied through
 tf.io.gfile into WORKDIR/checkpoints/<step>, COMMIT_FILE last, as orbax marks its own saves on
-gs:// (harness/train/checkpoint_steps.py); a restore downloads the step and lets orbax read it.
+gs:// (harness/run_dir/checkpoint_steps.py); a restore downloads the step and lets orbax read it.
 The local folder holds one step at a time, so the disk needs room for one checkpoint.
 
 Only one process may write this way: in a multi-host run each process's tensorstore writes
@@ -21,11 +21,11 @@ import orbax.checkpoint as ocp
 
 from harness import storage
 from harness.errors import UsageError
-from harness.train import checkpoint_steps
+from harness.run_dir import checkpoint_steps
 
 
 class StagedManager:
-    """The part of orbax's CheckpointManager that harness/train/checkpointing.py uses, for a
+    """The part of orbax's CheckpointManager that harness/runtime/checkpointing.py uses, for a
     checkpoint directory on a URL: the newest `keep` steps are kept (None: all)."""
 
     def __init__(self, directory: str, keep: int | None, writes: bool) -> None:

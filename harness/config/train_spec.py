@@ -9,12 +9,13 @@ import math
 
 import gin
 
-from harness.transfer.eval_datasets import check_eval_datasets
+from harness.data.eval_datasets import check_eval_datasets
 from models.specs import MESH_AXES, Spec
 
 LOSSES = ("softmax", "sigmoid")
 COMPUTE_DTYPES = ("float32", "bfloat16")
-# harness.imports.FORMATS, spelled out so parsing gin imports no importer (a test keeps them equal).
+# harness.checkpoint_formats.FORMATS, spelled out so parsing gin imports no importer (a test
+# keeps them equal).
 CHECKPOINT_FORMATS = ("run", "vit_npz", "big_vision_npz", "vmoe", "safetensors")
 
 
@@ -39,7 +40,7 @@ class TrainSpec(Spec):
     log_every_steps: int = 50
     eval_every_steps: int = 0  # 0: evaluate once, at the end
     # Few-shot linear probes of the gin-bound FewShotSpec every that many steps and at the
-    # last step (harness/train/fewshot_eval.py); 0: none.
+    # last step (harness/transfer/fewshot_eval.py); 0: none.
     fewshot_every_steps: int = 0
     checkpoint_every_steps: int = 500
     keep_checkpoints: int = 3
@@ -58,7 +59,7 @@ class TrainSpec(Spec):
     init_from_format: str | None = None
     init_from_head: str | None = None
     # Gradient accumulation: each step runs the global batch as this many equal micro-batches
-    # in sequence (harness/train/grad_accumulation.py), then makes one optimizer update.
+    # in sequence (harness/runtime/grad_accumulation.py), then makes one optimizer update.
     microbatches: int = 1
 
     def __post_init__(self) -> None:
@@ -213,7 +214,7 @@ class MeshSpec(Spec):
     data: int = -1
     expert: int = 1
     model: int = 1
-    # FSDP: also split weights and optimizer state over 'data' (harness/train/fsdp.py).
+    # FSDP: also split weights and optimizer state over 'data' (harness/runtime/fsdp.py).
     shard_params_over_data: bool = False
 
     def resolve(self, device_count: int) -> tuple[int, int, int]:

@@ -7,7 +7,7 @@
   asked for, truncating or zero-padding, so a run rebuilt from an edited experiment.json
   would evaluate damaged weights without a word.
 
-Checksums (harness/train/checksums.py) and the V-MoE reader's chunk coverage
+Checksums (harness/run_dir/checksums.py) and the V-MoE reader's chunk coverage
 (vmoe_reference.py) are checked where the files are read; everything here is numpy on arrays
 in memory. Every failure is one UsageError line naming the array.
 """

@@ -2,9 +2,9 @@
 writes them (harness/exports/timm_layout.py has the names and layouts, V-MoE blocks included).
 
 Each timm tensor is turned back into its vision_transformer flax name and layout, and
-harness/imports/flax_vit.py takes it from there, so every format meets our tree through the
-same rules. timm's fused qkv weight [3 h d, D] does not say how many heads h it holds; the
-file's `timm_kwargs` metadata does (`num_heads`), as the exporter writes it.
+harness/checkpoint_formats/flax_vit.py takes it from there, so every format meets our tree
+through the same rules. timm's fused qkv weight [3 h d, D] does not say how many heads h it
+holds; the file's `timm_kwargs` metadata does (`num_heads`), as the exporter writes it.
 """
 
 import json
@@ -12,8 +12,9 @@ import re
 
 import numpy as np
 
+from harness.checkpoint_formats import flax_vit, safetensors_file
+from harness.checkpoint_formats import reading as files
 from harness.errors import UsageError
-from harness.imports import files, flax_vit, safetensors_file
 
 SUFFIX = ".safetensors"
 ENCODER_SCOPE = "Transformer"

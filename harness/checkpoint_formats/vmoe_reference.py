@@ -12,8 +12,9 @@ import msgpack
 import numpy as np
 
 from harness import storage
+from harness.checkpoint_formats import flax_vit, vmoe_coverage, vmoe_msgpack
+from harness.checkpoint_formats import reading as files
 from harness.errors import UsageError, one_line
-from harness.imports import files, flax_vit, vmoe_coverage, vmoe_msgpack
 
 INDEX_SUFFIX = ".index"
 PARAMS_PREFIX = "params/"

@@ -2,16 +2,17 @@
 (TrainSpec.init_from).
 
 The weights come from a run directory of ours (read through its experiment.json and its orbax
-checkpoint; its gin is never parsed) or a released checkpoint (the harness/imports readers).
+checkpoint; its gin is never parsed) or a released checkpoint (the harness/checkpoint_formats
+readers).
 Every parameter is copied by path, strictly, with two exceptions that transfer requires, as
 vision_transformer, big_vision and V-MoE fine-tune:
 
 - the classification head is replaced for the new class count and zero-initialised (kernel
   and bias), so the fine-tuned model starts from uniform predictions;
 - the position embedding is resampled to the new patch grid when the resolution differs
-  (harness/imports/posemb.py: bilinear over the grid, the class-token row kept apart).
+  (harness/checkpoint_formats/posemb.py: bilinear over the grid, the class-token row kept apart).
 
-A dense checkpoint for a sparse model (V-MoE) is upcycled instead (harness/train/upcycle.py):
+A dense checkpoint for a sparse model (V-MoE) is upcycled instead (harness/runtime/upcycle.py):
 each MoE block's experts are tiled from its dense MLP, the routers keep the model's own
 initialisation, and the head is kept when the class counts match (upcycling continues
 pretraining on the same labels), else replaced as above. TrainSpec.init_from_head='keep' or
@@ -33,12 +34,12 @@ import numpy as np
 from flax import traverse_util
 
 from harness import files, storage
+from harness.checkpoint_formats import detect, importer, orbax_run, posemb, tree_mapping
+from harness.config.experiment_file import load_experiment
 from harness.errors import UsageError, one_line
-from harness.imports import detect, importer, orbax_run, posemb, tree_mapping
-from harness.run_dir import names
-from harness.train import checkpoint_steps, checksums, upcycle
-from harness.train.experiment_file import load_experiment
-from harness.train.steps import TrainState
+from harness.run_dir import checkpoint_steps, checksums, names
+from harness.runtime import upcycle
+from harness.runtime.steps import TrainState
 
 HEAD_PREFIX = "head/"
 RECORD_FILE = names.INIT_FROM_FILE  # what the run started from, for results.json on every attempt
@@ -103,7 +104,7 @@ def load_pretrained(
     head: str | None = None,
 ) -> Pretrained:
     """Reads `path` into the fine-tuned model's tree: pretrained body, zero head. A dense
-    checkpoint for a sparse model is upcycled (harness/train/upcycle.py) and keeps its head
+    checkpoint for a sparse model is upcycled (harness/runtime/upcycle.py) and keeps its head
     when the class counts match.
 
     Args:
@@ -111,7 +112,7 @@ def load_pretrained(
         checkpoint prefix (local or gs://).
       abstract_params: The fine-tuned model's params (only shapes and dtypes are used).
       model: What the model was built from, named in errors.
-      format_name: One of harness.imports.FORMATS to skip detection; None detects.
+      format_name: One of harness.checkpoint_formats.FORMATS to skip detection; None detects.
       log: Receives the line saying the position embedding was resampled, if it was, and
         the line saying what upcycling copied, tiled and freshly initialised.
       fresh_init: The model's own initial values for given paths (the routers upcycling

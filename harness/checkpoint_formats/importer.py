@@ -5,7 +5,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.imports import (
+from harness.checkpoint_formats import (
     big_vision_npz,
     detect,
     npz_reading,
@@ -81,7 +81,7 @@ def import_params(
     Raises:
       harness.errors.UsageError: One line for an unreadable path, an unknown format, a
         checkpoint that does not fit the model (extra, missing or misshapen tensors), or
-        weights that are not finite floats (harness/imports/weight_checks.py).
+        weights that are not finite floats (harness/checkpoint_formats/weight_checks.py).
     """
     chosen, (tensors, sources) = read_checkpoint(path, format_name, step)
     weight_checks.check_arrays(tensors, path, sources)  # before anything casts them

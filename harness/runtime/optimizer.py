@@ -4,7 +4,7 @@
 import jax
 import optax
 
-from harness.train.specs import OptimizerSpec
+from harness.config.train_spec import OptimizerSpec
 
 
 def make_schedule(spec: OptimizerSpec, total_steps: int) -> optax.Schedule:

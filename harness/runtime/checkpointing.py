@@ -8,8 +8,8 @@ weights must also be finite, since a diverged run is never saved.
 
 A workdir on a URL keeps its checkpoints there: orbax writes gs:// itself (etils.epath through
 tf.io.gfile for its files, tensorstore's gcs driver for the arrays; no rename, a commit marker
-instead: harness/train/checkpoint_steps.py), and any other scheme goes through a local copy
-(harness/train/staged_checkpoints.py). The directory is never made absolute with os.path,
+instead: harness/run_dir/checkpoint_steps.py), and any other scheme goes through a local copy
+(harness/runtime/staged_checkpoints.py). The directory is never made absolute with os.path,
 which would turn 'gs://b/run' into a local path.
 """
 
@@ -23,11 +23,10 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 from harness import storage
+from harness.checkpoint_formats import weight_checks
 from harness.errors import UsageError, one_line
-from harness.imports import weight_checks
-from harness.run_dir import names
-from harness.train import checkpoint_steps, checksums
-from harness.train.staged_checkpoints import StagedManager
+from harness.run_dir import checkpoint_steps, checksums, names
+from harness.runtime.staged_checkpoints import StagedManager
 
 CHECKPOINT_DIR = checkpoint_steps.CHECKPOINT_DIR
 ITEM_DIR = names.CHECKPOINT_ITEM_DIR

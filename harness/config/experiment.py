@@ -3,11 +3,11 @@
 import dataclasses
 from collections.abc import Sequence
 
-from harness import gin_config
+from harness.config import gin_config
+from harness.config.train_spec import MeshSpec, OptimizerSpec, TrainSpec
+from harness.data.fewshot_datasets import FewShotSpec
 from harness.data.spec import DataSpec, shaped_like_model
 from harness.errors import UsageError, one_line
-from harness.train.specs import MeshSpec, OptimizerSpec, TrainSpec
-from harness.transfer.fewshot_datasets import FewShotSpec
 from models.specs import ModelSpec
 
 

@@ -12,9 +12,9 @@ import typing
 from typing import Any
 
 from harness import files, storage
+from harness.config.experiment import Experiment
 from harness.errors import UsageError, one_line
 from harness.run_dir import bounded, names
-from harness.train.experiment import Experiment
 
 EXPERIMENT_FILE = names.EXPERIMENT_FILE
 CONFIG_FILE = names.CONFIG_FILE

@@ -9,8 +9,8 @@ import optax
 from flax import struct
 from praxis import base_layer
 
-from harness.train.grad_accumulation import accumulating
-from harness.train.losses import classification_loss
+from harness.runtime.grad_accumulation import accumulating
+from harness.runtime.losses import classification_loss
 from models.stats import STATS, layers_per_repeat, per_block, unscan_stats
 
 ROUTING_SCALARS = ("dropped_fraction", "unrouted_fraction")
@@ -119,7 +119,7 @@ def make_train_step(
     microbatches: int = 1,
 ) -> Callable[[TrainState, dict[str, jax.Array]], tuple[TrainState, dict[str, jax.Array]]]:
     """The jittable train step; `microbatches` > 1 accumulates gradients over that many
-    micro-batches of the batch before the one update (harness/train/grad_accumulation.py)."""
+    micro-batches of the batch before the one update (harness/runtime/grad_accumulation.py)."""
 
     def loss_and_metrics(params: Any, batch: dict[str, jax.Array], rng: jax.Array):
         logits, collections = apply_model(model, params, batch["image"], rng)

@@ -1,5 +1,5 @@
 """Our own run directories: RUN_DIR/checkpoints/STEP/default, an orbax StandardSave of the
-trainer's TrainState {step, params, opt_state} (see harness/train/checkpointing.py).
+trainer's TrainState {step, params, opt_state} (see harness/runtime/checkpointing.py).
 
 Only the params are read, as host numpy arrays: the optimizer state can be twice their size
 and evaluation needs none of it, and the caller places the params on its own mesh.
@@ -11,12 +11,11 @@ from typing import Any
 import numpy as np
 
 from harness import storage
+from harness.checkpoint_formats import tree_mapping
 from harness.errors import UsageError, one_line
-from harness.imports import tree_mapping
-from harness.run_dir import names
-from harness.train import checkpoint_steps, checksums
+from harness.run_dir import checkpoint_steps, checksums, names
 
-# The trainer's layout (harness/train/checkpoint_steps.py and orbax's item name).
+# The trainer's layout (harness/run_dir/checkpoint_steps.py and orbax's item name).
 CHECKPOINT_DIR = checkpoint_steps.CHECKPOINT_DIR
 ITEM_DIR = names.CHECKPOINT_ITEM_DIR
 PARAMS_KEY = "params"

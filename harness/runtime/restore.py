@@ -10,33 +10,34 @@ from typing import Any
 
 import jax
 
+from harness.config.experiment import validate
+from harness.config.experiment_file import load_experiment
 from harness.data import metadata
 from harness.errors import UsageError, one_line
-from harness.train.checkpointing import Checkpointer
-from harness.train.experiment import validate
-from harness.train.experiment_file import load_experiment
+from harness.runtime.checkpointing import Checkpointer
 
 
 @dataclasses.dataclass
 class TrainedRun:
-    """A finished (or checkpointed) run: its trainer (model, mesh, evaluator) and weights."""
+    """A finished (or checkpointed) run: its sharded model (model, mesh, evaluator) and
+    weights."""
 
     run_dir: str
-    trainer: Any
+    sharded: Any  # harness.runtime.sharded_model.ShardedModel
     params: Any
     step: int
 
 
 def load_trained(run_dir: str) -> TrainedRun:
-    """Rebuilds the run's trainer from RUN_DIR/experiment.json and restores its latest
+    """Rebuilds the run's sharded model from RUN_DIR/experiment.json and restores its latest
     weights. Raises UsageError (one line) for anything but a readable, data-only run directory
     with a checkpoint."""
-    from harness.train import trainer as trainer_lib  # heavy import, only when loading
+    from harness.runtime import sharded_model  # heavy import, only when loading
 
     experiment = load_experiment(run_dir)
     try:
         mesh_shape = validate(experiment, jax.device_count())
-        trainer = trainer_lib.Trainer(experiment, run_dir, mesh_shape)
+        sharded = sharded_model.ShardedModel(experiment, run_dir, mesh_shape)
     except metadata.DatasetNotFoundError as error:
         raise UsageError(str(error)) from error
     except ValueError as error:
@@ -45,6 +46,6 @@ def load_trained(run_dir: str) -> TrainedRun:
     step = checkpointer.latest_step()
     if step is None:
         raise UsageError(f"{run_dir} has no checkpoint; train it with python -m harness.run first")
-    state = checkpointer.restore(step, trainer.abstract_state())
+    state = checkpointer.restore(step, sharded.abstract_state())
     checkpointer.close()
-    return TrainedRun(run_dir=run_dir, trainer=trainer, params=state.params, step=step)
+    return TrainedRun(run_dir=run_dir, sharded=sharded, params=state.params, step=step)

@@ -10,7 +10,7 @@ flax_vit reads both numberings.
 
 import numpy as np
 
-from harness.imports import flax_vit, npz_reading
+from harness.checkpoint_formats import flax_vit, npz_reading
 
 ENCODER_SCOPE = "Transformer"
 POSITION_EMBEDDING = f"{ENCODER_SCOPE}/posembed_input/pos_embedding"

@@ -19,10 +19,6 @@ GIN_ERRORS = (ValueError, KeyError, SyntaxError, TypeError, ImportError, OSError
 
 def register_configurables() -> None:
     """Imports the modules that declare gin configurables, so any gin file parses anywhere."""
-    import harness.data.spec
-    import harness.suites.spec
-    import harness.train.specs
-    import harness.transfer.fewshot_datasets  # noqa: F401
     import models.specs  # noqa: F401
 
 

@@ -3,14 +3,14 @@
 Locally orbax saves into `<step>.orbax-checkpoint-tmp-<time>` and renames it to `<step>` when
 complete, so a numeric name is a finished checkpoint. An object store has no atomic rename,
 so on gs:// orbax writes straight into `<step>` and marks it finished with COMMIT_FILE last;
-harness/train/staged_checkpoints.py does the same for other schemes. On a URL a numeric folder
+harness/runtime/staged_checkpoints.py does the same for other schemes. On a URL a numeric folder
 therefore counts only with that marker, or with the checksum file the harness writes after
 every complete save (a local run copied to a bucket has checksums but no marker).
 """
 
 from harness import storage
 from harness.run_dir import names
-from harness.train.checksums import CHECKSUM_FILE
+from harness.run_dir.checksums import CHECKSUM_FILE
 
 CHECKPOINT_DIR = names.CHECKPOINT_DIR
 COMMIT_FILE = names.COMMIT_FILE

@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from harness.imports import flax_vit, npz_reading
+from harness.checkpoint_formats import flax_vit, npz_reading
 
 ENCODER_SCOPE = "Transformer"
 STATE_PREFIXES = ("params/", "opt/target/")

@@ -8,16 +8,18 @@ results.json under "fewshot". Each dataset's images are read once and kept for t
 only their features are recomputed.
 """
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from clu import metric_writers
-
+from harness.config.experiment import Experiment
 from harness.data import metadata
+from harness.data.fewshot_datasets import FEWSHOT_DATASETS
 from harness.data.spec import DataSpec
 from harness.errors import UsageError
-from harness.train.experiment import Experiment
+from harness.runtime.evaluator import EvalOutput
 from harness.transfer import features, fewshot
-from harness.transfer.fewshot_datasets import FEWSHOT_DATASETS
+
+if TYPE_CHECKING:
+    from harness.runtime.sharded_model import ShardedModel
 
 RESULTS_KEY = "fewshot"  # results.json's section, read by the report like RUN_DIR/fewshot.json.
 
@@ -49,36 +51,33 @@ def check_datasets(experiment: Experiment) -> None:
 
 
 class PeriodicFewShot:
-    """The trainer's few-shot evaluator: `trainer.run(fewshot=PeriodicFewShot(trainer))`."""
+    """The few-shot evaluator (harness/runtime/evaluator.py's protocol)."""
 
-    def __init__(self, trainer: Any, command: str | None = None):
-        experiment = trainer.experiment
+    def __init__(self, model: "ShardedModel", command: str | None = None):
+        experiment = model.experiment
         self.every_steps = experiment.train.fewshot_every_steps
         self.spec = experiment.fewshot
-        self.weights = f"the training run in {trainer.workdir}"
+        self.weights = f"the training run in {model.workdir}"
         self.command = command
         self._source: features.ModelFeatures | None = None
-        self._trainer = trainer
 
-    def __call__(
-        self, step: int, params: Any, writer: metric_writers.MetricWriter
-    ) -> dict[str, Any]:
-        """Probes `params` (the weights after `step`), logs the summary at `step`, and returns
-        the fewshot.json-shaped payload."""
+    def __call__(self, model: "ShardedModel", params: Any, step: int) -> EvalOutput:
+        """Probes `params` (the weights after `step`): the summary's scalars, and the
+        fewshot.json-shaped payload as results.json's "fewshot"."""
         if self._source is None:
-            self._source = features.ModelFeatures(self._trainer, params, self.spec.data_dir)
+            self._source = features.ModelFeatures(model, params, self.spec.data_dir)
         else:
             self._source.set_params(params)
         payload, summary = features.evaluate_features(
             self.spec, self._source, self.weights, step, self.command
         )
-        writer.write_scalars(step, fewshot.summary_scalars(summary))
         print(f"few-shot at step {step}:\n{fewshot.format_table(summary)}", flush=True)
-        return payload
+        return EvalOutput(fewshot.summary_scalars(summary), {RESULTS_KEY: payload})
 
 
-def periodic(trainer: Any, command: str | None = None) -> PeriodicFewShot | None:
+def periodic(model: "ShardedModel", command: str | None = None, **_: Any) -> PeriodicFewShot | None:
     """The evaluator a run's TrainSpec asks for, or None when fewshot_every_steps is 0."""
-    if not trainer.experiment.train.fewshot_every_steps:
+    if not model.experiment.train.fewshot_every_steps:
         return None
-    return PeriodicFewShot(trainer, command)
+    check_datasets(model.experiment)
+    return PeriodicFewShot(model, command)

@@ -1,8 +1,8 @@
 """Chooses the importer by what a path holds, so the user names a checkpoint, not its format."""
 
 from harness import storage
+from harness.checkpoint_formats import big_vision_npz, orbax_run, timm_safetensors, vmoe_reference
 from harness.errors import UsageError
-from harness.imports import big_vision_npz, orbax_run, timm_safetensors, vmoe_reference
 
 RUN = "run"
 VIT_NPZ = "vit_npz"

@@ -20,8 +20,11 @@ from typing import NamedTuple
 import gin
 import numpy as np
 
-from harness.transfer.fewshot import DEFAULT_L2_REG, DEFAULT_SEEDS, DEFAULT_SHOTS
 from models.specs import Spec
+
+DEFAULT_SHOTS = (1, 5, 10, 25)
+DEFAULT_L2_REG = 2.0**10  # big_vision's common_fewshot.py default.
+DEFAULT_SEEDS = (0, 1, 2)  # big_vision's num_seeds=3.
 
 # Fashion-MNIST classes (TFDS label order): 0 T-shirt/top, 1 Trouser, 2 Pullover, 3 Dress,
 # 4 Coat, 5 Sandal, 6 Shirt, 7 Sneaker, 8 Bag, 9 Ankle boot.

@@ -12,8 +12,8 @@ import zipfile
 import ml_dtypes
 import numpy as np
 
+from harness.checkpoint_formats import reading as files
 from harness.errors import UsageError, one_line
-from harness.imports import files
 
 
 def recover_float(array: np.ndarray) -> np.ndarray:
