@@ -77,8 +77,8 @@ class Trainer(ShardedModel):
         """Trains from the latest checkpoint to the end and evaluates. `attempts` records this
         attempt's steps and time after every checkpoint (results then total all attempts);
         `evaluators` run when due and after the last step, and their last results join the
-        outcome; None means the ones the experiment asks for (harness/transfer/evaluators.py). `start` is `restore_latest()`'s result when the
-        caller has restored already."""
+        outcome; None means the ones the experiment asks for (harness/transfer/evaluators.py).
+        `start` is `restore_latest()`'s result when the caller has restored already."""
         train = self.experiment.train
         if evaluators is None:
             evaluators = transfer_evaluators.for_experiment(self)
