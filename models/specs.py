@@ -17,6 +17,8 @@ from typing import Any
 
 import gin
 
+from models.moe.router_registry import ROUTERS
+
 
 class Spec:
     """Subclasses that define __post_init__ call super().__post_init__() first."""
@@ -104,9 +106,6 @@ class VitSpec(Spec):
             raise ValueError(f"VitSpec.dropout_prob={self.dropout_prob} must be in [0, 1)")
 
 
-ROUTERS = ("top_k", "expert_choice", "soft")
-
-
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
 class MoeSpec(Spec):
@@ -173,7 +172,10 @@ class MoeSpec(Spec):
             if value is not None and not math.isfinite(value):
                 raise ValueError(f"MoeSpec.{name}={value} must be finite")
         if self.router not in ROUTERS:
-            raise ValueError(f"MoeSpec.router={self.router!r} is unknown; use one of {ROUTERS}")
+            raise ValueError(
+                f"MoeSpec.router={self.router!r} is unknown; use one of {tuple(ROUTERS)} "
+                "(models/moe/router_registry.py)"
+            )
         if self.group_images < 1:
             raise ValueError(
                 f"MoeSpec.group_images={self.group_images} must be >= 1; set the number of "

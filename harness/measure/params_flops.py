@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 from praxis import base_layer, pax_fiddle
 
+from models.moe.router_registry import ROUTERS
 from models.specs import ModelSpec
 
 HEAD_LAYERS = ("head", "pre_logits_layer")
@@ -105,15 +106,8 @@ def _tokens_per_image(spec: ModelSpec) -> int:
 
 def expert_passes_per_token(spec: ModelSpec) -> float:
     """Expert MLPs evaluated per token of an MoE layer at inference, on average."""
-    moe = spec.moe
-    group_tokens = moe.group_images * _tokens_per_image(spec)
-    if moe.router == "soft":
-        return moe.num_experts * moe.slots_per_expert / group_tokens
-    if moe.router == "expert_choice":
-        wanted = moe.inference_k * group_tokens * moe.inference_capacity_factor / moe.num_experts
-        capacity = min(max(1, math.ceil(wanted - 1e-9)), group_tokens)
-        return moe.num_experts * capacity / group_tokens
-    return moe.inference_k
+    group_tokens = spec.moe.group_images * _tokens_per_image(spec)
+    return ROUTERS[spec.moe.router].expert_passes(spec.moe, group_tokens)
 
 
 def _active_expert_share(spec: ModelSpec) -> float:
@@ -132,9 +126,7 @@ def analytic_gflops_per_image(spec: ModelSpec) -> float:
     attention = 4 * tokens * d * d + 2 * tokens * tokens * d
     dense_mlp = 2 * tokens * d * v.mlp_dims
     expert_dims = spec.moe.expert_mlp_dims or v.mlp_dims
-    router = tokens * d * spec.moe.num_experts
-    if spec.moe.router == "soft":
-        router *= 3 * spec.moe.slots_per_expert
+    router = tokens * d * ROUTERS[spec.moe.router].router_macs_per_token(spec.moe)
     sparse_mlp = expert_passes_per_token(spec) * 2 * tokens * d * expert_dims + router
     moe_layers = set(spec.moe_layers)
     for i in range(v.num_layers):

@@ -16,6 +16,7 @@ from harness.errors import UsageError
 from harness.measure import inference, params_flops
 from harness.run_dir import run_record
 from harness.runtime.restore import TrainedRun
+from models.moe.router_registry import ROUTERS
 from models.specs import ModelSpec
 
 
@@ -41,10 +42,11 @@ def sweep(
     experts = spec.moe.num_experts
     if any(k > experts for k in ks):
         raise UsageError(f"k={max(ks)} exceeds the run's E={experts} experts; sweep k <= {experts}")
-    if spec.moe.router == "soft":
+    uses = ROUTERS[spec.moe.router].uses
+    if "capacity_factor" not in uses:
         raise UsageError(
-            f"{run.run_dir} routes with Soft MoE, which has no k, C or BPR to sweep; sweep a "
-            "top_k or expert_choice model"
+            f"{run.run_dir} routes with {spec.moe.router!r}, which has no k, C or BPR to sweep; "
+            "sweep a top_k or expert_choice model"
         )
     if timing_batch_size % spec.min_batch:
         raise UsageError(
@@ -52,8 +54,8 @@ def sweep(
             f"(MoeSpec.group_images={spec.moe.group_images}); use a multiple of it"
         )
     # Batch Prioritized Routing orders the tokens that choose experts; when experts choose
-    # tokens there is nothing to prioritise.
-    orders = (False,) if spec.moe.router == "expert_choice" else (False, True)
+    # tokens there is nothing to prioritise, and such a router does not use batch_priority.
+    orders = (False, True) if "batch_priority" in uses else (False,)
     points = []
     method = ""
     for batch_priority in orders:

@@ -17,6 +17,7 @@ from praxis import base_layer, pax_fiddle
 from praxis.layers import activations, normalizations, stochastics
 
 from models.moe import expert_choice, expert_parallel, routing, soft_routing
+from models.moe.router_registry import ROUTERS
 from models.specs import MoeSpec, check_routing_config
 from models.stats import sow_stat
 
@@ -284,13 +285,8 @@ class SparseMoe(base_layer.BaseLayer):
     def setup(self) -> None:
         self._validate()
         d, h, e = self.input_dims, self.hidden_dims, self.num_experts
-        if self.spec.router == "soft":
-            # Phi is l2-normalised over D before use, so only its direction matters at init.
-            p = self.spec.slots_per_expert
-            self._weight("router", [d, e, p], WeightInit.Gaussian(d**-0.5), "soft_router")
-            self._weight("router_scale", [1], WeightInit.Constant(1.0))
-        else:
-            self._weight("router", [d, e], WeightInit.Gaussian(ROUTER_INIT_STD))
+        create_router_weights, self._route = ROUTERS[self.spec.router].functions()
+        create_router_weights(self)
         # Explicit fan axes: each expert is initialised like a standalone [D, H] / [H, D] dense
         # layer, instead of praxis treating E as a receptive field that shrinks the scale.
         per_expert = {"fan_in_axes": [-2], "fan_out_axes": [-1]}
@@ -396,12 +392,7 @@ class SparseMoe(base_layer.BaseLayer):
                 "reshape tokens to [batch, tokens, input_dims]"
             )
         x = self._group(inputs)
-        route = {
-            "top_k": self._route_top_k,
-            "expert_choice": self._route_expert_choice,
-            "soft": self._route_soft,
-        }[self.spec.router]
-        outputs, report = route(x)
+        outputs, report = self._route(self, x)
         self._report_routing(report, inputs.shape[0])
         return outputs.reshape(inputs.shape)
 
@@ -537,6 +528,28 @@ class SparseMoe(base_layer.BaseLayer):
             # Eval must not regularise anything, and its losses would be summed into the metric.
             if training:
                 self.add_aux_loss(name, weight * value)
+
+
+def _dense_router_weights(layer: SparseMoe) -> None:
+    """W [D, E], bias-free (top_k and expert_choice)."""
+    layer._weight(
+        "router", [layer.input_dims, layer.num_experts], WeightInit.Gaussian(ROUTER_INIT_STD)
+    )
+
+
+def soft_create_weights(layer: SparseMoe) -> None:
+    """Phi [D, E, P] and a learnt scale. Phi is l2-normalised over D before use, so only its
+    direction matters at init."""
+    d, e, p = layer.input_dims, layer.num_experts, layer.spec.slots_per_expert
+    layer._weight("router", [d, e, p], WeightInit.Gaussian(d**-0.5), "soft_router")
+    layer._weight("router_scale", [1], WeightInit.Constant(1.0))
+
+
+# The built-in routers behind models/moe/router_registry.py's two functions.
+top_k_create_weights = expert_choice_create_weights = _dense_router_weights
+top_k_route = SparseMoe._route_top_k
+expert_choice_route = SparseMoe._route_expert_choice
+soft_route = SparseMoe._route_soft
 
 
 class RoutingReport(NamedTuple):
