@@ -17,12 +17,12 @@ from praxis import base_layer
 
 from harness.checkpoint_formats import (
     detect,
-    import_params,
     safetensors_file,
     tree_mapping,
     vmoe_msgpack,
     vmoe_reference,
 )
+from harness.checkpoint_formats.importer import import_params
 from harness.config.experiment import Experiment
 from harness.config.experiment_file import write_experiment
 from harness.config.train_spec import MeshSpec, OptimizerSpec, TrainSpec

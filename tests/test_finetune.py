@@ -15,7 +15,9 @@ import optax
 import pytest
 from praxis import base_layer
 
-from harness.checkpoint_formats import FORMATS, import_params, posemb, tree_mapping
+from harness.checkpoint_formats import posemb, tree_mapping
+from harness.checkpoint_formats.detect import FORMATS
+from harness.checkpoint_formats.importer import import_params
 from harness.config import gin_config
 from harness.config.experiment import Experiment
 from harness.config.experiment_file import write_experiment
@@ -282,7 +284,7 @@ def test_bad_fine_tuning_settings_are_one_line(make, named):
 
 
 def test_the_specs_formats_are_the_importers():
-    assert CHECKPOINT_FORMATS == FORMATS
+    assert tuple(CHECKPOINT_FORMATS) == FORMATS
 
 
 @pytest.mark.parametrize(

@@ -17,12 +17,12 @@ from praxis import base_layer
 from harness.checkpoint_formats import (
     detect,
     flax_vit,
-    import_params,
     npz_reading,
     posemb,
     tree_mapping,
     vmoe_reference,
 )
+from harness.checkpoint_formats.importer import import_params
 from harness.errors import UsageError
 from models import builders, specs
 from models.stats import STATS

@@ -5,18 +5,8 @@ from typing import Any
 
 import numpy as np
 
-from harness.checkpoint_formats import (
-    big_vision_npz,
-    detect,
-    npz_reading,
-    orbax_run,
-    posemb,
-    timm_safetensors,
-    tree_mapping,
-    vit_npz,
-    vmoe_reference,
-    weight_checks,
-)
+from harness.checkpoint_formats import detect, npz_reading, posemb, tree_mapping, weight_checks
+from harness.checkpoint_formats.registry import FORMATS, NPZ
 
 CLASS_TOKEN = "patch_embedding/prepend_cls_embs"
 POSITION_EMBEDDING = "position_embedding"
@@ -27,17 +17,15 @@ Converted = tuple[dict[str, np.ndarray], dict[str, str]]
 def read_checkpoint(path: str, format_name: str | None, step: int | None) -> tuple[str, Converted]:
     """(the format used, its tensors by our path and their checkpoint names)."""
     chosen = detect.check_format_name(format_name) if format_name else detect.path_format(path)
-    if chosen == detect.RUN:
-        return chosen, orbax_run.convert(path, step)
-    if chosen == detect.VMOE:
-        return chosen, vmoe_reference.convert(path)
-    if chosen == detect.SAFETENSORS:
-        return chosen, timm_safetensors.convert(path)
+    if chosen != NPZ and FORMATS[chosen].file_type != NPZ:
+        reader = FORMATS[chosen].reader()
+        return chosen, reader.convert(path, step) if FORMATS[chosen].has_steps else reader.convert(
+            path
+        )
     arrays = npz_reading.read_npz(path)  # once, for detection and conversion both
-    if chosen == "npz":
+    if chosen == NPZ:
         chosen = detect.npz_format(set(arrays))
-    module = vit_npz if chosen == detect.VIT_NPZ else big_vision_npz
-    return chosen, module.convert_arrays(arrays)
+    return chosen, FORMATS[chosen].reader().convert_arrays(arrays)
 
 
 def fit_position_embedding(

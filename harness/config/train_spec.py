@@ -9,14 +9,12 @@ import math
 
 import gin
 
+from harness.checkpoint_formats.registry import FORMATS as CHECKPOINT_FORMATS
 from harness.data.eval_datasets import check_eval_datasets
 from models.specs import MESH_AXES, Spec
 
 LOSSES = ("softmax", "sigmoid")
 COMPUTE_DTYPES = ("float32", "bfloat16")
-# harness.checkpoint_formats.FORMATS, spelled out so parsing gin imports no importer (a test
-# keeps them equal).
-CHECKPOINT_FORMATS = ("run", "vit_npz", "big_vision_npz", "vmoe", "safetensors")
 
 
 INIT_FROM_HEADS = (None, "keep", "new")
@@ -129,7 +127,7 @@ class TrainSpec(Spec):
             if self.init_from_format not in CHECKPOINT_FORMATS:
                 raise ValueError(
                     f"TrainSpec.init_from_format={self.init_from_format!r} is unknown; use one "
-                    f"of {CHECKPOINT_FORMATS} (or None to detect it)"
+                    f"of {tuple(CHECKPOINT_FORMATS)} (or None to detect it)"
                 )
             if self.init_from is None:
                 raise ValueError(

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from clu import metric_writers
 
 from harness import files, storage
-from harness.checkpoint_formats import import_params
+from harness.checkpoint_formats.importer import import_params
 from harness.config import gin_config
 from harness.config.experiment import Experiment, validate
 from harness.data import metadata
