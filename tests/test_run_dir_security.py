@@ -15,8 +15,8 @@ from harness.config import experiment_file, gin_config
 from harness.config.experiment import Experiment
 from harness.config.suite_spec import SuiteSpec, run_dir
 from harness.errors import UsageError
-from harness.reporting import report
-from harness.reporting.runs import Run
+from harness.measure import run_timing
+from harness.reporting.runs import warn
 from harness.runtime import restore
 from harness.suites import runner
 
@@ -72,8 +72,8 @@ def test_loading_refuses_a_run_directory_whose_gin_imports_code(tmp_path):
 def test_report_timing_skips_it_with_one_warning_and_runs_nothing(tmp_path, capsys):
     marker = tmp_path / "marker"
     _plant(tmp_path / "run", marker)
-    run = Run(name="run", path=str(tmp_path / "run"), results={}, sweep=None, scalars={})
-    assert report.time_runs([run], [1], repeats=1) == {}
+    timings = run_timing.time_restored_runs({"run": str(tmp_path / "run")}, [1], 1, warn)
+    assert timings == {}
     warnings = capsys.readouterr().err.strip().splitlines()
     assert len(warnings) == 1 and "imports Python code" in warnings[0], warnings
     assert not marker.exists()

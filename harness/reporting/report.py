@@ -9,14 +9,13 @@ sweeps and expert-by-class heatmaps where the run has them, and the transfer sec
 measured, and the commands that regenerate the runs and the report are printed with it.
 """
 
-import math
 import os
 import shlex
 from typing import Any
 
 from harness import files, storage
 from harness.errors import UsageError
-from harness.measure import carbon
+from harness.measure import carbon, run_timing
 from harness.reporting import (
     carbon_tables,
     measured_section,
@@ -28,45 +27,6 @@ from harness.reporting.markdown import code_span, escape, fenced, table
 from harness.reporting.runs import Run, footprint_of, load_run, warn
 from harness.reporting.transfer_data import FROM_FILE
 from harness.run_dir import run_record
-
-
-def time_runs(runs: list[Run], batch_sizes: list[int], repeats: int) -> dict[str, list[Any]]:
-    """Inference timings of every run's trained model, all in this process."""
-    from harness.measure import inference  # restoring checkpoints needs the trainer stack
-    from harness.runtime import restore
-
-    forwards, image_shape, group = {}, None, 1
-    for run in runs:
-        try:
-            trained = restore.load_trained(run.path)
-        except UsageError as error:
-            warn(f"not timing {run.name}: {error}")
-            continue
-        forwards[run.name] = inference.jit_forward(trained.sharded.model, trained.params)
-        shape = trained.sharded.image_shape
-        if image_shape not in (None, shape):
-            warn(f"not timing {run.name}: its images {shape} differ from {image_shape}")
-            del forwards[run.name]
-            continue
-        image_shape = shape
-        group = math.lcm(group, trained.sharded.experiment.model.min_batch)
-    if not forwards:
-        return {}
-    return inference.time_models(
-        forwards, image_shape, whole_groups(batch_sizes, group), repeats=repeats
-    )
-
-
-def whole_groups(batch_sizes: list[int], group: int) -> list[int]:
-    """Batch sizes rounded up to whole routing groups (a sparse model routes groups of
-    images), so every run is timed at the same sizes; says so when it changes any."""
-    rounded = sorted({math.ceil(b / group) * group for b in batch_sizes})
-    if rounded != sorted(set(batch_sizes)):
-        warn(
-            f"timing batch sizes {rounded} instead of {sorted(set(batch_sizes))}: the sparse "
-            f"runs route groups of images, so batches must be multiples of {group}"
-        )
-    return rounded
 
 
 def _fmt_int(value: int) -> str:
@@ -380,6 +340,10 @@ def write_report(
         raise UsageError(
             "none of the run directories has a readable results.json; nothing to report"
         )
-    timings = time_runs(runs, batch_sizes, repeats) if batch_sizes else {}
+    timings = (
+        run_timing.time_restored_runs({r.name: r.path for r in runs}, batch_sizes, repeats, warn)
+        if batch_sizes
+        else {}
+    )
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     files.write_text_atomically(output, render(runs, timings, output, command))
