@@ -18,6 +18,7 @@ from praxis.layers import activations, repeats, transformers
 from praxis.layers.checkpoint_policy import AutodiffCheckpointType
 
 from models import vit, vit22b, widenet
+from models.layer_norm import LayerNorm
 from models.moe import layers as moe
 from models.specs import MESH_AXES, ModelSpec, MoeSpec, Vit22bSpec, VitSpec, moe_layer_indices
 from models.stats import STATS
@@ -42,6 +43,9 @@ def _dense_block() -> pax_fiddle.Config:
     """A ViT pre-LN block from praxis, with ViT's GELU and plain 1/sqrt(d) attention scaling."""
     block = pax_fiddle.Config(transformers.Transformer)
     block.tr_atten_tpl.internal_enable_per_dim_scale = False
+    # flax's LayerNorm statistics, which XLA:CPU runs as one oneDNN call (models/layer_norm.py).
+    block.ln_tpl = pax_fiddle.Config(LayerNorm)
+    block.tr_fflayer_tpl.ln_tpl = pax_fiddle.Config(LayerNorm)
     # Heads over 'model' (Megatron-style), and the MLP hidden dimension with them.
     block.tr_atten_tpl.weight_split_dims_mapping.proj = [None, "model", None]
     block.tr_fflayer_tpl.activation_tpl = pax_fiddle.Config(activations.GELU)

@@ -14,6 +14,7 @@ from praxis import base_layer, pax_fiddle
 from praxis.layers import activations, linears, normalizations, transformers
 
 from models import patch_stem
+from models.layer_norm import LayerNorm
 
 JTensor = base_layer.JTensor
 LayerTpl = pax_fiddle.Config[base_layer.BaseLayer]
@@ -94,7 +95,7 @@ class VisionTransformerClassifier(base_layer.BaseLayer):
         self.create_child("encoder", self.encoder_tpl.clone())
         if self.final_norm_centered:
             final_norm = pax_fiddle.Config(
-                normalizations.LayerNorm, dim=self.model_dims, use_bias=self.use_final_norm_bias
+                LayerNorm, dim=self.model_dims, use_bias=self.use_final_norm_bias
             )
         else:
             final_norm = pax_fiddle.Config(

@@ -28,6 +28,7 @@ from jax import numpy as jnp
 from praxis import base_layer, pax_fiddle, pytypes
 from praxis.layers import activations, normalizations, stochastics
 
+from models.layer_norm import LayerNorm
 from models.stats import sow_stat
 
 JTensor = pytypes.JTensor
@@ -103,7 +104,7 @@ class Vit22bBlock(base_layer.BaseLayer):
     fused: bool = True
     centered_norm: bool | None = None
     weight_init: WeightInit | None = None
-    ln_tpl: LayerTpl = template_field(normalizations.LayerNorm)
+    ln_tpl: LayerTpl = template_field(LayerNorm)
     rms_norm_tpl: LayerTpl = template_field(normalizations.RmsNorm)
     activation_tpl: LayerTpl = template_field(activations.GELU)
     dropout_tpl: LayerTpl = template_field(stochastics.Dropout)

@@ -8,8 +8,9 @@ the MoE: sharing praxis's MoE feed-forward layer would share its inner LayerNorm
 
 from flax import linen as nn
 from praxis import base_layer, pax_fiddle
-from praxis.layers import attentions, checkpoint_policy, normalizations
+from praxis.layers import attentions, checkpoint_policy
 
+from models.layer_norm import LayerNorm
 from models.moe import layers as moe
 
 JTensor = base_layer.JTensor
@@ -40,7 +41,7 @@ class WideNetEncoder(base_layer.BaseLayer):
     num_experts: int = 4
     attention_tpl: LayerTpl = template_field(attentions.DotProductAttention)
     moe_tpl: LayerTpl = template_field(moe.SparseMoe)
-    ln_tpl: LayerTpl = template_field(normalizations.LayerNorm)
+    ln_tpl: LayerTpl = template_field(LayerNorm)
     remat_policy: checkpoint_policy.AutodiffCheckpointType | None = None
 
     def setup(self) -> None:

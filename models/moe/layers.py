@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from praxis import base_layer, pax_fiddle
 from praxis.layers import activations, normalizations, stochastics
 
+from models.layer_norm import LayerNorm
 from models.moe import expert_choice, expert_parallel, routing, soft_routing
 from models.moe.router_registry import ROUTERS
 from models.specs import MoeSpec, check_routing_config
@@ -607,9 +608,7 @@ class MoeFeedForward(base_layer.BaseLayer):
     num_groups: int = 0
     min_group_size: int | None = None
     gating_func: str = "top2"
-    ln_tpl: pax_fiddle.Config[normalizations.BaseNormalization] = template_field(
-        normalizations.LayerNorm
-    )
+    ln_tpl: pax_fiddle.Config[normalizations.BaseNormalization] = template_field(LayerNorm)
     residual_dropout_tpl: pax_fiddle.Config[stochastics.Dropout] = template_field(
         stochastics.Dropout
     )
