@@ -21,6 +21,7 @@ from harness import files, gin_config, storage
 from harness.data import metadata
 from harness.errors import UsageError, one_line
 from harness.imports import import_params
+from harness.measure import routing_health
 from harness.run_dir.occupancy import refuse_occupied
 from harness.train import run_record, workdir_lock
 from harness.train.checkpointing import Checkpointer
@@ -76,11 +77,26 @@ def evaluate_checkpoint(
         evaluation = trainer.evaluate(params)
         seconds = time.perf_counter() - clock
         transfer = ood_eval.evaluate(trainer, params, experiment.train.eval_datasets)
+        routing = trainer_lib.routing_summary(evaluation)
+        health, layers = routing_health.from_evaluation(
+            evaluation.metrics, routing.get("expert_load", {})
+        )
         _save_weights(trainer, params, workdir)
         if jax.process_index() == 0:
+            for block, layer in layers.items():
+                reason = layer.collapse()
+                if reason is not None:
+                    print(routing_health.warning_line(block, reason, "on the evaluation data"))
             writer = metric_writers.SummaryWriter(workdir)
             writer.write_hparams(run_record.hparams(experiment))
             trainer_lib.write_evaluation(writer, 0, evaluation)
+            # Nothing was trained here, so the layers' health on the evaluation data takes
+            # the routing/<block>/... tags a training run fills.
+            health_scalars = {}
+            for block, layer in layers.items():
+                health_scalars.update(layer.tensorboard_scalars(block))
+            if health_scalars:
+                writer.write_scalars(0, health_scalars)
             if transfer:
                 writer.write_scalars(0, ood_eval.scalars(transfer))
             writer.flush()
@@ -92,10 +108,12 @@ def evaluate_checkpoint(
                 # Not trained here: no training time, energy or throughput to report.
                 "train": {"steps": 0, "wall_seconds": 0.0, "images_per_second": None},
                 "eval": {**evaluation.metrics, "eval/wall_seconds": seconds},
-                "routing": trainer_lib.routing_summary(evaluation),
+                "routing": routing,
                 **transfer,
             }
         )
+        if health:
+            payload["routing_health"] = health
         if jax.process_index() == 0:
             files.write_json_atomically(storage.join(workdir, run_record.RESULTS_FILE), payload)
             files.write_text_atomically(
