@@ -200,3 +200,75 @@ def test_a_dense_model_has_no_routing_health() -> None:
     assert tracker.observe(1, {"train/loss": 1.0}) == ({}, [])
     assert tracker.summary() == {}
     assert routing_health.from_evaluation({"eval/top1": 0.5}, {}) == ({}, {})
+
+
+def _run(routing_health_payload: Any, name: str = "moe_run") -> Any:
+    from harness.reporting.runs import Run
+
+    results = {"routing_health": routing_health_payload}
+    return Run(name=name, path=f"/runs/{name}", results=results, sweep=None, scalars={})
+
+
+def _section(run: Any, tmp_path: Any) -> list[str]:
+    from harness.reporting.routing_health_section import routing_health_section
+
+    return routing_health_section(run, str(tmp_path), "plots")
+
+
+def test_report_shows_a_table_row_and_a_heatmap_per_layer(tmp_path: Any) -> None:
+    healthy = routing_health.LayerHealth(load=[0.25] * 4, router_entropy=math.log(4) / 2)
+    dead = routing_health.LayerHealth(
+        load=[0.5, 0.5, 0.0, 0.0], router_entropy=0.0, dropped_fraction=0.125
+    )
+    payload = {
+        "source": "training, mean load over logged steps 1..4",
+        "layers": {"block_01": healthy.to_json(), "block_03": dead.to_json()},
+    }
+    lines = _section(_run(payload), tmp_path)
+    text = "\n".join(lines)
+    rows = {
+        line.split(" | ")[0].strip("| "): line
+        for line in text.splitlines()
+        if line.startswith("| block")
+    }
+    assert set(rows) == {"block_01", "block_03"}
+    assert "| 4 | 0.250 | 0 | 1.000 | 0.500 |" in rows["block_01"]
+    assert rows["block_01"].endswith("| no |")
+    assert "| 2 (2, 3) | 0.500 | 0.000 | 0.125 |" in rows["block_03"]
+    assert "2 of 4 experts dead (load share &lt; 0.025)" in rows["block_03"]
+    assert "training, mean load over logged steps 1..4" in text
+    assert "![load per expert per layer](plots/moe_run_routing_health.png)" in text
+    png = tmp_path / "moe_run_routing_health.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    "payload, expected",
+    [
+        ("not an object", "routing_health is malformed"),
+        ({"layers": []}, "routing_health is malformed"),
+        ({"layers": {"block_01": {"load": "0.5"}}}, "layer 'block_01': load is not a list"),
+        ({"layers": {"block_01": {"load": [0.5, True]}}}, "bool, not a number"),
+        ({"layers": {"block_01": {"load": [0.5, float("nan")]}}}, "outside"),
+        ({"layers": {"block_01": {"load": [1.0], "dead_experts": [7]}}}, "not an expert index"),
+        ({"layers": {"block_01": {"load": [1.0], "collapse": "x" * 1000}}}, "at most 300"),
+    ],
+)
+def test_malformed_routing_health_is_skipped_with_a_warning(
+    payload: Any, expected: str, tmp_path: Any, capsys: Any
+) -> None:
+    assert _section(_run(payload), tmp_path) == []
+    err = capsys.readouterr().err
+    assert err.startswith("warning: ") and expected in err
+    assert not list(tmp_path.iterdir())
+
+
+def test_one_bad_layer_is_skipped_and_run_values_are_escaped(tmp_path: Any, capsys: Any) -> None:
+    good = routing_health.LayerHealth(load=[0.5, 0.5]).to_json()
+    good["collapse"] = "<script>alert(1)</script> | ![x](http://e)"
+    payload = {"source": "# heading", "layers": {"block_01": good, "block_02": {"load": []}}}
+    text = "\n".join(_section(_run(payload), tmp_path))
+    assert "block_02" not in text and "block_02" in capsys.readouterr().err
+    assert "<script>" not in text and "&lt;script&gt;" in text
+    assert "\\| \\!\\[x\\](http://e)" in text
+    assert "Measured on \\# heading." in text
