@@ -195,6 +195,17 @@ def test_tracker_averages_a_window_and_warns_once_when_a_layer_collapses() -> No
     assert layer["router_entropy"] == 0.0
 
 
+def test_logged_interval_averages_load_vectors_element_wise() -> None:
+    from harness.train.trainer import MetricsInterval
+
+    interval = MetricsInterval()
+    interval.add({"train/loss": 1.0, "train/routing/expert_load/block_01": np.array([1.0, 0.0])})
+    interval.add({"train/loss": 3.0, "train/routing/expert_load/block_01": np.array([0.5, 0.5])})
+    scalars = interval.mean_and_reset()
+    assert scalars["train/loss"] == 2.0 and isinstance(scalars["train/loss"], float)
+    np.testing.assert_allclose(scalars["train/routing/expert_load/block_01"], [0.75, 0.25])
+
+
 def test_a_dense_model_has_no_routing_health() -> None:
     tracker = routing_health.HealthTracker()
     assert tracker.observe(1, {"train/loss": 1.0}) == ({}, [])
