@@ -76,6 +76,8 @@ def load_heatmap(
             for expert in dead.get(name, []):
                 axes.text(expert, row, "x", ha="center", va="center", color="red", fontsize=8)
     axes.set_xlabel("expert")
+    if width <= 32:
+        axes.set_xticks(range(width))
     axes.set_yticks(range(len(names)))
     axes.set_yticklabels(names, fontsize=7)
     axes.set_title(title, fontsize=9)
