@@ -89,6 +89,7 @@ def test_training_warns_once_per_collapsed_layer_and_records_health(collapsed_ru
         assert json.load(f)["routing_health"] == health
     assert health["first_collapse_step"] == {block: 1 for block in MOE_BLOCKS}
     assert health["source"] == "training, mean load over logged steps 1..4"
+    assert health["router"] == "top_k k=2 C=1.05 BPR"  # gin/cpu/vmoe.gin
     for block in MOE_BLOCKS:
         layer = health["layers"][block]
         np.testing.assert_allclose(layer["load"], [0.5, 0.5] + [0.0] * 6, atol=1e-6)
@@ -121,7 +122,7 @@ def test_evaluate_reports_the_same_health_on_the_evaluation_data(collapsed_run, 
         for block in MOE_BLOCKS
     ]
     health = payload["routing_health"]
-    assert health["source"] == "evaluation data"
+    assert (health["source"], health["router"]) == ("evaluation data", "top_k k=2 C=1.05 BPR")
     assert health["layers"]["block_01"]["dead_experts"] == [2, 3, 4, 5, 6, 7]
     # Eval uses BPR with C=1.05 on 2 of 8 experts: most choices overflow capacity.
     assert health["layers"]["block_01"]["dropped_fraction"] > 0.5

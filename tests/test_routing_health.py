@@ -187,7 +187,8 @@ def test_tracker_averages_a_window_and_warns_once_when_a_layer_collapses() -> No
     for _ in range(3):  # still collapsed: no new line
         step += 10
         assert tracker.observe(step, _interval(collapsed, 0.0))[1] == []
-    summary = tracker.summary()
+    summary = tracker.summary("top_k k=1 C=1.0 vanilla")
+    assert summary["router"] == "top_k k=1 C=1.0 vanilla"
     assert summary["first_collapse_step"] == {"block_01": step - 30}
     layer = summary["layers"]["block_01"]
     assert layer["dead_experts"] == [1, 2, 3]
@@ -209,8 +210,16 @@ def test_logged_interval_averages_load_vectors_element_wise() -> None:
 def test_a_dense_model_has_no_routing_health() -> None:
     tracker = routing_health.HealthTracker()
     assert tracker.observe(1, {"train/loss": 1.0}) == ({}, [])
-    assert tracker.summary() == {}
-    assert routing_health.from_evaluation({"eval/top1": 0.5}, {}) == ({}, {})
+    assert tracker.summary("top_k k=2 C=1.05 BPR") == {}
+    assert routing_health.from_evaluation({"eval/top1": 0.5}, {}, "soft") == ({}, {})
+
+
+def test_router_description_names_vanilla_or_bpr_and_the_eval_values() -> None:
+    moe = MoeSpec(capacity_factor=1.05, batch_priority=False, eval_batch_priority=True)
+    assert routing_health.describe_router(moe, evaluation=False) == "top_k k=2 C=1.05 vanilla"
+    eval_moe = MoeSpec(eval_capacity_factor=0.5, eval_num_selected_experts=1, batch_priority=True)
+    assert routing_health.describe_router(eval_moe, evaluation=True) == "top_k k=1 C=0.5 BPR"
+    assert routing_health.describe_router(moe, evaluation=True).endswith("BPR")
 
 
 def _run(routing_health_payload: Any, name: str = "moe_run") -> Any:
@@ -233,6 +242,7 @@ def test_report_shows_a_table_row_and_a_heatmap_per_layer(tmp_path: Any) -> None
     )
     payload = {
         "source": "training, mean load over logged steps 1..4",
+        "router": "top_k k=2 C=1.05 BPR",
         "layers": {"block_01": healthy.to_json(), "block_03": dead.to_json()},
     }
     lines = _section(_run(payload), tmp_path)
@@ -247,7 +257,7 @@ def test_report_shows_a_table_row_and_a_heatmap_per_layer(tmp_path: Any) -> None
     assert rows["block_01"].endswith("| no |")
     assert "| 2 (2, 3) | 0.500 | 0.000 | 0.125 |" in rows["block_03"]
     assert "2 of 4 experts dead (load share &lt; 0.025)" in rows["block_03"]
-    assert "training, mean load over logged steps 1..4" in text
+    assert "training, mean load over logged steps 1..4 with top_k k=2 C=1.05 BPR" in text
     assert "![load per expert per layer](plots/moe_run_routing_health.png)" in text
     png = tmp_path / "moe_run_routing_health.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

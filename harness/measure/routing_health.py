@@ -43,6 +43,8 @@ from typing import Any
 
 import numpy as np
 
+from models.specs import MoeSpec
+
 DEAD_SHARE_OF_UNIFORM = 0.1
 WINDOW_LOGS = 5
 COLLAPSE_DEAD_SHARE = 0.5
@@ -71,6 +73,21 @@ def thresholds() -> dict[str, Any]:
         "collapse_load_entropy": COLLAPSE_LOAD_ENTROPY,
         "collapse_expert_choice_spread": COLLAPSE_EXPERT_CHOICE_SPREAD,
     }
+
+
+def describe_router(moe: MoeSpec, evaluation: bool) -> str:
+    """The routing that produced the numbers, e.g. 'top_k k=2 C=1.05 BPR': whether dropped
+    tokens were dropped by vanilla or by Batch Prioritized Routing is which one ran."""
+    if moe.router == "soft":
+        return f"soft, {moe.slots_per_expert} slot(s) per expert"
+    k, capacity, bpr = moe.num_selected_experts, moe.capacity_factor, moe.batch_priority
+    if evaluation:
+        k = k if moe.eval_num_selected_experts is None else moe.eval_num_selected_experts
+        capacity = capacity if moe.eval_capacity_factor is None else moe.eval_capacity_factor
+        bpr = bpr if moe.eval_batch_priority is None else moe.eval_batch_priority
+    if moe.router == "expert_choice":
+        return f"expert_choice k={k} C={capacity}"
+    return f"top_k k={k} C={capacity} {'BPR' if bpr else 'vanilla'}"
 
 
 def entropy(probabilities: Iterable[float]) -> float:
@@ -253,13 +270,16 @@ class HealthTracker:
                 warnings.append(warning_line(block, reason, f"at step {step}"))
         return written, warnings
 
-    def summary(self) -> dict[str, Any]:
-        """results.json's "routing_health" for training; {} for a model without MoE layers."""
+    def summary(self, router: str) -> dict[str, Any]:
+        """results.json's "routing_health" for training (`router`: describe_router's words);
+        {} for a model without MoE layers. Loads are the window's mean; the other values
+        are the last logged interval's."""
         if not self._latest:
             return {}
         steps = list(self._steps)
         return {
             "source": f"training, mean load over logged steps {steps[0]}..{steps[-1]}",
+            "router": router,
             "thresholds": thresholds(),
             "layers": {b: h.to_json() for b, h in sorted(self._latest.items())},
             "first_collapse_step": dict(sorted(self.first_collapse_step.items())),
@@ -267,7 +287,10 @@ class HealthTracker:
 
 
 def from_evaluation(
-    metrics: Mapping[str, float], loads: Mapping[str, Iterable[float]], prefix: str = "eval/routing"
+    metrics: Mapping[str, float],
+    loads: Mapping[str, Iterable[float]],
+    router: str,
+    prefix: str = "eval/routing",
 ) -> tuple[dict[str, Any], dict[str, LayerHealth]]:
     """results.json's "routing_health" over one evaluation pass (the window is the pass), and
     the per-layer health; `loads` is each block's load share on the evaluation data."""
@@ -277,6 +300,7 @@ def from_evaluation(
         return {}, {}
     section = {
         "source": "evaluation data",
+        "router": router,
         "thresholds": thresholds(),
         "layers": {b: h.to_json() for b, h in layers.items()},
     }

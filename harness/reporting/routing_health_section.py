@@ -81,6 +81,9 @@ def read_layers(run: Run) -> tuple[str, dict[str, dict[str, Any]]]:
         if not isinstance(section, dict):
             raise Malformed(f"it is {type(section).__name__}, not an object")
         source = _text(section.get("source"), "source") or "unknown"
+        router = _text(section.get("router"), "router")
+        if router:
+            source = f"{source} with {router}"
         layers = section.get("layers")
         if not isinstance(layers, dict) or not layers or len(layers) > MAX_LAYERS:
             raise Malformed(f"layers is not an object of 1 to {MAX_LAYERS} layers")

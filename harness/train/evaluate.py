@@ -79,7 +79,9 @@ def evaluate_checkpoint(
         transfer = ood_eval.evaluate(trainer, params, experiment.train.eval_datasets)
         routing = trainer_lib.routing_summary(evaluation)
         health, layers = routing_health.from_evaluation(
-            evaluation.metrics, routing.get("expert_load", {})
+            evaluation.metrics,
+            routing.get("expert_load", {}),
+            routing_health.describe_router(experiment.model.moe, evaluation=True),
         )
         _save_weights(trainer, params, workdir)
         if jax.process_index() == 0:

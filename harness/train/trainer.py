@@ -430,7 +430,9 @@ class Trainer:
         }
         if fewshot_payload is not None:
             outcome["fewshot"] = fewshot_payload
-        health_summary = health.summary()
+        health_summary = health.summary(
+            routing_health.describe_router(self.experiment.model.moe, evaluation=False)
+        )
         if health_summary:
             outcome["routing_health"] = health_summary
         return outcome
