@@ -151,7 +151,7 @@ class SparseMoe(base_layer.BaseLayer):
         distribution over experts (top_k, expert_choice: softmax of the clean logits; soft:
         its combine weights summed per expert).
       expert_choice_spread (expert_choice only): 0 when every expert took the same tokens,
-        1 when their picks are disjoint (harness/measure/routing_health.py).
+        1 when their picks are disjoint (expert_choice.selection_spread).
       slot_dispatch_entropy (soft only): mean over slots of the entropy of the slot's
         dispatch weights over the group's tokens, divided by log S (1 = the slot is the plain
         average of its group).
