@@ -284,6 +284,15 @@ def test_malformed_routing_health_is_skipped_with_a_warning(
     assert not list(tmp_path.iterdir())
 
 
+def test_float32_rounding_just_outside_0_and_1_is_accepted(tmp_path: Any, capsys: Any) -> None:
+    layer = routing_health.LayerHealth(load=[0.5, 0.5]).to_json()
+    layer["unrouted_fraction"] = -3.7e-9  # 1 - mean(1.0) in float32
+    layer["load"] = [1.0 + 1e-7, -1e-9]
+    text = "\n".join(_section(_run({"layers": {"block_01": layer}}), tmp_path))
+    assert "| block_01 | 2 | 1.000 |" in text and "| 0.000 |" in text
+    assert capsys.readouterr().err == ""
+
+
 def test_one_bad_layer_is_skipped_and_run_values_are_escaped(tmp_path: Any, capsys: Any) -> None:
     good = routing_health.LayerHealth(load=[0.5, 0.5]).to_json()
     good["collapse"] = "<script>alert(1)</script> | ![x](http://e)"

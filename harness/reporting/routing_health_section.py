@@ -17,13 +17,14 @@ from harness.reporting.runs import Run, warn
 MAX_LAYERS = 512
 MAX_EXPERTS = 4096
 MAX_TEXT = 300
+ROUNDING = 1e-6
 
 
 class Malformed(ValueError):
     """A routing_health value that is not what the harness writes."""
 
 
-def _number(value: Any, name: str, low: float = 0.0, high: float = math.inf) -> float:
+def _number(value: Any, name: str, low: float, high: float) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise Malformed(f"{name} is {type(value).__name__}, not a number")
     if not (math.isfinite(value) and low <= value <= high):
@@ -31,9 +32,15 @@ def _number(value: Any, name: str, low: float = 0.0, high: float = math.inf) -> 
     return float(value)
 
 
-def _optional(layer: dict[str, Any], name: str, high: float = math.inf) -> float | None:
+def _share(value: Any, name: str) -> float:
+    """A value in [0, 1], allowing float32 rounding either side (a run computes 1 - 1.0 as
+    -4e-9), clipped back into [0, 1]."""
+    return min(max(_number(value, name, -ROUNDING, 1.0 + ROUNDING), 0.0), 1.0)
+
+
+def _optional_share(layer: dict[str, Any], name: str) -> float | None:
     value = layer.get(name)
-    return None if value is None else _number(value, name, high=high)
+    return None if value is None else _share(value, name)
 
 
 def _text(value: Any, name: str) -> str | None:
@@ -51,7 +58,7 @@ def _layer(layer: Any) -> dict[str, Any]:
     load = layer.get("load")
     if not isinstance(load, list) or not 1 <= len(load) <= MAX_EXPERTS:
         raise Malformed(f"load is not a list of 1 to {MAX_EXPERTS} shares")
-    shares = [_number(x, "load share", high=1.0 + 1e-6) for x in load]
+    shares = [_share(x, "load share") for x in load]
     dead = layer.get("dead_experts", [])
     if not isinstance(dead, list) or len(dead) > len(shares):
         raise Malformed("dead_experts is not a list of expert indices")
@@ -61,12 +68,12 @@ def _layer(layer: Any) -> dict[str, Any]:
     return {
         "load": shares,
         "dead": dead,
-        "load_entropy": _optional(layer, "load_entropy", high=1.0 + 1e-6),
-        "router_entropy": _optional(layer, "router_entropy_normalised", high=1.0 + 1e-6),
-        "dropped": _optional(layer, "dropped_fraction", high=1.0 + 1e-6),
-        "unrouted": _optional(layer, "unrouted_fraction", high=1.0 + 1e-6),
-        "spread": _optional(layer, "expert_choice_spread", high=1.0 + 1e-6),
-        "dispatch": _optional(layer, "slot_dispatch_entropy", high=1.0 + 1e-6),
+        "load_entropy": _optional_share(layer, "load_entropy"),
+        "router_entropy": _optional_share(layer, "router_entropy_normalised"),
+        "dropped": _optional_share(layer, "dropped_fraction"),
+        "unrouted": _optional_share(layer, "unrouted_fraction"),
+        "spread": _optional_share(layer, "expert_choice_spread"),
+        "dispatch": _optional_share(layer, "slot_dispatch_entropy"),
         "collapse": _text(layer.get("collapse"), "collapse"),
     }
 
