@@ -15,6 +15,17 @@ from praxis.layers import transformers
 
 STATS = "stats"
 
+# Routing statistics every MoE layer sows (models/moe/layers.py), as they appear in metric
+# names; harness/measure/routing_health.py defines what they mean for routing health.
+LOAD = "expert_load"
+ROUTER_ENTROPY = "router_entropy"
+EXPERT_CHOICE_SPREAD = "expert_choice_spread"
+SLOT_DISPATCH_ENTROPY = "slot_dispatch_entropy"
+DROPPED = "dropped_fraction"
+UNROUTED = "unrouted_fraction"
+# Scalars per layer the train and eval steps report besides dropped and unrouted.
+HEALTH_SCALARS = (ROUTER_ENTROPY, EXPERT_CHOICE_SPREAD, SLOT_DISPATCH_ENTROPY)
+
 
 def sow_stat(layer: base_layer.BaseLayer, name: str, value: jax.Array) -> None:
     """Records `value` under `name` in the STATS collection at the layer's path."""

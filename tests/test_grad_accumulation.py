@@ -132,7 +132,7 @@ def test_metrics_are_averaged_over_microbatches_and_maxima_kept():
     def loss_and_grad(params: Any, batch: dict[str, jax.Array], rng: jax.Array):
         x = batch["x"]
         loss = jnp.mean((x * params) ** 2)
-        metrics = {"spread": jnp.var(x), "peak": jnp.max(x)}
+        metrics = {"spread": jnp.var(x), "peak": jnp.max(x), "first_two": x[:2]}
         return (loss, metrics), 2 * params * jnp.mean(x**2)
 
     x = jnp.arange(8.0)
@@ -143,6 +143,8 @@ def test_metrics_are_averaged_over_microbatches_and_maxima_kept():
     np.testing.assert_allclose(metrics["spread"], np.mean([np.var(h) for h in halves]))
     assert float(metrics["spread"]) != pytest.approx(float(jnp.var(x)))
     assert float(metrics["peak"]) == 7.0
+    # A vector metric (an MoE layer's per-expert load) is averaged element-wise.
+    np.testing.assert_allclose(metrics["first_two"], (halves[0][:2] + halves[1][:2]) / 2)
     np.testing.assert_allclose(loss, jnp.mean((x * 3.0) ** 2), rtol=1e-6)
     np.testing.assert_allclose(grads, 6.0 * jnp.mean(x**2), rtol=1e-6)
 

@@ -74,6 +74,17 @@ def test_tensorboard_files_carry_the_expected_tags(runs):
         if family == "widenet":
             assert "train/aux/switch_loss" in tags
             assert {f"train/routing/dropped_fraction/block_0{i}" for i in range(4)} <= tags
+        if family != "vit":  # routing health per MoE layer (WideNet: its shared MoE per block)
+            blocks = ("01", "03") if family == "vmoe" else ("00", "01", "02", "03")
+            for block in blocks:
+                assert {
+                    f"routing/block_{block}/load/expert_00",
+                    f"routing/block_{block}/dead_experts",
+                    f"routing/block_{block}/entropy",
+                    f"routing/block_{block}/dropped_fraction",
+                } <= tags, (family, block)
+        else:
+            assert not any(tag.startswith("routing/") for tag in tags)
 
 
 @pytest.mark.slow
@@ -139,6 +150,14 @@ def test_report_numbers_equal_the_runs_and_plots_exist(runs, tmp_path, capsys):
     ):
         assert (plots_dir / name).stat().st_size > 1000, name
         assert f"compare_plots/{name}" in markdown
+    for family in ("vmoe", "widenet"):
+        assert f"### {family}: routing health per MoE layer" in markdown
+        assert f"compare_plots/{family}_routing_health.png" in markdown
+        health = _results(dirs[family])["routing_health"]["layers"]
+        for block, layer in health.items():
+            experts, top = len(layer["load"]), max(layer["load"])
+            assert f"| {block} | {experts} | {top:.3f} | {len(layer['dead_experts'])}" in markdown
+    assert "routing_health" not in _results(dirs["vit"])
     assert "python -m harness.run --gin_file=gin/cpu/vmoe.gin" in markdown
     assert "measured time x table power" in markdown
 

@@ -39,6 +39,7 @@ def route(layer: SparseMoe, x: jax.Array) -> tuple[jax.Array, RoutingReport]:
         per_expert=jnp.broadcast_to(one_hot, (groups, tokens, E)),
         processed=every_token,
         routed=every_token,
+        router_entropy=jnp.zeros((), jnp.float32),  # one expert per token, with certainty
     )
     return out[:, :tokens], report
 

@@ -57,6 +57,34 @@ def expert_class_heatmap(
     return figure
 
 
+def load_heatmap(
+    loads: Mapping[str, Sequence[float]], dead: Mapping[str, Sequence[int]], title: str
+) -> Figure:
+    """Rows: MoE layers; columns: experts; cell: the expert's load share, an x on the dead.
+    Layers with fewer experts than the widest leave their extra cells blank."""
+    names = list(loads)
+    width = max(len(v) for v in loads.values())
+    shares = np.full((len(names), width), np.nan)
+    for row, name in enumerate(names):
+        shares[row, : len(loads[name])] = loads[name]
+    figure, axes = plt.subplots(
+        figsize=(min(2.0 + 0.35 * width, 16.0), min(1.2 + 0.35 * len(names), 16.0))
+    )
+    image = axes.imshow(shares, aspect="auto", cmap="viridis", vmin=0.0)
+    if shares.size <= 1024:  # a mark per dead expert while the cells are big enough to see
+        for row, name in enumerate(names):
+            for expert in dead.get(name, []):
+                axes.text(expert, row, "x", ha="center", va="center", color="red", fontsize=8)
+    axes.set_xlabel("expert")
+    if width <= 32:
+        axes.set_xticks(range(width))
+    axes.set_yticks(range(len(names)))
+    axes.set_yticklabels(names, fontsize=7)
+    axes.set_title(title, fontsize=9)
+    figure.colorbar(image, ax=axes, label="load share (x: dead)")
+    return figure
+
+
 def _label(axes: Axes, xlabel: str, ylabel: str, title: str, legend: bool) -> None:
     """The axis labels, title, grid and (optionally) legend every trade-off plot shares."""
     axes.set_xlabel(xlabel)

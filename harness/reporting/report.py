@@ -20,6 +20,7 @@ from harness.reporting import (
     carbon_tables,
     measured_section,
     plots,
+    routing_health_section,
     transfer_data,
     transfer_section,
 )
@@ -255,10 +256,13 @@ def render(
             os.path.join(plots_dir, "training_curves.png"),
         )
         lines += ["## Training", "", f"![training curves]({rel}/training_curves.png)", ""]
-    sparse = [r for r in runs if r.sweep or r.results.get("routing")]
+    sparse = [
+        r for r in runs if r.sweep or r.results.get("routing") or r.results.get("routing_health")
+    ]
     if sparse:
         lines += ["## Routing", ""]
         for run in sparse:
+            lines += routing_health_section.routing_health_section(run, plots_dir, rel)
             if run.sweep:
                 lines += sweep_section(run, plots_dir, rel)
             lines += heatmap_section(run, plots_dir, rel)

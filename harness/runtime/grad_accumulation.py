@@ -61,8 +61,9 @@ def accumulating(
             one_microbatch, zeros, (jnp.arange(microbatches), parts)
         )
         grads = jax.tree_util.tree_map(lambda total: total / microbatches, grad_sum)
+        # Over the micro-batch axis only: a per-expert load vector stays a vector.
         reduced = {
-            name: jnp.max(values) if name in max_metrics else jnp.mean(values)
+            name: jnp.max(values, axis=0) if name in max_metrics else jnp.mean(values, axis=0)
             for name, values in metrics.items()
         }
         return (jnp.mean(losses), reduced), grads

@@ -11,9 +11,10 @@ from praxis import base_layer
 
 from harness.runtime.grad_accumulation import accumulating
 from harness.runtime.losses import classification_loss
-from models.stats import STATS, layers_per_repeat, per_block, unscan_stats
+from models.stats import HEALTH_SCALARS, LOAD, STATS, layers_per_repeat, per_block, unscan_stats
 
-ROUTING_SCALARS = ("dropped_fraction", "unrouted_fraction")
+# Per-layer routing scalars of the train and eval steps (harness/measure/routing_health.py).
+ROUTING_SCALARS = ("dropped_fraction", "unrouted_fraction", *HEALTH_SCALARS)
 EXPERT_CLASS_PREFIX = "expert_class"
 PER_IMAGE_PREFIX = "per_image_processed"
 # Bins over [0, 1] of the per-image processed fraction, for its distribution across images.
@@ -67,6 +68,13 @@ def routing_metrics(collections: dict[str, Any], prefix: str) -> dict[str, jax.A
         for block, value in per_block(collections.get(STATS, {}), name).items():
             metrics[f"{prefix}/{name}/{block}"] = value
     return metrics
+
+
+def load_metrics(collections: dict[str, Any], prefix: str) -> dict[str, jax.Array]:
+    """Each MoE layer's [E] load share: the only vectors in the train metrics, E floats per
+    layer (the eval step gets the same from its expert-by-class counts)."""
+    loads = per_block(collections.get(STATS, {}), LOAD)
+    return {f"{prefix}/{LOAD}/{block}": value for block, value in loads.items()}
 
 
 def attention_metrics(collections: dict[str, Any]) -> dict[str, jax.Array]:
@@ -132,6 +140,7 @@ def make_train_step(
             "train/accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
             **{f"train/aux/{name}": value for name, value in aux.items()},
             **routing_metrics(collections, "train/routing"),
+            **load_metrics(collections, "train/routing"),
             **attention_metrics(collections),
         }
         return total, metrics

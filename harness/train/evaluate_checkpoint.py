@@ -23,6 +23,7 @@ from harness.config import gin_config
 from harness.config.experiment import Experiment, validate
 from harness.data import metadata
 from harness.errors import UsageError, one_line
+from harness.measure import routing_health
 from harness.run_dir import lock as workdir_lock
 from harness.run_dir import run_record
 from harness.run_dir.occupancy import refuse_occupied
@@ -81,11 +82,28 @@ def evaluate_checkpoint(
         evaluation = sharded.evaluate(params)
         seconds = time.perf_counter() - clock
         outputs = [evaluator(sharded, params, 0) for evaluator in run_evaluators]
+        routing = trainer_lib.routing_summary(evaluation)
+        health, layers = routing_health.from_evaluation(
+            evaluation.metrics,
+            routing.get("expert_load", {}),
+            routing_health.describe_router(experiment.model.moe, evaluation=True),
+        )
         _save_weights(sharded, params, workdir)
         if jax.process_index() == 0:
+            for block, layer in layers.items():
+                reason = layer.collapse()
+                if reason is not None:
+                    print(routing_health.warning_line(block, reason, "on the evaluation data"))
             writer = metric_writers.SummaryWriter(workdir)
             writer.write_hparams(run_record.hparams(experiment))
             trainer_lib.write_evaluation(writer, 0, evaluation)
+            # Nothing was trained here, so the layers' health on the evaluation data takes
+            # the routing/<block>/... tags a training run fills.
+            health_scalars = {}
+            for block, layer in layers.items():
+                health_scalars.update(layer.tensorboard_scalars(block))
+            if health_scalars:
+                writer.write_scalars(0, health_scalars)
             for output in outputs:
                 if output.scalars:
                     writer.write_scalars(0, output.scalars)
@@ -98,11 +116,13 @@ def evaluate_checkpoint(
                 # Not trained here: no training time, energy or throughput to report.
                 "train": {"steps": 0, "wall_seconds": 0.0, "images_per_second": None},
                 "eval": {**evaluation.metrics, "eval/wall_seconds": seconds},
-                "routing": trainer_lib.routing_summary(evaluation),
+                "routing": routing,
             }
         )
         for output in outputs:
             payload.update(output.results)
+        if health:
+            payload["routing_health"] = health
         if jax.process_index() == 0:
             files.write_json_atomically(storage.join(workdir, run_record.RESULTS_FILE), payload)
             files.write_text_atomically(

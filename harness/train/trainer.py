@@ -12,6 +12,7 @@ from clu import metric_writers
 
 from harness.config.experiment import Experiment
 from harness.errors import NonFiniteLossError
+from harness.measure import routing_health
 from harness.reporting import plots
 from harness.run_dir import checkpoint_steps, events, run_record
 from harness.runtime.checkpointing import Checkpointer
@@ -119,6 +120,7 @@ class Trainer(ShardedModel):
             evaluated[index] = (step, output)
 
         interval = MetricsInterval()
+        health = routing_health.HealthTracker()
         profiler = profiling.StepProfiler(self.workdir, train.profile_steps, is_chief)
         with self.mesh, PreemptionGuard() as preemption, profiler:
             batches = self.train_batches(start_step)
@@ -143,8 +145,11 @@ class Trainer(ShardedModel):
                     check_finite(scalars["train/loss"], step, checkpointer)
                     if step > start_step + 1:
                         scalars["train/images_per_second"] = progress.images_per_second(step)
-                    writer.write_scalars(step, scalars)
+                    health_scalars, collapses = health.observe(step, scalars)
+                    writer.write_scalars(step, {**scalars, **health_scalars})
                     progress.report(step, scalars)
+                    for line in collapses:
+                        print(line, flush=True)
                 if train.eval_every_steps and step % train.eval_every_steps == 0:
                     with progress.paused():  # throughput and ETA count training only
                         evaluation, last_eval_step = self.evaluate(state.params), step
@@ -192,6 +197,11 @@ class Trainer(ShardedModel):
         }
         for _, output in evaluated.values():
             outcome.update(output.results)
+        health_summary = health.summary(
+            routing_health.describe_router(self.experiment.model.moe, evaluation=False)
+        )
+        if health_summary:
+            outcome["routing_health"] = health_summary
         return outcome
 
 
@@ -239,14 +249,17 @@ class MetricsInterval:
     def add(self, metrics: dict[str, jax.Array]) -> None:
         self._steps.append(metrics)
 
-    def mean_and_reset(self) -> dict[str, float]:
+    def mean_and_reset(self) -> dict[str, Any]:
+        """Floats, except the per-expert load vectors (arrays, averaged over the steps)."""
         steps, self._steps = jax.device_get(self._steps), []
 
-        def reduce(name: str) -> float:
+        def reduce(name: str) -> float | np.ndarray:
             values = np.asarray([s[name] for s in steps], np.float64)
             if name in self.LAST:
-                return float(values[-1])
-            return float(values.max() if name in self.MAXIMA else values.mean())
+                value = values[-1]
+            else:
+                value = values.max(axis=0) if name in self.MAXIMA else values.mean(axis=0)
+            return float(value) if value.ndim == 0 else value
 
         return {name: reduce(name) for name in steps[-1]}
 

@@ -57,6 +57,22 @@ def expert_choice_assignments(gates: jax.Array, capacity: int) -> ExpertChoice:
     return ExpertChoice(token=token.astype(jnp.int32), gate=gate)
 
 
+def selection_spread(coverage: jax.Array, tokens: int, experts: int, capacity: int) -> jax.Array:
+    """How distinct the experts' picks are: 0 when all E experts took the same `capacity`
+    tokens (coverage capacity / S), 1 when no token was taken twice (coverage
+    min(1, E * capacity / S)); `coverage` is the share of the S tokens some expert took.
+
+    Expert choice fills every expert by construction, so its load cannot show collapse; the
+    way it degrades is its experts all wanting the same tokens. Independent random picks at
+    k * C = 1 give 0.5 to 0.6 (coverage 1 - (1 - 1/E)^E).
+    """
+    lowest = capacity / tokens
+    highest = min(1.0, experts * capacity / tokens)
+    if highest <= lowest:  # one expert, or one expert's capacity already covers every token
+        return jnp.ones_like(coverage)
+    return jnp.clip((coverage - lowest) / (highest - lowest), 0.0, 1.0)
+
+
 def expert_choice_dispatch(
     choice: ExpertChoice, inputs: jax.Array, expert_fn, num_tokens: int
 ) -> jax.Array:

@@ -149,6 +149,14 @@ class SparseMoe(base_layer.BaseLayer):
       processed_fraction_per_image [B]: per image, the processed share of its tokens'
         assignments (top_k: kept of its k * N choices; expert_choice: tokens some expert took;
         soft: 1). Its mean over images is 1 - dropped_fraction.
+      router_entropy: mean over tokens of the entropy (nats) of the token's router
+        distribution over experts (top_k, expert_choice: softmax of the clean logits; soft:
+        its combine weights summed per expert).
+      expert_choice_spread (expert_choice only): 0 when every expert took the same tokens,
+        1 when their picks are disjoint (expert_choice.selection_spread).
+      slot_dispatch_entropy (soft only): mean over slots of the entropy of the slot's
+        dispatch weights over the group's tokens, divided by log S (1 = the slot is the plain
+        average of its group).
     Aux losses (top_k only): 'vmoe' importance (on the clean gates softmax(W x), as the
     reference) and load; 'switch' WideNet's balance loss.
 
@@ -438,6 +446,7 @@ class SparseMoe(base_layer.BaseLayer):
             per_expert=assignments.selected(self.num_experts),
             processed=jnp.mean(kept, axis=-1),
             routed=jnp.max(kept, axis=-1),
+            router_entropy=mean_entropy(clean_gates, axis=-1),
         )
         return outputs, report
 
@@ -447,7 +456,7 @@ class SparseMoe(base_layer.BaseLayer):
         capacity = expert_choice.expert_choice_capacity(
             tokens, routing.expert_capacity(tokens, self.num_experts, k, capacity_factor)
         )
-        _, noisy_logits, _ = self._router_logits(x)
+        clean_logits, noisy_logits, _ = self._router_logits(x)
         choice = self._per_group(
             functools.partial(expert_choice.expert_choice_assignments, capacity=capacity),
             jax.nn.softmax(noisy_logits, axis=-1),
@@ -456,11 +465,17 @@ class SparseMoe(base_layer.BaseLayer):
         outputs = self._dispatch(local, choice, x)
         taken = choice.taken(tokens)  # [G, S, E]
         routed = jnp.max(taken, axis=-1)
+        sow_stat(
+            self,
+            "expert_choice_spread",
+            expert_choice.selection_spread(jnp.mean(routed), tokens, self.num_experts, capacity),
+        )
         report = RoutingReport(
             dropped_fraction=1.0 - jnp.mean(routed),
             per_expert=taken,
             processed=routed,
             routed=routed,
+            router_entropy=mean_entropy(jax.nn.softmax(clean_logits, axis=-1), axis=-1),
         )
         return outputs, report
 
@@ -473,16 +488,20 @@ class SparseMoe(base_layer.BaseLayer):
         )
         outputs = self._dispatch(soft_routing.soft_dispatch, weights, x)
         every_token = jnp.ones(x.shape[:2], jnp.float32)
+        per_expert = jnp.sum(weights.combine, axis=-1)
+        sow_stat(self, "slot_dispatch_entropy", soft_routing.dispatch_entropy(weights.dispatch))
         report = RoutingReport(
             dropped_fraction=jnp.zeros((), jnp.float32),
-            per_expert=jnp.sum(weights.combine, axis=-1),
+            per_expert=per_expert,
             processed=every_token,
             routed=every_token,
+            router_entropy=mean_entropy(per_expert, axis=-1),
         )
         return outputs, report
 
     def _report_routing(self, report: "RoutingReport", batch: int) -> None:
         sow_stat(self, "dropped_fraction", report.dropped_fraction)
+        sow_stat(self, "router_entropy", report.router_entropy)
         sow_stat(self, "unrouted_fraction", 1.0 - jnp.mean(report.routed))
         per_expert = report.per_expert
         sow_stat(self, "expert_load", jnp.sum(per_expert, axis=(0, 1)) / jnp.sum(per_expert))
@@ -560,12 +579,19 @@ class RoutingReport(NamedTuple):
     per_expert: [G, S, E] assignment mass of token s on expert e.
     processed: [G, S] the processed share of the token's assignments.
     routed: [G, S] 1 where some expert processed the token.
+    router_entropy: [] mean per-token entropy (nats) of the router's distribution over experts.
     """
 
     dropped_fraction: JTensor
     per_expert: JTensor
     processed: JTensor
     routed: JTensor
+    router_entropy: JTensor
+
+
+def mean_entropy(probabilities: JTensor, axis: int) -> JTensor:
+    """Mean entropy (nats) of the distributions along `axis`; 0 log 0 counts as 0."""
+    return jnp.mean(jnp.sum(jax.scipy.special.entr(probabilities), axis=axis))
 
 
 class MoeFeedForward(base_layer.BaseLayer):

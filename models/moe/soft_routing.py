@@ -53,6 +53,20 @@ def soft_weights(inputs: jax.Array, phi: jax.Array, scale: jax.Array) -> SoftWei
     return SoftWeights(dispatch=dispatch, combine=combine)
 
 
+def dispatch_entropy(dispatch: jax.Array) -> jax.Array:
+    """Mean over slots of the entropy of each slot's dispatch weights over the tokens of its
+    group, divided by log S: 1 when every slot is the plain average of its group (the experts
+    then all see the same input), near 0 when each slot copies one token.
+
+    dispatch: [G, S, E, P], summing to 1 over S.
+    """
+    tokens = dispatch.shape[1]
+    if tokens < 2:
+        return jnp.zeros((), jnp.float32)
+    per_slot = jnp.sum(jax.scipy.special.entr(dispatch.astype(jnp.float32)), axis=1)
+    return jnp.mean(per_slot) / jnp.log(float(tokens))
+
+
 def soft_dispatch(weights: SoftWeights, inputs: jax.Array, expert_fn) -> jax.Array:
     """Fills the slots, runs expert e on its P slots, and mixes the slot outputs per token.
 
