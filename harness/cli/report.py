@@ -22,6 +22,7 @@ from harness.errors import UsageError
 
 FLAGS = flags.FLAGS
 cli_flags.define_output_flag("Markdown file to write, e.g. reports/compare.md (plots beside it).")
+cli_flags.define_data_dir_flag()
 flags.adopt_module_key_flags(cli_flags)
 flags.DEFINE_list("batch_sizes", ["1", "64", "256"], "Inference batch sizes to time.")
 flags.DEFINE_bool("timing", True, "Time inference of every run (restores each checkpoint).")
@@ -53,7 +54,12 @@ def main(args: list[str]) -> None:
 
     command = "python -m harness.report " + " ".join(args) + f" -o {FLAGS.output}"
     report.write_report(
-        args, FLAGS.output, command, batch_sizes if FLAGS.timing else [], FLAGS.timing_repeats
+        args,
+        FLAGS.output,
+        command,
+        batch_sizes if FLAGS.timing else [],
+        FLAGS.timing_repeats,
+        FLAGS.data_dir,
     )
     print(f"report: {FLAGS.output}")
 

@@ -30,15 +30,18 @@ from harness.reporting.transfer_data import FROM_FILE
 from harness.train import run_record
 
 
-def time_runs(runs: list[Run], batch_sizes: list[int], repeats: int) -> dict[str, list[Any]]:
-    """Inference timings of every run's trained model, all in this process."""
+def time_runs(
+    runs: list[Run], batch_sizes: list[int], repeats: int, data_dir: str | None = None
+) -> dict[str, list[Any]]:
+    """Inference timings of every run's trained model, all in this process (`data_dir`: the
+    user's --data_dir, see harness/run_dir/data_sources.py)."""
     from harness.measure import inference  # restoring checkpoints needs the trainer stack
     from harness.train import restore
 
     forwards, image_shape, group = {}, None, 1
     for run in runs:
         try:
-            trained = restore.load_trained(run.path)
+            trained = restore.load_trained(run.path, data_dir)
         except UsageError as error:
             warn(f"not timing {run.name}: {error}")
             continue
@@ -370,7 +373,12 @@ def check_output(output: str) -> None:
 
 
 def write_report(
-    run_dirs: list[str], output: str, command: str, batch_sizes: list[int], repeats: int
+    run_dirs: list[str],
+    output: str,
+    command: str,
+    batch_sizes: list[int],
+    repeats: int,
+    data_dir: str | None = None,
 ) -> None:
     """Reads the run directories, times them (unless `batch_sizes` is empty) and writes the
     markdown to `output` with its plots in OUTPUT_plots/."""
@@ -380,6 +388,6 @@ def write_report(
         raise UsageError(
             "none of the run directories has a readable results.json; nothing to report"
         )
-    timings = time_runs(runs, batch_sizes, repeats) if batch_sizes else {}
+    timings = time_runs(runs, batch_sizes, repeats, data_dir) if batch_sizes else {}
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     files.write_text_atomically(output, render(runs, timings, output, command))
