@@ -20,7 +20,7 @@ import sys
 from absl import flags
 
 from harness import storage
-from harness.cli import app, preflight
+from harness.cli import app, limits, preflight
 from harness.cli import flags as cli_flags
 from harness.errors import UsageError
 
@@ -71,6 +71,7 @@ def main(args: list[str]) -> None:
     shots, l2_regs = _parse_shots(FLAGS.shots), _parse_l2_regs(FLAGS.l2_regs)
     if FLAGS.seeds < 1:
         raise UsageError(f"--seeds={FLAGS.seeds} must be >= 1 (big_vision uses 3)")
+    limits.check_at_most("seeds", FLAGS.seeds, limits.MAX_SEEDS, "seeds a few-shot run draws")
     from harness.transfer.fewshot_datasets import FEWSHOT_DATASETS, FewShotSpec
 
     unknown = [d for d in FLAGS.datasets if d not in FEWSHOT_DATASETS]

@@ -16,7 +16,7 @@ A missing or corrupt run directory is skipped with a warning; the report is stil
 
 from absl import flags
 
-from harness.cli import app, preflight
+from harness.cli import app, limits, preflight
 from harness.cli import flags as cli_flags
 from harness.errors import UsageError
 
@@ -36,6 +36,12 @@ def parse_batch_sizes(values: list[str]) -> list[int]:
         raise UsageError(f"--batch_sizes={','.join(values)} must be integers") from error
     if any(b < 1 for b in sizes):
         raise UsageError(f"--batch_sizes={','.join(values)} must all be >= 1")
+    limits.check_at_most(
+        "batch_sizes",
+        max(sizes, default=1),
+        limits.MAX_TIMING_BATCH,
+        "images one timed inference call may allocate",
+    )
     return sizes
 
 

@@ -12,7 +12,7 @@ import math
 
 from absl import flags
 
-from harness.cli import app, preflight
+from harness.cli import app, limits, preflight
 from harness.cli import flags as cli_flags
 from harness.errors import UsageError
 
@@ -59,6 +59,12 @@ def main(args: list[str]) -> None:
         raise UsageError("pass exactly one RUN_DIR, e.g. python -m harness.sweep runs/vmoe")
     run_dir = args[0]
     capacities, ks = parse_capacities(FLAGS.capacities), parse_ks(FLAGS.ks)
+    limits.check_at_most(
+        "timing_batch_size",
+        FLAGS.timing_batch_size,
+        limits.MAX_TIMING_BATCH,
+        "images one timed inference call may allocate",
+    )
     preflight.trained_run_dir(run_dir, FLAGS.data_dir)
     from harness import files, storage
     from harness.measure import routing_sweep

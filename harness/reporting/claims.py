@@ -6,7 +6,6 @@ scale is reported as not reproduced.
 """
 
 import dataclasses
-import json
 import os
 import re
 import statistics
@@ -17,7 +16,8 @@ from harness.measure import carbon, round_timing
 from harness.reporting import plots, transfer_data, transfer_section, upcycling_claim
 from harness.reporting.carbon_tables import device_table_markdown
 from harness.reporting.markdown import table
-from harness.reporting.runs import footprint_of, load_run
+from harness.reporting.runs import footprint_of, load_run, warn
+from harness.run_dir import bounded
 from harness.suites.spec import DIVERGED_FILE, STEP_TIMES_FILE, run_dir, seeds_of
 from harness.train import run_record
 
@@ -758,7 +758,10 @@ def write_report(spec: Any, paper: dict[str, dict[str, Any]], command: str, devi
     step_times_path = storage.join(spec.root, STEP_TIMES_FILE)
     step_times = {}
     if storage.exists(step_times_path):
-        step_times = json.loads(storage.read_text(step_times_path))
+        try:
+            step_times = bounded.read_json_object(step_times_path)
+        except bounded.UnreadableFile as error:
+            warn(f"no step timings: {error}")
     claim_vit22b(w, seeds, step_times, step_times_path)
     claim_soft_moe(w, seeds)
     routing_section(w, seeds)
