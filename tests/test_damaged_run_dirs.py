@@ -16,6 +16,7 @@ from harness.imports import orbax_run
 from harness.reporting import runs
 from harness.run_dir import bounded
 from harness.train import experiment_file, launch, restore
+from tests import run_dir_fixtures
 
 SHORT = [
     "VitSpec.num_layers=1",
@@ -104,10 +105,7 @@ EXPECTED = {
 
 
 def _minimal_run(directory) -> str:
-    os.makedirs(directory)
-    results = {"run": {"family": "vit"}, "eval": {"eval/top1": 0.5}, "model": {"params_total": 1}}
-    (directory / "results.json").write_text(json.dumps(results))
-    return str(directory)
+    return run_dir_fixtures.minimal_run(directory)
 
 
 @pytest.mark.parametrize("kind", KINDS)
