@@ -8,7 +8,7 @@ from collections.abc import Callable
 from absl import app, flags, logging
 
 from harness import native_stderr
-from harness.errors import UsageError, exit_with_usage_error, one_line
+from harness.errors import UsageError, WriteFailed, exit_with_usage_error, one_line
 
 # Before TensorFlow or XLA is imported anywhere: their C++ logging after start-up would
 # otherwise arrive around a one-line error (the lines TensorFlow writes while its libraries
@@ -52,7 +52,7 @@ def run(main: Callable[[list[str]], None]) -> None:
             main(argv[1:])
         except UsageError as error:
             exit_with_usage_error(error)
-        except native_stderr.NativeImportError as error:
+        except (native_stderr.NativeImportError, WriteFailed) as error:
             print(f"error: {one_line(error)}", file=sys.stderr)
             sys.exit(1)
         except KeyboardInterrupt:
