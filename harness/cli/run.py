@@ -12,7 +12,7 @@ import sys
 
 from absl import flags
 
-from harness.cli import app, preflight
+from harness.cli import app, multihost, preflight
 from harness.cli import flags as cli_flags
 from harness.errors import NonFiniteLossError, UsageError
 from harness.train import checkpoint_steps, experiment
@@ -33,6 +33,9 @@ def main(args: list[str]) -> None:
         raise UsageError("--workdir is required; e.g. --workdir=runs/vit")
     if not cli_flags.gin_files():
         raise UsageError("--gin_file is required; e.g. --gin_file=gin/cpu/vit.gin")
+    multihost.check_flags(
+        FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id, FLAGS.distributed
+    )
     # A bad binding, value or path is one line before JAX, TensorFlow or the model code loads.
     _, spec = experiment.parse_experiment(cli_flags.gin_files(), cli_flags.gin_params())
     init_from = spec.train.init_from

@@ -39,11 +39,20 @@ def init_distributed(
     if jax.config.jax_platforms in (None, "", "cpu") and coordinator_address:
         # CPU processes talk through gloo; it must be chosen before the backend starts.
         jax.config.update("jax_cpu_enable_gloo_collectives", True)
-    jax.distributed.initialize(
-        coordinator_address=coordinator_address,
-        num_processes=num_processes,
-        process_id=process_id,
-    )
+    try:
+        jax.distributed.initialize(
+            coordinator_address=coordinator_address,
+            num_processes=num_processes,
+            process_id=process_id,
+        )
+    except (ValueError, RuntimeError) as error:
+        # e.g. --distributed where jax detects no cluster (no TPU pod, SLURM or MPI), or a
+        # coordinator that never answered: JAX's message, first line.
+        first = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        raise UsageError(
+            f"jax.distributed.initialize failed ({one_line(first)}); pass --coordinator_address, "
+            "--num_processes and --process_id, or run --distributed on a TPU pod"
+        ) from error
 
 
 def make_workdir(workdir: str) -> None:
