@@ -210,6 +210,17 @@ def _sweep_curve(
     return cs, means, spreads
 
 
+def _not_swept(curves: dict[str, tuple], fix: str) -> str | None:
+    """A 'not tested' verdict when a curve a claim compares has no points, or the curves were
+    swept at different C (a suite with SuiteSpec.sweep_ks=[2] has no k=1 curve); else None."""
+    empty = [name for name, curve in curves.items() if not curve[0]]
+    if empty:
+        return f"**not tested** (the sweep has no {', '.join(empty)} points: {fix})"
+    if len({tuple(curve[0]) for curve in curves.values()}) > 1:
+        return "**not tested** (the sweep's curves were measured at different C)"
+    return None
+
+
 def _plot_sweep(
     w: Writer, seeds: dict[str, Seeds], curves: dict[str, tuple], title: str, file: str, what: str
 ) -> None:
@@ -250,6 +261,11 @@ def claim_bpr(w: Writer, seeds: dict[str, Seeds]) -> None:
         w.summary.append(("2. BPR degrades more gracefully than vanilla", _verdict(None)))
         return
     curves = {routing: _sweep_curve(s, routing, 2) for routing in ("vanilla", "bpr")}
+    missing = _not_swept(curves, "SuiteSpec.sweep_ks must include 2")
+    if missing:
+        w.add(f"Verdict: {missing}.", "")
+        w.summary.append(("2. BPR degrades more gracefully than vanilla", missing))
+        return
     # Both routings drop the same number of assignments at a given C (capacity is the same);
     # BPR only chooses which ones. The fraction shows how much of the MoE was switched off.
     dropped = _sweep_curve(s, "bpr", 2, "dropped_fraction")[1]
@@ -448,6 +464,11 @@ def claim_adaptive_k(w: Writer, seeds: dict[str, Seeds]) -> None:
         w.summary.append(("3. k=2-trained V-MoE runs at k=1", _verdict(None)))
         return
     curves = {f"k={k}": _sweep_curve(s, "bpr", k) for k in (1, 2)}
+    missing = _not_swept(curves, "SuiteSpec.sweep_ks must include 1 and 2")
+    if missing:
+        w.add(f"Verdict: {missing}.", "")
+        w.summary.append(("3. k=2-trained V-MoE runs at k=1", missing))
+        return
     gflops = {p["k"]: p["gflops_per_image"] for r in s.runs if r.sweep for p in r.sweep["points"]}
     rows = [
         (
