@@ -9,7 +9,7 @@ from typing import Any
 import gin
 import jax
 
-from harness import files, storage
+from harness import files, interrupts, storage
 from harness.errors import UsageError, one_line
 from harness.train import (
     checkpoint_steps,
@@ -191,6 +191,7 @@ def _train_locked(
     from harness.train import fewshot_eval
 
     energy = None  # Ctrl-C while the tracker starts leaves nothing to record
+    interrupts.check()  # a Ctrl-C swallowed while starting up: stop before training
     try:
         with energy_tracker.track_attempt(enabled=jax.process_index() == 0) as energy:
             outcome = run.run(log, fewshot=fewshot_eval.periodic(run), start=start)
@@ -206,6 +207,9 @@ def _train_locked(
     payload["energy"] = energy_tracker.results_section(
         log.all(), payload["run"]["devices"], payload["train"]["wall_seconds"]
     )
+    # A Ctrl-C swallowed during the final evaluation: the last step's checkpoint is saved,
+    # so rerunning finishes the run; no results.json claims it finished.
+    interrupts.check()
     if jax.process_index() == 0:
         files.write_json_atomically(storage.join(workdir, run_record.RESULTS_FILE), payload)
         files.write_text_atomically(

@@ -19,6 +19,7 @@ from flax import traverse_util
 from jax.sharding import NamedSharding, PartitionSpec
 from praxis import base_layer
 
+from harness import interrupts
 from harness.data import metadata, pipeline, synthetic
 from harness.data.synthetic_spec import SYNTHETIC
 from harness.errors import NonFiniteLossError
@@ -247,6 +248,7 @@ class Trainer:
             totals: dict[str, np.ndarray] = {}
             with self.mesh:
                 for local in self.eval_batches():
+                    interrupts.check()  # a Ctrl-C that tf.data swallowed stops here
                     batch = self.global_batch(local, self.eval_batch_shardings)
                     for key, value in jax.device_get(step(params, batch)).items():
                         totals[key] = totals.get(key, 0.0) + np.asarray(value, np.float64)
@@ -393,6 +395,13 @@ class Trainer:
                     writer.flush()
                     checkpointer.close()
                     raise Preempted(step, checkpointer.directory, preemption.signal_name)
+        if preemption.signalled and start_step < self.total_steps:
+            # Caught during the last step, whose checkpoint is saved: stop as asked rather
+            # than evaluate and finish with exit 0; rerunning evaluates and finishes.
+            record(self.total_steps, "stopped")
+            writer.flush()
+            checkpointer.close()
+            raise Preempted(self.total_steps, checkpointer.directory, preemption.signal_name)
         timed = progress.timed(self.total_steps)  # before the final evaluation
         if evaluation is None or last_eval_step != self.total_steps:
             evaluation = self.evaluate(state.params)
