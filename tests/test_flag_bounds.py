@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from absl import flags
 
+from harness import limits
 from harness.cli import fewshot as fewshot_cli
 from harness.cli import inspect as inspect_cli
-from harness.cli import limits
 from harness.cli import report as report_cli
 from harness.cli import sweep as sweep_cli
 from harness.errors import UsageError

@@ -6,10 +6,9 @@ import jax
 import pytest
 from absl import flags
 
-from harness.cli import multihost
 from harness.cli import run as run_cli
 from harness.errors import UsageError
-from harness.train import experiment, launch
+from harness.train import experiment, launch, multihost
 
 
 @pytest.fixture(autouse=True)

@@ -19,8 +19,8 @@ import sys
 
 from absl import flags
 
-from harness import storage
-from harness.cli import app, limits, preflight
+from harness import limits, storage
+from harness.cli import app, preflight
 from harness.cli import flags as cli_flags
 from harness.errors import UsageError
 

@@ -16,7 +16,8 @@ A missing or corrupt run directory is skipped with a warning; the report is stil
 
 from absl import flags
 
-from harness.cli import app, limits, preflight
+from harness import limits
+from harness.cli import app, preflight
 from harness.cli import flags as cli_flags
 from harness.errors import UsageError
 

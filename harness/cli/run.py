@@ -12,10 +12,10 @@ import sys
 
 from absl import flags
 
-from harness.cli import app, multihost, preflight
+from harness.cli import app, preflight
 from harness.cli import flags as cli_flags
 from harness.errors import NonFiniteLossError, UsageError
-from harness.train import checkpoint_steps, experiment
+from harness.train import checkpoint_steps, experiment, multihost
 
 FLAGS = flags.FLAGS
 cli_flags.define_gin_flags()

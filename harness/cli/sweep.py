@@ -12,7 +12,8 @@ import math
 
 from absl import flags
 
-from harness.cli import app, limits, preflight
+from harness import limits
+from harness.cli import app, preflight
 from harness.cli import flags as cli_flags
 from harness.errors import UsageError
 

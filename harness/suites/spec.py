@@ -7,7 +7,7 @@ from typing import Any
 
 import gin
 
-from harness.cli.limits import MAX_TIMING_BATCH
+from harness.limits import MAX_TIMING_BATCH
 from harness.project import PAPER_CONFIGS, REPO_ROOT
 from harness.run_dir import names
 from models.specs import Spec
