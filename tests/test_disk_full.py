@@ -72,9 +72,7 @@ def test_other_errors_are_not_taken_for_a_full_disk(tmp_path):
         raise FileNotFoundError(errno.ENOENT, "missing input")
 
 
-def test_a_full_disk_while_writing_report_plots_keeps_the_previous_report(
-    tmp_path, disk_full_for
-):
+def test_a_full_disk_while_writing_report_plots_keeps_the_previous_report(tmp_path, disk_full_for):
     run = run_dir_fixtures.minimal_run(tmp_path / "run")
     output = tmp_path / "r.md"
     output.write_text("previous report")

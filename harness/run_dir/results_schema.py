@@ -21,9 +21,7 @@ class Malformed(UsageError):
 
 def is_number(value: Any) -> bool:
     """A finite int or float (not a bool, which JSON readers would take for 0 or 1)."""
-    return (
-        isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    )
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def is_count(value: Any) -> bool:

@@ -29,9 +29,7 @@ class TrainedRun:
     step: int
 
 
-def load_trained(
-    run_dir: str, data_dir: str | None = None, *, own_run: bool = False
-) -> TrainedRun:
+def load_trained(run_dir: str, data_dir: str | None = None, *, own_run: bool = False) -> TrainedRun:
     """Rebuilds the run's trainer from RUN_DIR/experiment.json and restores its latest
     weights. Raises UsageError (one line) for anything but a readable, data-only run directory
     with a checkpoint. The run's data is read through data_sources.for_reading: `data_dir` is
