@@ -15,6 +15,11 @@ class NonFiniteLossError(RuntimeError):
     the last good checkpoint. Not a usage error: the command exits 1."""
 
 
+class WriteFailed(RuntimeError):
+    """A file could not be written (disk full, quota, read-only file system); the previous
+    file is kept. Its message is one line naming the file; the command exits 1."""
+
+
 def one_line(error: BaseException) -> str:
     """Collapses an exception message (gin's span several lines) into one line."""
     return " ".join(str(error).split())

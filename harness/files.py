@@ -2,6 +2,7 @@
 (gs://...; harness/storage.py)."""
 
 import contextlib
+import errno
 import json
 import os
 import stat
@@ -10,7 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from harness import storage
-from harness.errors import UsageError
+from harness.errors import UsageError, WriteFailed
 
 # Results are shared data: everything the harness writes is readable by everyone, whatever the
 # umask made of the temporary file (mkstemp creates it 0600).
@@ -32,6 +33,17 @@ def check_replaceable(path: str) -> None:
             f"{path} is not a regular file (it is {_kind(mode)}), so it is not replaced; "
             "write to a regular file or a new path"
         )
+
+
+# What the file system says when it cannot take a file: a full disk, a quota, a file too
+# large, a read-only mount, a failing device. A write that fails so is one line (WriteFailed).
+STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO)
+
+
+def _write_failed(path: str, error: OSError) -> WriteFailed:
+    reason = error.strerror or str(error)
+    kept = "the previous file is kept" if os.path.lexists(path) else "nothing was written"
+    return WriteFailed(f"{path} could not be written ({reason}); {kept}: free space and rerun")
 
 
 def _kind(mode: int) -> str:
@@ -64,13 +76,22 @@ def replacing(path: str) -> Iterator[str]:
             storage.upload(temporary, path)
         return
     directory = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".", suffix=".tmp")
+    try:
+        handle, temporary = tempfile.mkstemp(dir=directory, prefix=".", suffix=".tmp")
+    except OSError as error:
+        if error.errno in STORAGE_ERRNOS:
+            raise _write_failed(path, error) from error
+        raise
     os.close(handle)
     try:
         yield temporary
         os.chmod(temporary, FILE_MODE)
         check_replaceable(path)  # it may have become something else while we wrote
         os.replace(temporary, path)
+    except OSError as error:
+        if error.errno in STORAGE_ERRNOS:
+            raise _write_failed(path, error) from error
+        raise
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)

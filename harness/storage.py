@@ -12,14 +12,18 @@ or the new one). Local writes keep harness.files' mkstemp + os.replace.
 """
 
 import contextlib
+import functools
 import glob as local_glob
 import os
 import shutil
+import socket
 import stat
 import tempfile
 import urllib.parse
 from collections.abc import Iterator
 from typing import IO, Any
+
+from harness.errors import UsageError, one_line
 
 # Schemes orbax writes itself (etils.epath for files, tensorstore's gcs driver for arrays).
 ORBAX_URL_PREFIXES = ("gs://",)
@@ -40,7 +44,56 @@ def local_form(path: str) -> str:
     return urllib.parse.unquote(parsed.path) or "/"
 
 
-def _gfile() -> Any:
+# A gs:// path is checked to be reachable before TensorFlow's GCS client first touches it:
+# offline, that client retries with backoff for minutes (issue 26: a hang, then a traceback).
+GCS_PREFIX = "gs://"
+GCS_HOST, GCS_PORT = "storage.googleapis.com", 443
+PROBE_TIMEOUT_S = 5.0
+
+
+class Unreachable(UsageError):
+    """A URL whose file system cannot be reached from here (no network, no DNS)."""
+
+
+@functools.cache
+def _connection_problem(host: str, port: int) -> str | None:
+    """Why no TCP connection to host:port opens within PROBE_TIMEOUT_S, or None when one does
+    (cached: one probe per process and endpoint)."""
+    try:
+        socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S).close()
+    except OSError as error:
+        return one_line(error) or type(error).__name__
+    return None
+
+
+def _gcs_endpoint() -> tuple[str, int]:
+    """Cloud Storage, or the emulator TensorFlow's GCS client is pointed at."""
+    emulator = os.environ.get("STORAGE_EMULATOR_HOST") or os.environ.get(
+        "CLOUD_STORAGE_EMULATOR_ENDPOINT"
+    )
+    if emulator:
+        parsed = urllib.parse.urlsplit(emulator if "://" in emulator else f"http://{emulator}")
+        return parsed.hostname or "localhost", parsed.port or 80
+    return GCS_HOST, GCS_PORT
+
+
+def check_reachable(path: str) -> None:
+    """Raises Unreachable (one line naming `path`) when `path` is on gs:// and Cloud Storage
+    cannot be reached from this machine."""
+    if not path.startswith(GCS_PREFIX):
+        return
+    host, port = _gcs_endpoint()
+    problem = _connection_problem(host, port)
+    if problem is not None:
+        raise Unreachable(
+            f"{path} cannot be reached: no connection to {host}:{port} ({problem}); run where "
+            "Cloud Storage is reachable, or use a local path"
+        )
+
+
+def _gfile(path: str) -> Any:
+    """tf.io.gfile, for `path` (a URL) once it is known to be reachable."""
+    check_reachable(path)
     import tensorflow as tf  # seconds to import; only URLs need it
 
     return tf.io.gfile
@@ -69,16 +122,16 @@ def absolute(path: str) -> str:
 
 
 def exists(path: str) -> bool:
-    return _gfile().exists(path) if is_url(path) else os.path.exists(path)
+    return _gfile(path).exists(path) if is_url(path) else os.path.exists(path)
 
 
 def isdir(path: str) -> bool:
-    return _gfile().isdir(path) if is_url(path) else os.path.isdir(path)
+    return _gfile(path).isdir(path) if is_url(path) else os.path.isdir(path)
 
 
 def isfile(path: str) -> bool:
     if is_url(path):
-        gfile = _gfile()
+        gfile = _gfile(path)
         return gfile.exists(path) and not gfile.isdir(path)
     return os.path.isfile(path)
 
@@ -97,13 +150,13 @@ def is_regular_file(path: str) -> bool:
 
 def size(path: str) -> int:
     """The size in bytes of the file at `path` (symlinks followed)."""
-    return _gfile().stat(path).length if is_url(path) else os.path.getsize(path)
+    return _gfile(path).stat(path).length if is_url(path) else os.path.getsize(path)
 
 
 def makedirs(path: str) -> None:
     """Creates `path` and its parents; an existing directory is fine."""
     if is_url(path):
-        _gfile().makedirs(path)
+        _gfile(path).makedirs(path)
     else:
         os.makedirs(path, exist_ok=True)
 
@@ -111,7 +164,7 @@ def makedirs(path: str) -> None:
 def listdir(path: str) -> list[str]:
     """Entry names (not paths), without gfile's trailing '/' on folders of object stores."""
     if is_url(path):
-        return [name.rstrip("/") for name in _gfile().listdir(path)]
+        return [name.rstrip("/") for name in _gfile(path).listdir(path)]
     return os.listdir(path)
 
 
@@ -120,12 +173,12 @@ def walk(top: str) -> Iterator[tuple[str, list[str], list[str]]]:
     if not is_url(top):
         yield from os.walk(top)
         return
-    for folder, subfolders, names in _gfile().walk(top):
+    for folder, subfolders, names in _gfile(top).walk(top):
         yield folder.rstrip("/"), [s.rstrip("/") for s in subfolders], list(names)
 
 
 def glob(pattern: str) -> list[str]:
-    return sorted(_gfile().glob(pattern) if is_url(pattern) else local_glob.glob(pattern))
+    return sorted(_gfile(pattern).glob(pattern) if is_url(pattern) else local_glob.glob(pattern))
 
 
 @contextlib.contextmanager
@@ -136,6 +189,7 @@ def open_file(path: str, mode: str = "r", errors: str | None = None) -> Iterator
         with open(path, mode, errors=errors) as f:
             yield f
         return
+    check_reachable(path)
     import tensorflow as tf
 
     try:
@@ -165,7 +219,7 @@ def write_url(path: str, data: bytes | str) -> None:
     close (one upload is atomic), so no temporary name is needed, nor possible to rename
     atomically. Local paths go through harness.files, which keeps mkstemp + os.replace."""
     _forget_for_ram(path)
-    with _gfile().GFile(path, "wb" if isinstance(data, bytes) else "w") as f:
+    with _gfile(path).GFile(path, "wb" if isinstance(data, bytes) else "w") as f:
         f.write(data)
 
 
@@ -173,20 +227,20 @@ def upload(local_path: str, url: str) -> None:
     """Copies a local file to `url` in one gfile write (streamed, so a large event file is
     not read into memory; TensorFlow's GCS client uploads it as one object on close)."""
     _forget_for_ram(url)
-    _gfile().copy(local_path, url, overwrite=True)
+    _gfile(url).copy(local_path, url, overwrite=True)
 
 
 def _forget_for_ram(path: str) -> None:
     """TensorFlow's in-memory ram:// file system (what the tests stand in for gs:// with)
     appends to an existing file it is asked to write or copy over, where GCS and local disks
     replace it; removing the old file first gives ram:// the same result."""
-    if path.startswith("ram://") and _gfile().exists(path):
-        _gfile().remove(path)
+    if path.startswith("ram://") and _gfile(path).exists(path):
+        _gfile(path).remove(path)
 
 
 def remove(path: str) -> None:
     if is_url(path):
-        _gfile().remove(path)
+        _gfile(path).remove(path)
     else:
         os.remove(path)
 
@@ -194,8 +248,8 @@ def remove(path: str) -> None:
 def rmtree(path: str) -> None:
     """Removes a directory and everything under it; a missing one is fine."""
     if is_url(path):
-        if _gfile().exists(path):
-            _gfile().rmtree(path)
+        if _gfile(path).exists(path):
+            _gfile(path).rmtree(path)
     else:
         shutil.rmtree(path, ignore_errors=True)
 
@@ -204,7 +258,8 @@ def rename(source: str, target: str) -> None:
     """Renames a file or folder over `target` (os.replace locally: atomic; on an object store a
     copy and delete per object, which readers may see half done)."""
     if is_url(source) or is_url(target):
-        _gfile().rename(source, target, overwrite=True)
+        check_reachable(source)
+        _gfile(target).rename(source, target, overwrite=True)
     else:
         os.replace(source, target)
 
@@ -212,7 +267,8 @@ def rename(source: str, target: str) -> None:
 def copy_tree(source: str, target: str) -> None:
     """Copies every file under `source` to the same place under `target`; either side may be
     local or a URL (gfile reads and writes both)."""
-    gfile = _gfile()
+    check_reachable(source)
+    gfile = _gfile(target)
     for folder, _, names in walk(source):
         below = relative(folder, source) if folder.rstrip("/") != source.rstrip("/") else ""
         destination = join(target, below) if below else target

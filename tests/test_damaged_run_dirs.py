@@ -18,6 +18,7 @@ from harness.reporting import runs
 from harness.run_dir import bounded
 from harness.runtime import restore
 from harness.train import launch
+from tests import run_dir_fixtures
 
 SHORT = [
     "VitSpec.num_layers=1",
@@ -106,10 +107,7 @@ EXPECTED = {
 
 
 def _minimal_run(directory) -> str:
-    os.makedirs(directory)
-    results = {"run": {"family": "vit"}, "eval": {"eval/top1": 0.5}, "model": {"params_total": 1}}
-    (directory / "results.json").write_text(json.dumps(results))
-    return str(directory)
+    return run_dir_fixtures.minimal_run(directory)
 
 
 @pytest.mark.parametrize("kind", KINDS)

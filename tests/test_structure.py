@@ -13,8 +13,8 @@ PACKAGES = ("harness", "models")
 COMMANDS = {
     "run": ["--gin_file", "--gin_param", "--workdir", "--distributed"],
     "inspect": ["--gin_file", "--gin_param", "--mesh", "--json"],
-    "sweep": ["--capacities", "--ks", "--timing_batch_size"],
-    "report": ["--output", "--batch_sizes", "--timing_repeats"],
+    "sweep": ["--capacities", "--ks", "--timing_batch_size", "--data_dir"],
+    "report": ["--output", "--batch_sizes", "--timing_repeats", "--data_dir"],
     "suite": ["--gin_file", "--gin_param"],
     "evaluate": ["--gin_file", "--gin_param", "--workdir", "--checkpoint", "--format"],
     "fewshot": ["--datasets", "--shots", "--seeds", "--l2_regs", "--data_dir"],
@@ -202,6 +202,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 )
 # Top-level modules of `harness` that are not packages: the shared base, or a command's entry.
 BASE_MODULES = ("harness", "harness.errors", "harness.files", "harness.storage", "harness.project",
+                "harness.interrupts", "harness.limits",
                 "harness.native_stderr")  # fmt: skip
 
 

@@ -88,7 +88,7 @@ def _header(data: bytes) -> dict[str, object]:
         raise FormatError(f"header length {length} does not fit the file")
     try:
         header = json.loads(data[HEADER_LENGTH_BYTES : HEADER_LENGTH_BYTES + length])
-    except (UnicodeDecodeError, ValueError) as error:
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
         raise FormatError(f"header is not JSON ({error})") from error
     if not isinstance(header, dict):
         raise FormatError("header is not a JSON object")

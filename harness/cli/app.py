@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 from absl import app, flags, logging
 
-from harness import native_stderr
-from harness.errors import UsageError, exit_with_usage_error, one_line
+from harness import interrupts, native_stderr
+from harness.errors import UsageError, WriteFailed, exit_with_usage_error, one_line
 
 # Before TensorFlow or XLA is imported anywhere: their C++ logging after start-up would
 # otherwise arrive around a one-line error (the lines TensorFlow writes while its libraries
@@ -48,11 +48,13 @@ def run(main: Callable[[list[str]], None]) -> None:
         # notices at WARNING; commands print their own progress and warnings instead.
         logging.set_verbosity(logging.ERROR)
         native_stderr.install()
+        interrupts.install()
         try:
             main(argv[1:])
+            interrupts.check()  # a Ctrl-C that a library caught and reported as "ignored"
         except UsageError as error:
             exit_with_usage_error(error)
-        except native_stderr.NativeImportError as error:
+        except (native_stderr.NativeImportError, WriteFailed) as error:
             print(f"error: {one_line(error)}", file=sys.stderr)
             sys.exit(1)
         except KeyboardInterrupt:

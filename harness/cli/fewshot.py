@@ -19,8 +19,9 @@ import sys
 
 from absl import flags
 
-from harness import storage
+from harness import limits, storage
 from harness.cli import app, preflight
+from harness.cli import flags as cli_flags
 from harness.errors import UsageError
 
 FEWSHOT_FILE = "fewshot.json"
@@ -31,7 +32,7 @@ flags.DEFINE_list("datasets", ["fashion_mnist"], "Few-shot datasets (fewshot_dat
 flags.DEFINE_list("shots", ["1", "5", "10", "25"], "Training examples per class.")
 flags.DEFINE_integer("seeds", 3, "Number of seeds (0..N-1) drawing the shots.")
 flags.DEFINE_list("l2_regs", ["1024"], "Ridge l2 strengths; several: best mean rank per shots.")
-flags.DEFINE_string("data_dir", None, "TFDS data_dir of the datasets; default: the run's.")
+cli_flags.define_data_dir_flag()  # also the few-shot datasets' data_dir
 
 
 def _parse_shots(values: list[str]) -> tuple[int, ...]:
@@ -70,6 +71,7 @@ def main(args: list[str]) -> None:
     shots, l2_regs = _parse_shots(FLAGS.shots), _parse_l2_regs(FLAGS.l2_regs)
     if FLAGS.seeds < 1:
         raise UsageError(f"--seeds={FLAGS.seeds} must be >= 1 (big_vision uses 3)")
+    limits.check_at_most("seeds", FLAGS.seeds, limits.MAX_SEEDS, "seeds a few-shot run draws")
     from harness.data.fewshot_datasets import FEWSHOT_DATASETS, FewShotSpec
 
     unknown = [d for d in FLAGS.datasets if d not in FEWSHOT_DATASETS]
@@ -84,12 +86,12 @@ def main(args: list[str]) -> None:
         seeds=tuple(range(FLAGS.seeds)),
         data_dir=FLAGS.data_dir,
     )
-    preflight.trained_run_dir(run_dir)
+    preflight.trained_run_dir(run_dir, FLAGS.data_dir)
     from harness import files
     from harness.runtime import restore
     from harness.transfer import features, fewshot
 
-    run = restore.load_trained(run_dir)
+    run = restore.load_trained(run_dir, FLAGS.data_dir)
     payload, summary = features.evaluate_run(run, spec, _command(run_dir))
     print(payload["method"]["description"])
     for line in payload["method"]["settings"].values():

@@ -42,6 +42,16 @@ def define_output_flag(help_text: str) -> None:
     _define("output", flags.DEFINE_string, None, help_text, short_name="o")
 
 
+def define_data_dir_flag() -> None:
+    _define(
+        "data_dir",
+        flags.DEFINE_string,
+        None,
+        "TFDS data_dir the run directory's data is read from; default: TFDS's. A run "
+        "directory's own DataSpec.data_dir is used only when you pass it here.",
+    )
+
+
 def gin_files() -> list[str]:
     return list(FLAGS.gin_file)
 

@@ -22,6 +22,7 @@ mesh is --mesh, not MeshSpec's sizes, since inspect runs on no accelerator to re
 """
 
 import json
+import math
 import os
 import sys
 import time
@@ -46,6 +47,14 @@ flags.DEFINE_integer(
 )
 
 DEVICE_COUNT_FLAG = "--xla_force_host_platform_device_count"
+# Bounds on what one command may ask of this machine (issue 26: --mesh=1,100000,1 had XLA
+# make 100000 CPU devices and hang, --batch=10**12 segfaulted, 2**20 compiled for over 5 min
+# in 18 GB). The largest TPU pods are under 10k chips; the plan compiles one micro-batch per
+# simulated device (8192 images of the CPU ViT: 80 s, 0.5 GB), and the paper configs' plans
+# use at most 4 x 32 simulated devices.
+MAX_MESH_DEVICES = 65536
+MAX_SIMULATED_DEVICES = 512
+MAX_PLAN_IMAGES = 8192
 
 
 def request_host_devices(count: int) -> None:
@@ -64,7 +73,34 @@ def parse_mesh(text: str) -> list[int]:
         raise UsageError(
             f"--mesh={text} is not three positive sizes; use DATA,EXPERT,MODEL like 1,8,1"
         )
-    return [int(p) for p in parts]
+    sizes = [int(p) for p in parts]
+    if math.prod(sizes) > MAX_MESH_DEVICES:
+        raise UsageError(
+            f"--mesh={text} is {math.prod(sizes)} devices, over the {MAX_MESH_DEVICES} of any "
+            "machine this harness plans for; give the mesh of your pod slice, e.g. 8,32,1"
+        )
+    return sizes
+
+
+def check_plan_size(mesh: list[int], batch: int, fsdp: bool, microbatches: int) -> None:
+    """Refuses (one line) a memory plan whose compile this machine cannot take: more simulated
+    devices than MAX_SIMULATED_DEVICES or more images per device and micro-batch than
+    MAX_PLAN_IMAGES (the batch must already split, plan_meshes.check_batch)."""
+    from harness.measure import plan_meshes
+
+    devices = plan_meshes.device_count(mesh, fsdp)
+    if devices > MAX_SIMULATED_DEVICES:
+        raise UsageError(
+            f"--mesh={','.join(map(str, mesh))} needs {devices} simulated CPU devices for the "
+            f"memory plan, over {MAX_SIMULATED_DEVICES}; plan a smaller expert x model mesh"
+        )
+    images = batch // (mesh[0] * mesh[1]) // microbatches
+    if images > MAX_PLAN_IMAGES:
+        raise UsageError(
+            f"--batch={batch} gives {images} images per device and micro-batch, over the "
+            f"{MAX_PLAN_IMAGES} the memory plan compiles; use a smaller --batch, a larger "
+            "data axis in --mesh or more TrainSpec.microbatches"
+        )
 
 
 def format_table(record: dict) -> str:
@@ -103,6 +139,7 @@ def main(args: list[str]) -> None:
         if FLAGS.batch is not None:
             # A batch the mesh cannot split fails before the model code loads.
             plan_meshes.check_batch(spec, mesh, FLAGS.batch, train.microbatches)
+            check_plan_size(mesh, FLAGS.batch, fsdp, train.microbatches)
             # Parsing gin imports no JAX, so the devices can still be asked for here.
             request_host_devices(plan_meshes.device_count(mesh, fsdp))
         from harness.measure import model_summary  # praxis and JAX: only for a valid model

@@ -5,17 +5,20 @@ import glob
 import zipfile
 
 from harness import storage
-from harness.config.experiment_file import load_experiment
+from harness.config.experiment_file import EXPERIMENT_FILE, load_experiment
 from harness.errors import UsageError
-from harness.run_dir import checkpoint_steps
+from harness.run_dir import checkpoint_steps, data_sources
 from harness.run_dir.run_record import RESULTS_FILE
 
 
-def trained_run_dir(run_dir: str) -> None:
-    """A run directory of harness.run whose experiment.json is valid and that saved a
+def trained_run_dir(run_dir: str, data_dir: str | None = None) -> None:
+    """A run directory of harness.run whose experiment.json is valid, names data this command
+    may read (data_sources.for_reading, with the user's --data_dir) and that saved a
     checkpoint (what sweep and fewshot read); load_experiment also refuses a config.gin that
     would import code."""
-    load_experiment(run_dir)
+    experiment = load_experiment(run_dir)
+    where = storage.join(run_dir, EXPERIMENT_FILE)
+    data_sources.for_reading(experiment.data, where, data_dir)
     if not checkpoint_steps.saved_steps(run_dir):
         raise UsageError(f"{run_dir} has no checkpoint; train it with python -m harness.run first")
 

@@ -16,12 +16,14 @@ A missing or corrupt run directory is skipped with a warning; the report is stil
 
 from absl import flags
 
+from harness import limits
 from harness.cli import app, preflight
 from harness.cli import flags as cli_flags
 from harness.errors import UsageError
 
 FLAGS = flags.FLAGS
 cli_flags.define_output_flag("Markdown file to write, e.g. reports/compare.md (plots beside it).")
+cli_flags.define_data_dir_flag()
 flags.adopt_module_key_flags(cli_flags)
 flags.DEFINE_list("batch_sizes", ["1", "64", "256"], "Inference batch sizes to time.")
 flags.DEFINE_bool("timing", True, "Time inference of every run (restores each checkpoint).")
@@ -35,6 +37,12 @@ def parse_batch_sizes(values: list[str]) -> list[int]:
         raise UsageError(f"--batch_sizes={','.join(values)} must be integers") from error
     if any(b < 1 for b in sizes):
         raise UsageError(f"--batch_sizes={','.join(values)} must all be >= 1")
+    limits.check_at_most(
+        "batch_sizes",
+        max(sizes, default=1),
+        limits.MAX_TIMING_BATCH,
+        "images one timed inference call may allocate",
+    )
     return sizes
 
 
@@ -53,7 +61,12 @@ def main(args: list[str]) -> None:
 
     command = "python -m harness.report " + " ".join(args) + f" -o {FLAGS.output}"
     report.write_report(
-        args, FLAGS.output, command, batch_sizes if FLAGS.timing else [], FLAGS.timing_repeats
+        args,
+        FLAGS.output,
+        command,
+        batch_sizes if FLAGS.timing else [],
+        FLAGS.timing_repeats,
+        FLAGS.data_dir,
     )
     print(f"report: {FLAGS.output}")
 

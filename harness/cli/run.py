@@ -17,6 +17,7 @@ from harness.cli import flags as cli_flags
 from harness.config import experiment
 from harness.errors import NonFiniteLossError, UsageError
 from harness.run_dir import checkpoint_steps
+from harness.train import multihost
 
 FLAGS = flags.FLAGS
 cli_flags.define_gin_flags()
@@ -34,6 +35,9 @@ def main(args: list[str]) -> None:
         raise UsageError("--workdir is required; e.g. --workdir=runs/vit")
     if not cli_flags.gin_files():
         raise UsageError("--gin_file is required; e.g. --gin_file=gin/cpu/vit.gin")
+    multihost.check_flags(
+        FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id, FLAGS.distributed
+    )
     # A bad binding, value or path is one line before JAX, TensorFlow or the model code loads.
     _, spec = experiment.parse_experiment(cli_flags.gin_files(), cli_flags.gin_params())
     init_from = spec.train.init_from

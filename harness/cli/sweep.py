@@ -12,10 +12,14 @@ import math
 
 from absl import flags
 
+from harness import limits
 from harness.cli import app, preflight
+from harness.cli import flags as cli_flags
 from harness.errors import UsageError
 
 FLAGS = flags.FLAGS
+cli_flags.define_data_dir_flag()
+flags.adopt_module_key_flags(cli_flags)
 flags.DEFINE_list("capacities", ["2", "1", "0.5", "0.25", "0.125"], "Eval capacity factors C.")
 flags.DEFINE_list("ks", ["1", "2"], "Eval numbers of selected experts k.")
 flags.DEFINE_integer(
@@ -56,13 +60,19 @@ def main(args: list[str]) -> None:
         raise UsageError("pass exactly one RUN_DIR, e.g. python -m harness.sweep runs/vmoe")
     run_dir = args[0]
     capacities, ks = parse_capacities(FLAGS.capacities), parse_ks(FLAGS.ks)
-    preflight.trained_run_dir(run_dir)
+    limits.check_at_most(
+        "timing_batch_size",
+        FLAGS.timing_batch_size,
+        limits.MAX_TIMING_BATCH,
+        "images one timed inference call may allocate",
+    )
+    preflight.trained_run_dir(run_dir, FLAGS.data_dir)
     from harness import files, storage
     from harness.measure import routing_sweep
     from harness.run_dir import run_record
     from harness.runtime import restore
 
-    run = restore.load_trained(run_dir)
+    run = restore.load_trained(run_dir, FLAGS.data_dir)
     payload = routing_sweep.sweep(run, capacities, ks, FLAGS.timing_batch_size)
     path = storage.join(run_dir, run_record.SWEEP_FILE)
     files.write_json_atomically(path, payload)

@@ -7,6 +7,7 @@ from typing import Any
 
 import gin
 
+from harness.limits import MAX_TIMING_BATCH
 from harness.project import PAPER_CONFIGS, REPO_ROOT
 from harness.run_dir import names
 from models.specs import Spec
@@ -60,6 +61,14 @@ class SuiteSpec(Spec):
         super().__post_init__()
         if self.seeds < 1:
             raise ValueError(f"SuiteSpec.seeds={self.seeds} must be >= 1")
+        for name in ("root", "report"):
+            if not str(getattr(self, name)).strip():
+                # '' would train into (or write the report as) the current directory.
+                raise ValueError(
+                    f"SuiteSpec.{name}={getattr(self, name)!r} is empty; name a folder of its "
+                    f"own, e.g. {type(self).__dataclass_fields__[name].default!r}"
+                )
+        check_sweep_settings(self.sweep_capacities, self.sweep_ks, self.sweep_timing_batch_size)
         if self.step_time_rounds < 1 or self.step_time_steps < 1:
             raise ValueError(
                 f"SuiteSpec.step_time_rounds={self.step_time_rounds} and step_time_steps="
@@ -87,6 +96,24 @@ class SuiteSpec(Spec):
                 f"SuiteSpec.single_seed_runs has {unknown}, not names of SuiteSpec.runs; use "
                 f"names from {names}"
             )
+
+
+def check_sweep_settings(capacities: Sequence[Any], ks: Sequence[Any], timing_batch: int) -> None:
+    """The routing sweep's settings, checked before any training (they are used after it)."""
+    if not capacities or not all(
+        isinstance(c, int | float) and not isinstance(c, bool) and 0 < c < float("inf")
+        for c in capacities
+    ):
+        raise ValueError(
+            f"SuiteSpec.sweep_capacities={list(capacities)} must be finite numbers > 0, e.g. "
+            "(2.0, 1.0, 0.5)"
+        )
+    if not ks or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in ks):
+        raise ValueError(f"SuiteSpec.sweep_ks={list(ks)} must be integers >= 1, e.g. (1, 2)")
+    if not 1 <= timing_batch <= MAX_TIMING_BATCH:
+        raise ValueError(
+            f"SuiteSpec.sweep_timing_batch_size={timing_batch} must be in 1..{MAX_TIMING_BATCH}"
+        )
 
 
 def run_dir(spec: SuiteSpec, name: str, seed: int) -> str:

@@ -13,16 +13,18 @@ def time_restored_runs(
     batch_sizes: list[int],
     repeats: int,
     warn: Callable[[str], None],
+    data_dir: str | None = None,
 ) -> dict[str, list[Any]]:
     """Inference timings of each named run's latest weights; a run that cannot be restored
-    or takes other images is skipped with one `warn` line."""
+    or takes other images is skipped with one `warn` line. `data_dir`: the user's
+    --data_dir (harness/run_dir/data_sources.py)."""
     from harness.measure import inference  # restoring checkpoints needs the model stack
     from harness.runtime import restore
 
     forwards, image_shape, group = {}, None, 1
     for name, path in run_dirs.items():
         try:
-            trained = restore.load_trained(path)
+            trained = restore.load_trained(path, data_dir)
         except UsageError as error:
             warn(f"not timing {name}: {error}")
             continue

@@ -6,7 +6,6 @@ scale is reported as not reproduced.
 """
 
 import dataclasses
-import json
 import os
 import re
 import statistics
@@ -18,8 +17,8 @@ from harness.measure import carbon, round_timing
 from harness.reporting import plots, transfer_data, transfer_section, upcycling_claim
 from harness.reporting.carbon_tables import device_table_markdown
 from harness.reporting.markdown import table
-from harness.reporting.runs import footprint_of, load_run
-from harness.run_dir import run_record
+from harness.reporting.runs import footprint_of, load_run, warn
+from harness.run_dir import bounded, run_record
 
 IMAGENET_TRAIN_IMAGES = 1_281_167
 # Parameter counts the papers publish, with where they say it.
@@ -210,6 +209,17 @@ def _sweep_curve(
     return cs, means, spreads
 
 
+def _not_swept(curves: dict[str, tuple], fix: str) -> str | None:
+    """A 'not tested' verdict when a curve a claim compares has no points, or the curves were
+    swept at different C (a suite with SuiteSpec.sweep_ks=[2] has no k=1 curve); else None."""
+    empty = [name for name, curve in curves.items() if not curve[0]]
+    if empty:
+        return f"**not tested** (the sweep has no {', '.join(empty)} points: {fix})"
+    if len({tuple(curve[0]) for curve in curves.values()}) > 1:
+        return "**not tested** (the sweep's curves were measured at different C)"
+    return None
+
+
 def _plot_sweep(
     w: Writer, seeds: dict[str, Seeds], curves: dict[str, tuple], title: str, file: str, what: str
 ) -> None:
@@ -250,6 +260,11 @@ def claim_bpr(w: Writer, seeds: dict[str, Seeds]) -> None:
         w.summary.append(("2. BPR degrades more gracefully than vanilla", _verdict(None)))
         return
     curves = {routing: _sweep_curve(s, routing, 2) for routing in ("vanilla", "bpr")}
+    missing = _not_swept(curves, "SuiteSpec.sweep_ks must include 2")
+    if missing:
+        w.add(f"Verdict: {missing}.", "")
+        w.summary.append(("2. BPR degrades more gracefully than vanilla", missing))
+        return
     # Both routings drop the same number of assignments at a given C (capacity is the same);
     # BPR only chooses which ones. The fraction shows how much of the MoE was switched off.
     dropped = _sweep_curve(s, "bpr", 2, "dropped_fraction")[1]
@@ -448,6 +463,11 @@ def claim_adaptive_k(w: Writer, seeds: dict[str, Seeds]) -> None:
         w.summary.append(("3. k=2-trained V-MoE runs at k=1", _verdict(None)))
         return
     curves = {f"k={k}": _sweep_curve(s, "bpr", k) for k in (1, 2)}
+    missing = _not_swept(curves, "SuiteSpec.sweep_ks must include 1 and 2")
+    if missing:
+        w.add(f"Verdict: {missing}.", "")
+        w.summary.append(("3. k=2-trained V-MoE runs at k=1", missing))
+        return
     gflops = {p["k"]: p["gflops_per_image"] for r in s.runs if r.sweep for p in r.sweep["points"]}
     rows = [
         (
@@ -758,7 +778,10 @@ def write_report(spec: Any, paper: dict[str, dict[str, Any]], command: str, devi
     step_times_path = storage.join(spec.root, STEP_TIMES_FILE)
     step_times = {}
     if storage.exists(step_times_path):
-        step_times = json.loads(storage.read_text(step_times_path))
+        try:
+            step_times = bounded.read_json_object(step_times_path)
+        except bounded.UnreadableFile as error:
+            warn(f"no step timings: {error}")
     claim_vit22b(w, seeds, step_times, step_times_path)
     claim_soft_moe(w, seeds)
     routing_section(w, seeds)

@@ -334,7 +334,12 @@ def check_output(output: str) -> None:
 
 
 def write_report(
-    run_dirs: list[str], output: str, command: str, batch_sizes: list[int], repeats: int
+    run_dirs: list[str],
+    output: str,
+    command: str,
+    batch_sizes: list[int],
+    repeats: int,
+    data_dir: str | None = None,
 ) -> None:
     """Reads the run directories, times them (unless `batch_sizes` is empty) and writes the
     markdown to `output` with its plots in OUTPUT_plots/."""
@@ -345,7 +350,9 @@ def write_report(
             "none of the run directories has a readable results.json; nothing to report"
         )
     timings = (
-        run_timing.time_restored_runs({r.name: r.path for r in runs}, batch_sizes, repeats, warn)
+        run_timing.time_restored_runs(
+            {r.name: r.path for r in runs}, batch_sizes, repeats, warn, data_dir
+        )
         if batch_sizes
         else {}
     )

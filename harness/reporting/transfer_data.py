@@ -17,6 +17,7 @@ from typing import Any
 from harness import storage
 from harness.reporting.runs import Run, warn
 from harness.run_dir import bounded, names
+from harness.run_dir.results_schema import is_fraction, is_number
 
 # The file `python -m harness.fewshot` writes into a run directory (harness/cli/fewshot.py; a
 # test pins the two names together, since reporting may not import a command).
@@ -80,6 +81,12 @@ class RunTransfer:
     shape_bias: ShapeBias | None
 
 
+def _finite(value: Any, where: str) -> float:
+    if not is_number(value):
+        raise ValueError(f"{where}={value!r} is not a finite number")
+    return float(value)
+
+
 def _fewshot_rows(payload: dict[str, Any]) -> list[FewShotRow]:
     datasets = payload["method"]["datasets"]
     rows = []
@@ -88,10 +95,13 @@ def _fewshot_rows(payload: dict[str, Any]) -> list[FewShotRow]:
         dataset, _, shot_text = tag.removeprefix("fewshot/").rpartition("/")
         if not dataset or not shot_text.endswith("shot"):
             raise ValueError(f"summary tag {tag!r} is not fewshot/<dataset>/<s>shot")
+        for key, check in (("mean", is_fraction), ("std", is_number), ("l2_reg", is_number)):
+            if not check(row[key]):
+                raise ValueError(f"summary {tag!r} has {key}={row[key]!r}, not a finite value")
         rows.append(
             FewShotRow(
                 dataset=dataset,
-                setting=datasets.get(dataset, {}).get("setting", NOT_RECORDED),
+                setting=str(datasets.get(dataset, {}).get("setting", NOT_RECORDED)),
                 shots=int(shot_text.removesuffix("shot")),
                 mean=float(row["mean"]),
                 std=float(row["std"]),
@@ -143,7 +153,7 @@ def read_ood(run: Run) -> list[OodResult]:
         return [
             OodResult(
                 name=name,
-                top1=float(entry["top1"]),
+                top1=_finite(entry["top1"], f"ood.{name}.top1"),
                 correct=int(entry["correct"]),
                 counted=int(entry["counted"]),
                 tfds_name=str(entry["tfds_name"]),
@@ -162,7 +172,7 @@ def read_shape_bias(run: Run) -> ShapeBias | None:
         return None
     try:
         return ShapeBias(
-            shape_bias=float(section["shape_bias"]),
+            shape_bias=_finite(section["shape_bias"], "shape_bias.shape_bias"),
             shape_hits=int(section["shape_hits"]),
             texture_hits=int(section["texture_hits"]),
             conflict_images=int(section["conflict_images"]),

@@ -32,6 +32,8 @@ LIMITS = {
     names.CONFIG_FILE: 4 * MIB,
 }
 DEFAULT_LIMIT = 16 * MIB
+# TensorBoard event files: a long paper run logging scalars every few steps stays far below.
+EVENT_FILE_LIMIT = 1024 * MIB
 
 
 class UnreadableFile(UsageError):
@@ -61,6 +63,17 @@ def check_regular(path: str, limit: int | None) -> int:
             "it is not read: replace it with the file the harness wrote"
         )
     return size
+
+
+def check_event_files(logdir: str) -> None:
+    """Refuses (UnreadableFile) a TensorBoard event file in `logdir` (any name holding
+    'tfevents', as TensorBoard's reader picks them) that is not a regular file within
+    EVENT_FILE_LIMIT: the reader would block on a FIFO and read /dev/zero forever."""
+    if storage.is_url(logdir) or not os.path.isdir(logdir):
+        return
+    for name in sorted(os.listdir(logdir)):
+        if "tfevents" in name:
+            check_regular(os.path.join(logdir, name), EVENT_FILE_LIMIT)
 
 
 def read_bytes(path: str, limit: int | None = None) -> bytes:

@@ -10,6 +10,7 @@ from tensorboard.compat.proto import event_pb2
 from tensorboard.util import tensor_util
 
 from harness import files, storage
+from harness.run_dir import bounded
 
 EVENT_FILE_PREFIX = "events.out.tfevents."
 # Replaces 'tfevents' in the name of a damaged event file set aside.
@@ -17,7 +18,9 @@ DAMAGED_MARK = "damaged"
 
 
 def read_scalars(logdir: str) -> dict[str, list[tuple[int, float]]]:
-    """{tag: [(step, value), ...]} for every scalar in the event files under `logdir`."""
+    """{tag: [(step, value), ...]} for every scalar in the event files under `logdir`; an
+    event file that is not a regular file within its size limit is UnreadableFile."""
+    bounded.check_event_files(logdir)
     accumulator = event_accumulator.EventAccumulator(
         logdir, size_guidance={event_accumulator.TENSORS: 0, event_accumulator.SCALARS: 0}
     )

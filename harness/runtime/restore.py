@@ -10,10 +10,12 @@ from typing import Any
 
 import jax
 
+from harness import storage
 from harness.config.experiment import validate
-from harness.config.experiment_file import load_experiment
+from harness.config.experiment_file import EXPERIMENT_FILE, load_experiment
 from harness.data import metadata
 from harness.errors import UsageError, one_line
+from harness.run_dir import data_sources
 from harness.runtime.checkpointing import Checkpointer
 
 
@@ -28,13 +30,19 @@ class TrainedRun:
     step: int
 
 
-def load_trained(run_dir: str) -> TrainedRun:
+def load_trained(run_dir: str, data_dir: str | None = None, *, own_run: bool = False) -> TrainedRun:
     """Rebuilds the run's sharded model from RUN_DIR/experiment.json and restores its latest
     weights. Raises UsageError (one line) for anything but a readable, data-only run directory
-    with a checkpoint."""
+    with a checkpoint. The run's data is read through data_sources.for_reading: `data_dir` is
+    the user's --data_dir; `own_run` (the suite, reading runs it trained from the user's gin)
+    keeps the recorded data_dir."""
     from harness.runtime import sharded_model  # heavy import, only when loading
 
     experiment = load_experiment(run_dir)
+    if not own_run:
+        where = storage.join(run_dir, EXPERIMENT_FILE)
+        data = data_sources.for_reading(experiment.data, where, data_dir)
+        experiment = dataclasses.replace(experiment, data=data)
     try:
         mesh_shape = validate(experiment, jax.device_count())
         sharded = sharded_model.ShardedModel(experiment, run_dir, mesh_shape)

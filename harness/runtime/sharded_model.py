@@ -19,6 +19,7 @@ from flax import traverse_util
 from jax.sharding import NamedSharding, PartitionSpec
 from praxis import base_layer
 
+from harness import interrupts
 from harness.config.experiment import Experiment
 from harness.data import metadata, pipeline, synthetic
 from harness.data.synthetic_spec import SYNTHETIC
@@ -222,6 +223,7 @@ class ShardedModel:
             totals: dict[str, np.ndarray] = {}
             with self.mesh:
                 for local in self.eval_batches():
+                    interrupts.check()  # a Ctrl-C that tf.data swallowed stops here
                     batch = self.global_batch(local, self.eval_batch_shardings)
                     for key, value in jax.device_get(step(params, batch)).items():
                         totals[key] = totals.get(key, 0.0) + np.asarray(value, np.float64)

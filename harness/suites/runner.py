@@ -88,7 +88,7 @@ def sweep_all(spec: SuiteSpec) -> None:
             ):
                 continue
             print(f"[suite] routing sweep of {workdir}", flush=True)
-            trained = restore.load_trained(workdir)
+            trained = restore.load_trained(workdir, own_run=True)
             payload = routing_sweep.sweep(
                 trained,
                 [float(c) for c in spec.sweep_capacities],

@@ -9,7 +9,7 @@ from typing import Any
 import gin
 import jax
 
-from harness import files, storage
+from harness import files, interrupts, storage
 from harness.config import experiment_file
 from harness.config.experiment import Experiment, check_data, check_layout, parse_experiment
 from harness.config.experiment_file import CONFIG_FILE
@@ -36,11 +36,20 @@ def init_distributed(
     if jax.config.jax_platforms in (None, "", "cpu") and coordinator_address:
         # CPU processes talk through gloo; it must be chosen before the backend starts.
         jax.config.update("jax_cpu_enable_gloo_collectives", True)
-    jax.distributed.initialize(
-        coordinator_address=coordinator_address,
-        num_processes=num_processes,
-        process_id=process_id,
-    )
+    try:
+        jax.distributed.initialize(
+            coordinator_address=coordinator_address,
+            num_processes=num_processes,
+            process_id=process_id,
+        )
+    except (ValueError, RuntimeError) as error:
+        # e.g. --distributed where jax detects no cluster (no TPU pod, SLURM or MPI), or a
+        # coordinator that never answered: JAX's message, first line.
+        first = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        raise UsageError(
+            f"jax.distributed.initialize failed ({one_line(first)}); pass --coordinator_address, "
+            "--num_processes and --process_id, or run --distributed on a TPU pod"
+        ) from error
 
 
 def make_workdir(workdir: str) -> None:
@@ -183,6 +192,7 @@ def _train_locked(
     from harness.measure import energy_tracker
 
     energy = None  # Ctrl-C while the tracker starts leaves nothing to record
+    interrupts.check()  # a Ctrl-C swallowed while starting up: stop before training
     try:
         with energy_tracker.track_attempt(enabled=jax.process_index() == 0) as energy:
             outcome = run.run(log, run_evaluators, start=start)
@@ -198,6 +208,9 @@ def _train_locked(
     payload["energy"] = energy_tracker.results_section(
         log.all(), payload["run"]["devices"], payload["train"]["wall_seconds"]
     )
+    # A Ctrl-C swallowed during the final evaluation: the last step's checkpoint is saved,
+    # so rerunning finishes the run; no results.json claims it finished.
+    interrupts.check()
     if jax.process_index() == 0:
         files.write_json_atomically(storage.join(workdir, run_record.RESULTS_FILE), payload)
         files.write_text_atomically(

@@ -58,6 +58,11 @@ class PreemptionGuard:
             signal.signal(signum, previous)
         self._previous = {}
 
+    @property
+    def signalled(self) -> bool:
+        """Whether this process caught SIGTERM or SIGINT (single process; no sync point)."""
+        return self._requested
+
     def requested(self, step: int) -> bool:
         if self._multi_process:
             return multihost_utils.reached_preemption_sync_point(step)

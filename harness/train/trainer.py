@@ -169,6 +169,13 @@ class Trainer(ShardedModel):
                     writer.flush()
                     checkpointer.close()
                     raise Preempted(step, checkpointer.directory, preemption.signal_name)
+        if preemption.signalled and start_step < self.total_steps:
+            # Caught during the last step, whose checkpoint is saved: stop as asked rather
+            # than evaluate and finish with exit 0; rerunning evaluates and finishes.
+            record(self.total_steps, "stopped")
+            writer.flush()
+            checkpointer.close()
+            raise Preempted(self.total_steps, checkpointer.directory, preemption.signal_name)
         timed = progress.timed(self.total_steps)  # before the final evaluation
         if evaluation is None or last_eval_step != self.total_steps:
             evaluation = self.evaluate(state.params)

@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 
 from harness.data.fewshot_datasets import DEFAULT_L2_REG, DEFAULT_SEEDS, DEFAULT_SHOTS
+from harness.errors import UsageError
 from harness.transfer import least_squares
 
 VMOE_L2_REGS = tuple(2.0**i for i in range(-10, 20))  # V-MoE's configs/common_fewshot.py sweep.
@@ -88,6 +89,22 @@ def accuracy_per_l2(
     return accuracies
 
 
+def check_shots(
+    dataset: str, train_labels: np.ndarray, num_classes: int, shots: Sequence[int]
+) -> None:
+    """Refuses (UsageError, one line) more shots than the train split has examples of some
+    class: fewshot_indices would take all there are, and a 100000-shot result would be
+    reported for what is a few-thousand-shot one."""
+    counts = np.bincount(np.asarray(train_labels, np.int64), minlength=num_classes)
+    fewest = int(counts.min()) if counts.size else 0
+    too_many = [s for s in shots if s > fewest]
+    if too_many:
+        raise UsageError(
+            f"shots={max(too_many)} is more than the {fewest} train examples of the smallest "
+            f"class of {dataset} (class {int(counts.argmin())}); use shots <= {fewest}"
+        )
+
+
 def evaluate_dataset(
     dataset: str,
     train_features: np.ndarray,
@@ -111,6 +128,7 @@ def evaluate_dataset(
     """
     train_features = np.asarray(train_features)
     train_labels = np.asarray(train_labels)
+    check_shots(dataset, train_labels, num_classes, shots)
     results = []
     for seed in seeds:
         permutations = class_permutations(train_labels, num_classes, seed)
