@@ -123,7 +123,9 @@ def residuals(
         raise ValueError(f"remat={remat!r} is unknown; use one of {REMAT_POLICIES}")
     group = spec.min_batch
     if images < group or images % group:
-        raise ValueError(f"{images} images per device is not a whole number of {group}-image groups")
+        raise ValueError(
+            f"{images} images per device is not a whole number of {group}-image groups"
+        )
     blocks, fixed = [], 0
     for kind, (kind_spec, count) in block_kinds(spec).items():
         if count == 0:
@@ -153,7 +155,9 @@ def _per_block_and_fixed(
         at[n] = (two - one, 2 * one - two)  # (per block, fixed)
     (block_a, fixed_a), (block_b, fixed_b) = at[group], at[2 * group]
     groups = images // group
-    return block_a + (groups - 1) * (block_b - block_a), fixed_a + (groups - 1) * (fixed_b - fixed_a)
+    return block_a + (groups - 1) * (block_b - block_a), fixed_a + (groups - 1) * (
+        fixed_b - fixed_a
+    )
 
 
 def _at_depth(spec: ModelSpec, remat: str, depth: int) -> ModelSpec:
@@ -214,7 +218,9 @@ def saved(spec: ModelSpec, images: int, dtype: str, loss: str) -> tuple[tuple[tu
 @functools.lru_cache(maxsize=64)
 def weight_partitions(spec: ModelSpec) -> tuple[tuple[tuple[int, ...], PartitionSpec], ...]:
     """Each weight's shape and the trainer's partition spec for it (no FSDP)."""
-    weights = Weights.of_variables(params_flops.abstract_variables(builders.build_model(spec), spec))
+    weights = Weights.of_variables(
+        params_flops.abstract_variables(builders.build_model(spec), spec)
+    )
     shapes = jax.tree_util.tree_leaves(weights.shapes)
     specs = jax.tree_util.tree_structure(weights.shapes).flatten_up_to(weights.partition)
     return tuple((tuple(s.shape), p) for s, p in zip(shapes, specs, strict=True))
