@@ -1,10 +1,13 @@
-r"""Per-device training memory of every paper config on its reference mesh, and the smallest
+r"""The XLA:CPU cross-check of bench/memory_plans.py (the method the plans used before the
+program plan; slow: every config compiled at two depths).
+
+Per-device training memory of every paper config on its reference mesh, and the smallest
 mesh (data axis grown, expert and model axes kept) whose devices each hold it on a TPU v3 core;
 then, for the configs that fit no such mesh as they are, the same with FSDP and with
 gradient accumulation.
 
-  .venv/bin/python bench/memory_plans.py [--configs=NAME,...] [--section=all|reference|fsdp]
-      [--fsdp_configs=NAME,...] [-o bench/memory_plans.md]
+  .venv/bin/python bench/memory_plans_xla_cpu.py [--configs=NAME,...] [--section=all|reference|fsdp]
+      [--fsdp_configs=NAME,...] [-o bench/memory_plans_xla_cpu.md]
 
 NAME is a gin/NAME.gin of harness.project.PAPER_CONFIGS (default: all). Prints markdown (or
 writes it with -o). The plan of each row is `python -m harness.inspect --gin_file=F
@@ -133,7 +136,7 @@ def main() -> None:
     parser.add_argument("--section", choices=("all", "reference", "fsdp"), default="all")
     parser.add_argument("-o", "--output", default=None)
     args = parser.parse_args()
-    command = " ".join(["`.venv/bin/python bench/memory_plans.py", *sys.argv[1:]]) + "`"
+    command = " ".join(["`.venv/bin/python bench/memory_plans_xla_cpu.py", *sys.argv[1:]]) + "`"
     kept = ""
     if args.section == "fsdp" and args.output and os.path.exists(args.output):
         with open(args.output) as old:
