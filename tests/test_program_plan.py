@@ -3,6 +3,7 @@ papers' facts it must reproduce, the step cost, and the recommendations; all tra
 (no compile)."""
 
 import dataclasses
+import json
 import math
 
 import gin
@@ -148,3 +149,20 @@ def test_unknown_device_is_one_line():
             inspect.main([])
         finally:
             gin.clear_config()
+
+
+def test_plan_of_the_gin_files_setting_as_json(capsys):
+    flags = inspect.flags.FLAGS
+    flags.unparse_flags()
+    args = ["--gin_file=gin/cpu/vit.gin", "--plan", "--mesh=2,1,1", "--batch=8", "--json"]
+    flags(["inspect", *args, "--device=a100-40gb"])
+    try:
+        inspect.main([])
+    finally:
+        gin.clear_config()
+    record = json.loads(capsys.readouterr().out)
+    terms = {name: term["bytes"] for name, term in record["terms"].items()}
+    assert record["setting"]["mesh"] == [2, 1, 1] and record["per_device_batch"] == 4
+    assert terms["optimizer"] == 2 * terms["params"] == 2 * terms["gradients"]
+    assert record["total"] == sum(terms.values()) and record["fits"] is True
+    assert record["terms"]["params"]["method"] == "exact"

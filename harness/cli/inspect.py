@@ -1,6 +1,7 @@
 r"""Size and compute of a gin-configured model, built abstractly (no weights in memory).
 
   python -m harness.inspect --gin_file=gin/vmoe_h14.gin [--gin_param=B ...] [--json]
+      [--plan [--device=tpuv3-core] [--devices=256]]
       [--mesh=DATA,EXPERT,MODEL] [--noxla_flops] [--batch=GLOBAL_BATCH]
 
 Prints params_total, params_body, params_active, gflops_per_image and XLA's FLOP count
@@ -23,7 +24,7 @@ setting (remat, micro-batches, FSDP, mesh) of --devices such devices that fits, 
 estimated step time and, for a gin file with TrainSpec.num_epochs, the run's accelerator-days,
 energy and CO2. With --mesh given too, no search: the plan of the gin file's own setting
 (VitSpec.remat, TrainSpec.microbatches, MeshSpec.shard_params_over_data) on that mesh, the
-figure an accelerator's own memory analysis is compared with.
+figure an accelerator's own memory analysis is compared with (one JSON object with --json).
 
 FSDP and gradient accumulation come from the gin file, as for `harness.run`:
 MeshSpec.shard_params_over_data and TrainSpec.microbatches, overridden the same way, e.g.
@@ -172,6 +173,10 @@ def plan_text(spec, train, fsdp: bool, device, mesh: list[int], batch: int) -> s
     if FLAGS["mesh"].present:
         setting = program_plan.Setting(tuple(mesh), spec.vit.remat, train.microbatches, fsdp)
         plan = program_plan.plan(spec, setting, batch, train.compute_dtype, train.loss)
+        if FLAGS.json:
+            return json.dumps(
+                {**plan.as_dict(), "device": device.flag, "fits": plan.fits(device.memory_bytes)}
+            )
         return plan_format.format_program_plan(plan, device)
     found = recommend.recommend(spec, device, FLAGS.devices, batch, train.compute_dtype, train.loss)
     text = plan_format.format_recommendation(found, device, FLAGS.devices)
