@@ -137,6 +137,8 @@ def test_recommendation_rematerialises_only_when_memory_needs_it():
     assert chosen.total <= tight.memory_bytes
     nothing = recommend.recommend(spec, dataclasses.replace(TPU_V3, memory_bytes=1), 1, 64)
     assert nothing.plan is None and nothing.smallest.total > 1
+    with pytest.raises(ValueError, match="--devices=3"):
+        recommend.recommend(spec, roomy, 3, 64)
 
 
 def test_unknown_device_is_one_line():

@@ -77,6 +77,11 @@ def recommend(
         key = (step.total_s, setting.microbatches, setting.fsdp)
         if best_key is None or key < best_key:
             best, best_key = (plan, step), key
+    if tried == 0:
+        raise ValueError(
+            f"no mesh of --devices={devices} splits the batch of {global_batch} images into whole "
+            f"routing groups of {spec.min_batch}; use a device count that divides the batch"
+        )
     if best is None:
         return Recommendation(None, None, tried, smallest)
     return Recommendation(best[0], best[1], tried, smallest)
