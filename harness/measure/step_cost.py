@@ -7,7 +7,8 @@
                  is stated (default carbon_defaults.DEFAULT_UTILISATION).
     collectives  bytes each device sends per step / the device's stated interconnect bandwidth
                  (harness/measure/plan_devices.py), not overlapped with compute:
-                 - gradient all-reduce over the replicas (no FSDP): 2 x f32 gradient bytes;
+                 - gradient all-reduce (no FSDP): 2 x each weight's f32 gradient bytes, over
+                   the devices that weight is replicated on;
                  - FSDP: per micro-batch, the weights all-gathered for the forward and again
                    for the backward, and the gradients reduce-scattered: 3 x f32 weight bytes;
                  - expert all-to-all: per MoE layer and micro-batch, dispatch and combine in
@@ -21,11 +22,15 @@ Energy and CO2 use harness/measure/carbon.py's formula with the device's power r
 """
 
 import dataclasses
+import math
+
+import jax
 
 from harness.measure import carbon, params_flops, program_plan
 from harness.measure.carbon_defaults import DEFAULT_GRID, DEFAULT_PUE, DEFAULT_UTILISATION
 from harness.measure.plan_devices import PlanDevice
-from models.specs import ModelSpec
+from harness.measure.weight_memory import shards
+from models.specs import MESH_AXES, ModelSpec
 
 SECONDS_PER_DAY = 86_400
 F32 = 4
@@ -84,16 +89,15 @@ def collective_bytes(
 ) -> float:
     """Bytes one device sends in one step (module docstring)."""
     data, expert, model = setting.mesh
-    weights = program_plan.weights_of(spec)
-    unsplit = weights.bytes_per_device(setting.mesh, False)
     images = per_device // setting.microbatches
     itemsize = 2 if compute_dtype == "bfloat16" else F32
     recompute = setting.remat == "full"
     sent = 0.0
-    if setting.fsdp:
-        sent += setting.microbatches * 3 * unsplit * _share(data)
-    else:
-        sent += 2 * unsplit * _share(data * expert)
+    for held, replicas in weight_replicas(spec, setting.mesh):
+        if setting.fsdp:
+            sent += setting.microbatches * 3 * held * _share(data)
+        else:
+            sent += 2 * held * _share(replicas)
     if spec.is_sparse and expert > 1:
         passes = 4 + 2 * recompute
         buffer = program_plan.dispatched_tokens(spec, images) * spec.vit.model_dims * itemsize
@@ -105,6 +109,22 @@ def collective_bytes(
         block = tokens * spec.vit.model_dims * itemsize
         sent += setting.microbatches * spec.vit.num_layers * passes * 2 * block * _share(model)
     return sent
+
+
+def weight_replicas(spec: ModelSpec, mesh: tuple[int, int, int]) -> list[tuple[int, int]]:
+    """Each weight's f32 bytes per device without FSDP, and over how many devices it is
+    replicated (those its gradient is all-reduced over): experts only over 'data', weights
+    split over 'model' only over 'data' and 'expert'."""
+    weights = program_plan.weights_of(spec)
+    sizes = dict(zip(MESH_AXES, mesh, strict=True))
+    devices = mesh[0] * mesh[1] * mesh[2]
+    shapes = jax.tree_util.tree_leaves(weights.shapes)
+    specs = jax.tree_util.tree_structure(weights.shapes).flatten_up_to(weights.partition)
+    found = []
+    for shape, partition in zip(shapes, specs, strict=True):
+        pieces = shards(partition, sizes)
+        found.append((math.ceil(math.prod(shape.shape) / pieces) * F32, devices // pieces))
+    return found
 
 
 def run_cost(
