@@ -10,7 +10,8 @@
                  - gradient all-reduce (no FSDP): 2 x each weight's f32 gradient bytes, over
                    the devices that weight is replicated on;
                  - FSDP: per micro-batch, the weights all-gathered for the forward and again
-                   for the backward, and the gradients reduce-scattered: 3 x f32 weight bytes;
+                   for the backward, and the gradients reduce-scattered: 3 x f32 weight bytes,
+                   then each shard's gradient all-reduced over its replicas outside 'data';
                  - expert all-to-all: per MoE layer and micro-batch, dispatch and combine in
                    the forward and both again in the backward (and in the recomputed forward
                    under remat 'full'), each the layer's expert buffers;
@@ -96,6 +97,8 @@ def collective_bytes(
     for held, replicas in weight_replicas(spec, setting.mesh):
         if setting.fsdp:
             sent += setting.microbatches * 3 * held * _share(data)
+            # Its shard's gradient is still all-reduced over the replicas outside 'data'.
+            sent += 2 * held / data * _share(replicas // data)
         else:
             sent += 2 * held * _share(replicas)
     if spec.is_sparse and expert > 1:
