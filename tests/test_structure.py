@@ -12,7 +12,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGES = ("harness", "models")
 COMMANDS = {
     "run": ["--gin_file", "--gin_param", "--workdir", "--distributed"],
-    "inspect": ["--gin_file", "--gin_param", "--mesh", "--json"],
+    "inspect": ["--gin_file", "--gin_param", "--mesh", "--json", "--plan", "--device"],
     "sweep": ["--capacities", "--ks", "--timing_batch_size", "--data_dir"],
     "report": ["--output", "--batch_sizes", "--timing_repeats", "--data_dir"],
     "suite": ["--gin_file", "--gin_param"],

@@ -1,6 +1,7 @@
 r"""Size and compute of a gin-configured model, built abstractly (no weights in memory).
 
   python -m harness.inspect --gin_file=gin/vmoe_h14.gin [--gin_param=B ...] [--json]
+      [--plan [--device=tpuv3-core] [--devices=256]]
       [--mesh=DATA,EXPERT,MODEL] [--noxla_flops] [--batch=GLOBAL_BATCH]
 
 Prints params_total, params_body, params_active, gflops_per_image and XLA's FLOP count
@@ -14,6 +15,16 @@ which chips it fits. The step is compiled on EXPERT x MODEL simulated CPU device
 x MODEL under FSDP), whatever the machine: the command sets
 XLA_FLAGS=--xla_force_host_platform_device_count=N for itself before JAX starts (an N already
 in XLA_FLAGS is kept).
+
+With --plan, the memory plan from the program instead (harness/measure/program_plan.py:
+weights, gradients, Adam state and accumulator from the trainer's partition specs; what the
+backward pass keeps from JAX's trace of the loss; no compile, seconds per config) for
+--device (tpuv3-core, tpuv4, tpuv5e, a100-40gb, a100-80gb, h100-80gb), and the cheapest
+setting (remat, micro-batches, FSDP, mesh) of --devices such devices that fits, with its
+estimated step time and, for a gin file with TrainSpec.num_epochs, the run's accelerator-days,
+energy and CO2. With --mesh given too, no search: the plan of the gin file's own setting
+(VitSpec.remat, TrainSpec.microbatches, MeshSpec.shard_params_over_data) on that mesh, the
+figure an accelerator's own memory analysis is compared with (one JSON object with --json).
 
 FSDP and gradient accumulation come from the gin file, as for `harness.run`:
 MeshSpec.shard_params_over_data and TrainSpec.microbatches, overridden the same way, e.g.
@@ -45,6 +56,15 @@ flags.DEFINE_integer(
     "Global batch: adds a per-device memory plan of a training step on --mesh, with the gin "
     "file's MeshSpec.shard_params_over_data (FSDP) and TrainSpec.microbatches.",
 )
+
+flags.DEFINE_bool(
+    "plan",
+    False,
+    "Print the memory plan from the program (JAX's residuals, no compile) and the cheapest "
+    "setting that fits --devices x --device.",
+)
+flags.DEFINE_string("device", "tpuv3-core", "Accelerator for --plan, e.g. h100-80gb.")
+flags.DEFINE_integer("devices", 256, "How many --device accelerators --plan searches a mesh of.")
 
 DEVICE_COUNT_FLAG = "--xla_force_host_platform_device_count"
 # Bounds on what one command may ask of this machine (issue 26: --mesh=1,100000,1 had XLA
@@ -122,6 +142,15 @@ def main(args: list[str]) -> None:
     if not cli_flags.gin_files():
         raise UsageError("--gin_file is required; e.g. --gin_file=gin/vit_b16.gin")
     mesh = parse_mesh(FLAGS.mesh)
+    if FLAGS.plan:
+        from harness.measure.plan_devices import plan_device
+
+        try:
+            device = plan_device(FLAGS.device)
+        except ValueError as error:
+            raise UsageError(str(error)) from error
+        if FLAGS.devices < 1:
+            raise UsageError(f"--devices={FLAGS.devices} must be >= 1; e.g. --devices=8")
     if FLAGS.batch is not None and FLAGS.batch < 1:
         raise UsageError(f"--batch={FLAGS.batch} is not a positive global batch; e.g. 4096")
     from harness.config import gin_config
@@ -136,6 +165,14 @@ def main(args: list[str]) -> None:
         spec, train = ModelSpec(), TrainSpec()
         fsdp = MeshSpec().shard_params_over_data
         check_mesh_fits_model(spec, tuple(mesh))
+        if FLAGS.plan:
+            from harness.data.spec import DataSpec
+
+            batch = FLAGS.batch or DataSpec().batch_size
+            if FLAGS["mesh"].present:
+                plan_meshes.check_batch(spec, mesh, batch, train.microbatches)
+            print(plan_text(spec, train, fsdp, device, mesh, batch))
+            return
         if FLAGS.batch is not None:
             # A batch the mesh cannot split fails before the model code loads.
             plan_meshes.check_batch(spec, mesh, FLAGS.batch, train.microbatches)
@@ -163,6 +200,31 @@ def main(args: list[str]) -> None:
 
         print()
         print(memory_plan.format_plan(plan))
+
+
+def plan_text(spec, train, fsdp: bool, device, mesh: list[int], batch: int) -> str:
+    """--plan: the gin file's own setting on --mesh if given, else the cheapest that fits."""
+    from harness.measure import plan_format, program_plan, recommend, step_cost
+    from harness.reporting.claims import IMAGENET_TRAIN_IMAGES
+
+    if FLAGS["mesh"].present:
+        setting = program_plan.Setting(tuple(mesh), spec.vit.remat, train.microbatches, fsdp)
+        plan = program_plan.plan(spec, setting, batch, train.compute_dtype, train.loss)
+        if FLAGS.json:
+            return json.dumps(
+                {**plan.as_dict(), "device": device.flag, "fits": plan.fits(device.memory_bytes)}
+            )
+        return plan_format.format_program_plan(plan, device)
+    found = recommend.recommend(spec, device, FLAGS.devices, batch, train.compute_dtype, train.loss)
+    text = plan_format.format_recommendation(found, device, FLAGS.devices)
+    if found.plan is not None and train.num_epochs:
+        images = round(train.num_epochs * IMAGENET_TRAIN_IMAGES)
+        steps = -(-images // batch)
+        cost = step_cost.run_cost(
+            spec, found.plan.setting, batch, steps, device, train.compute_dtype
+        )
+        text += "\n" + plan_format.format_run(cost, device, images)
+    return text
 
 
 def memory_plan_of(spec, train, fsdp: bool, mesh: list[int], batch: int):
