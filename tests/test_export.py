@@ -18,7 +18,6 @@ from praxis import base_layer
 from harness.data.spec import DataSpec
 from harness.errors import UsageError
 from harness.exports import export, model_support, vmoe_checkpoint
-from harness.exports.run_weights import unscan
 from harness.imports import (
     detect,
     import_params,
@@ -200,18 +199,6 @@ def test_a_scanned_stack_is_exported_block_by_block(runs, tmp_path, format_name)
     np.testing.assert_allclose(
         _logits(unrolled, reimported), _logits(scanned, original), rtol=1e-5, atol=1e-5
     )
-
-
-def test_unscan_puts_repeat_r_of_block_j_at_block_r_times_period_plus_j():
-    params = {
-        "encoder/repeat/sub/x_layers_0/w": np.array([[0.0], [2.0]]),
-        "encoder/repeat/sub/x_layers_1/w": np.array([[1.0], [3.0]]),
-        "head/w": np.ones(1),
-    }
-    flat = unscan(params)
-    assert sorted(flat) == [f"encoder/x_layers_{i}/w" for i in range(4)] + ["head/w"]
-    for i in range(4):
-        assert flat[f"encoder/x_layers_{i}/w"] == [float(i)]
 
 
 # --- The targets' conventions, from their own loaders. ---

@@ -17,6 +17,7 @@ from harness.imports import (
     vmoe_reference,
     weight_checks,
 )
+from models import scan_layout
 
 CLASS_TOKEN = "patch_embedding/prepend_cls_embs"
 POSITION_EMBEDDING = "position_embedding"
@@ -87,6 +88,8 @@ def import_params(
     weight_checks.check_arrays(tensors, path, sources)  # before anything casts them
     wanted = tree_mapping.flat_paths(abstract_params)
     fit_position_embedding(tensors, wanted, log)
+    # Every reader gives per-block tensors; a scanned model stacks them (scan_layout).
+    tensors, sources = scan_layout.to_layout(tensors, wanted, sources)
     params = tree_mapping.fill_tree(
         abstract_params, tensors, checkpoint=path, model=model, source_names=sources
     )

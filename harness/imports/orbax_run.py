@@ -15,6 +15,7 @@ from harness.errors import UsageError, one_line
 from harness.imports import tree_mapping
 from harness.run_dir import names
 from harness.train import checkpoint_steps, checksums
+from models import scan_layout
 
 # The trainer's layout (harness/train/checkpoint_steps.py and orbax's item name).
 CHECKPOINT_DIR = checkpoint_steps.CHECKPOINT_DIR
@@ -95,6 +96,7 @@ def _tree_map(fn: Any, tree: Any) -> Any:
 
 
 def convert(run_dir: str, step: int | None = None) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """(tensors by our param path, our path -> checkpoint name): our names are already ours."""
+    """(tensors by our per-block param path, our path -> checkpoint name): our names are
+    already ours; a scanned run's stacks are split into blocks (models/scan_layout.py)."""
     params, _ = read_params(run_dir, step)
-    return tree_mapping.flat_paths(params), {}
+    return scan_layout.to_blocks(tree_mapping.flat_paths(params)), {}

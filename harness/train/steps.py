@@ -11,7 +11,8 @@ from praxis import base_layer
 
 from harness.train.grad_accumulation import accumulating
 from harness.train.losses import classification_loss
-from models.stats import STATS, layers_per_repeat, per_block, unscan_stats
+from models import scan_layout
+from models.stats import STATS, per_block
 
 ROUTING_SCALARS = ("dropped_fraction", "unrouted_fraction")
 EXPERT_CLASS_PREFIX = "expert_class"
@@ -43,7 +44,7 @@ def apply_model(
             mutable=[base_layer.AUX_LOSS, STATS],
         )
     if STATS in collections:
-        stats = unscan_stats(collections[STATS], layers_per_repeat(model))
+        stats = scan_layout.unscan_stats(collections[STATS], scan_layout.tree_segments(params))
         collections = {**collections, STATS: stats}
     return logits, collections
 
