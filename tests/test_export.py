@@ -201,6 +201,25 @@ def test_a_scanned_stack_is_exported_block_by_block(runs, tmp_path, format_name)
     )
 
 
+@pytest.mark.parametrize("format_name", ["vmoe", "safetensors", "run"])
+def test_a_checkpoint_imports_into_a_model_of_the_other_layout(runs, tmp_path, format_name):
+    """Per-block files (and an unrolled run directory) fill a scanned model, and a scanned
+    run directory fills an unrolled one; either way the logits are the original model's."""
+    scanned = SPECS["vmoe_scanned"]
+    unrolled = dataclasses.replace(scanned, vit=dataclasses.replace(scanned.vit, scan_layers=False))
+    source, target = ("vmoe_scanned", unrolled) if format_name == "run" else ("vmoe", scanned)
+    if format_name == "run":
+        path = runs[source][0]
+    else:  # the unrolled 2-block run, into a scanned 2-block model
+        target = dataclasses.replace(SPECS["vmoe"], vit=dataclasses.replace(TINY, scan_layers=True))
+        path = _export(runs, tmp_path, source, format_name)
+    reimported, _ = _reimport(path, target)
+    original_spec = SPECS[source]
+    np.testing.assert_allclose(
+        _logits(target, reimported), _logits(original_spec, runs[source][1]), rtol=1e-5, atol=1e-5
+    )
+
+
 # --- The targets' conventions, from their own loaders. ---
 
 
