@@ -17,7 +17,7 @@ from praxis import pax_fiddle
 from praxis.layers import activations, repeats, transformers
 from praxis.layers.checkpoint_policy import AutodiffCheckpointType
 
-from models import vit, vit22b, widenet
+from models import segmented_stack, vit, vit22b, widenet
 from models.layer_norm import LayerNorm
 from models.moe import layers as moe
 from models.specs import MESH_AXES, ModelSpec, MoeSpec, Vit22bSpec, VitSpec, moe_layer_indices
@@ -55,25 +55,56 @@ def _dense_block() -> pax_fiddle.Config:
 
 
 def _stack(
-    spec: VitSpec, block: pax_fiddle.Config, moe_layers: list[int] | None = None
+    spec: VitSpec,
+    block: pax_fiddle.Config,
+    moe_layers: list[int] | None = None,
+    moe_tpl: pax_fiddle.Config | None = None,
 ) -> pax_fiddle.Config:
-    """The encoder stack: plain, with each block rematerialised, or one block scanned.
+    """The encoder stack: plain, with each block rematerialised, or scanned.
 
-    Scanning repeats the stack's period (1 block, or N for an MoE every N blocks) x times.
+    Scanning compiles each repeating pattern of blocks once (`scan_segments`): one block for a
+    dense stack, the dense+MoE pair for V-MoE Every-2, and for Last-n a dense prefix and a
+    dense+MoE suffix as two consecutive scans (models/segmented_stack.py).
     """
+    moe_layers = moe_layers or []
     if not spec.scan_layers:
-        layers = _layers(spec, block, spec.num_layers, moe_layers or [])
+        layers = _layers(spec, block, spec.num_layers, moe_layers, moe_tpl)
         layers.remat = spec.remat != "none"
         layers.checkpoint_policy = CHECKPOINT_POLICIES[spec.remat]
         return layers
-    period = _period(spec.num_layers, moe_layers or [])
-    return pax_fiddle.Config(
-        transformers.StackedTransformerRepeated,
-        block=_layers(spec, block, period, [i for i in moe_layers or [] if i < period]),
-        x_times=spec.num_layers // period,
-        # praxis's scan always rematerialises; SAVE_EVERYTHING is remat='none'.
-        checkpoint_policy=CHECKPOINT_POLICIES[spec.remat],
-    )
+    scans = []
+    for first, count in scan_segments(spec.num_layers, moe_layers):
+        inside = [i - first for i in moe_layers if first <= i < first + count]
+        period = _period(count, inside)
+        scans.append(
+            pax_fiddle.Config(
+                transformers.StackedTransformerRepeated,
+                block=_layers(spec, block, period, [i for i in inside if i < period], moe_tpl),
+                x_times=count // period,
+                # praxis's scan always rematerialises; SAVE_EVERYTHING is remat='none'.
+                checkpoint_policy=CHECKPOINT_POLICIES[spec.remat],
+            )
+        )
+    if len(scans) == 1:  # keeps the 'encoder/repeat/...' layout of earlier checkpoints
+        return scans[0]
+    return pax_fiddle.Config(segmented_stack.SegmentedStack, segments=scans)
+
+
+def scan_segments(num_layers: int, moe_layers: list[int]) -> list[tuple[int, int]]:
+    """(first block, block count) of each scan of the stack.
+
+    One scan when the whole stack repeats a short pattern; otherwise a dense prefix and a
+    suffix that repeats, split where the fewest distinct blocks are compiled (V-MoE-H/14
+    Last-5: 22 dense blocks, then 5 dense+MoE pairs: 3 blocks instead of 32).
+    """
+    best, cost = [(0, num_layers)], _period(num_layers, moe_layers)
+    for first in range(1, min(moe_layers, default=num_layers) + 1):
+        if first >= num_layers:
+            break
+        split_cost = 1 + _period(num_layers - first, [i - first for i in moe_layers])
+        if split_cost < cost:
+            best, cost = [(0, first), (first, num_layers - first)], split_cost
+    return best
 
 
 def _period(num_layers: int, moe_layers: list[int]) -> int:
@@ -86,9 +117,13 @@ def _period(num_layers: int, moe_layers: list[int]) -> int:
 
 
 def _layers(
-    spec: VitSpec, block: pax_fiddle.Config, num_layers: int, moe_layers: list[int]
+    spec: VitSpec,
+    block: pax_fiddle.Config,
+    num_layers: int,
+    moe_layers: list[int],
+    moe_tpl: pax_fiddle.Config | None,
 ) -> pax_fiddle.Config:
-    return pax_fiddle.Config(
+    layers = pax_fiddle.Config(
         transformers.StackedTransformer,
         num_layers=num_layers,
         model_dims=spec.model_dims,
@@ -101,6 +136,10 @@ def _layers(
         transformer_layer_params_tpl=block,
         moe_layers=moe_layers,
     )
+    if moe_layers and moe_tpl is not None:
+        layers.num_experts = moe_tpl.moe_tpl.spec.num_experts
+        layers.moe_layer_tpl = moe_tpl
+    return layers
 
 
 def _encoder(family: str, spec: VitSpec, moe_spec: MoeSpec, block_spec: Vit22bSpec):
@@ -111,11 +150,6 @@ def _encoder(family: str, spec: VitSpec, moe_spec: MoeSpec, block_spec: Vit22bSp
         return _stack(spec, block)
     expert_dims = moe_spec.expert_mlp_dims or spec.mlp_dims
     if family == "widenet":
-        if spec.scan_layers:
-            raise ValueError(
-                "VitSpec.scan_layers=True is not supported for WideNet, whose blocks share "
-                "their weights; set it to False (each block is one call of the shared layers)"
-            )
         attention = _dense_block().tr_atten_tpl
         return pax_fiddle.Config(
             widenet.WideNetEncoder,
@@ -127,16 +161,13 @@ def _encoder(family: str, spec: VitSpec, moe_spec: MoeSpec, block_spec: Vit22bSp
             attention_tpl=attention,
             moe_tpl=_sparse_moe(moe_spec),
             remat_policy=None if spec.remat == "none" else CHECKPOINT_POLICIES[spec.remat],
+            scan_layers=spec.scan_layers,
         )
-    stack = _stack(spec, _dense_block(), moe_layer_indices(moe_spec.placement, spec.num_layers))
-    layers = stack.block if spec.scan_layers else stack
-    layers.num_experts = moe_spec.num_experts
-    layers.moe_layer_tpl = pax_fiddle.Config(
-        moe.MoeFeedForward,
-        hidden_dims=expert_dims,
-        moe_tpl=_sparse_moe(moe_spec),
+    moe_tpl = pax_fiddle.Config(
+        moe.MoeFeedForward, hidden_dims=expert_dims, moe_tpl=_sparse_moe(moe_spec)
     )
-    return stack
+    moe_layers = moe_layer_indices(moe_spec.placement, spec.num_layers)
+    return _stack(spec, _dense_block(), moe_layers, moe_tpl)
 
 
 def build_model(

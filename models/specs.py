@@ -71,9 +71,13 @@ class VitSpec(Spec):
       activation for the backward pass; 'full' keeps only each block's input and recomputes
       the rest (jax's nothing_saveable, big_vision's default when remat is on); 'dots_saveable'
       keeps the matmul outputs and recomputes the cheap elementwise ops in between.
-    scan_layers: compile one block and scan it over the depth (praxis
-      StackedTransformerRepeated), so compile time does not grow with depth. Parameters then
-      carry a leading depth axis. ViT and ViT-22B only (uniform stacks).
+    scan_layers: compile the stack's repeating unit once and scan it over the depth, so
+      compile time does not grow with depth: one block (ViT, ViT-22B), V-MoE Every-n's
+      dense+MoE pattern, V-MoE Last-n's dense prefix and dense+MoE suffix as two scans, and
+      WideNet's shared block (praxis StackedTransformerRepeated; models/widenet.py). The
+      math is the same; parameters then carry a leading depth axis, and
+      models/scan_layout.py converts them to and from the per-block layout, so checkpoints
+      of either layout import into a model of either.
     """
 
     image_size: int = 224

@@ -11,7 +11,6 @@ from typing import Any
 
 import jax
 from praxis import base_layer
-from praxis.layers import transformers
 
 STATS = "stats"
 
@@ -49,37 +48,6 @@ def flatten_stats(stats: Any, prefix: str = "") -> dict[str, jax.Array]:
         else:
             flat[path] = value
     return flat
-
-
-def layers_per_repeat(model: base_layer.BaseLayer) -> int:
-    """Blocks in one scanned repeat of the model's encoder (VitSpec.scan_layers); 0 unscanned."""
-    encoder = getattr(model, "encoder_tpl", None)
-    if getattr(encoder, "cls", None) is not transformers.StackedTransformerRepeated:
-        return 0
-    return encoder.block.num_layers
-
-
-def unscan_stats(stats: Any, blocks_per_repeat: int) -> Any:
-    """A scanned stack's stats laid out as the unrolled stack's.
-
-    praxis's scan sows block j of the repeated pattern once, under 'repeat/sub/x_layers_j',
-    with a leading axis over the repeats; repeat r of it is block r * blocks_per_repeat + j.
-    Everything downstream (per_block, the report) then sees one entry per block either way.
-    """
-    if not isinstance(stats, dict):
-        return stats
-    result = {}
-    for key, value in stats.items():
-        if key == "repeat" and blocks_per_repeat and isinstance(value, dict) and "sub" in value:
-            for layer, subtree in value["sub"].items():
-                index = int(layer.removeprefix("x_layers_"))
-                repeats = jax.tree_util.tree_leaves(subtree)[0].shape[0]
-                for r in range(repeats):
-                    block = f"x_layers_{r * blocks_per_repeat + index}"
-                    result[block] = jax.tree_util.tree_map(lambda x, r=r: x[r], subtree)
-        else:
-            result[key] = unscan_stats(value, blocks_per_repeat)
-    return result
 
 
 _BLOCK_IN_PATH = re.compile(r"x_layers_(\d+)/")

@@ -29,7 +29,6 @@ from harness.config.train_spec import MeshSpec, OptimizerSpec, TrainSpec
 from harness.data.spec import DataSpec
 from harness.errors import UsageError
 from harness.exports import export, model_support, vmoe_checkpoint
-from harness.exports.run_weights import unscan
 from harness.runtime.checkpointing import Checkpointer
 from harness.runtime.steps import TrainState
 from models import builders, specs
@@ -202,16 +201,23 @@ def test_a_scanned_stack_is_exported_block_by_block(runs, tmp_path, format_name)
     )
 
 
-def test_unscan_puts_repeat_r_of_block_j_at_block_r_times_period_plus_j():
-    params = {
-        "encoder/repeat/sub/x_layers_0/w": np.array([[0.0], [2.0]]),
-        "encoder/repeat/sub/x_layers_1/w": np.array([[1.0], [3.0]]),
-        "head/w": np.ones(1),
-    }
-    flat = unscan(params)
-    assert sorted(flat) == [f"encoder/x_layers_{i}/w" for i in range(4)] + ["head/w"]
-    for i in range(4):
-        assert flat[f"encoder/x_layers_{i}/w"] == [float(i)]
+@pytest.mark.parametrize("format_name", ["vmoe", "safetensors", "run"])
+def test_a_checkpoint_imports_into_a_model_of_the_other_layout(runs, tmp_path, format_name):
+    """Per-block files (and an unrolled run directory) fill a scanned model, and a scanned
+    run directory fills an unrolled one; either way the logits are the original model's."""
+    scanned = SPECS["vmoe_scanned"]
+    unrolled = dataclasses.replace(scanned, vit=dataclasses.replace(scanned.vit, scan_layers=False))
+    source, target = ("vmoe_scanned", unrolled) if format_name == "run" else ("vmoe", scanned)
+    if format_name == "run":
+        path = runs[source][0]
+    else:  # the unrolled 2-block run, into a scanned 2-block model
+        target = dataclasses.replace(SPECS["vmoe"], vit=dataclasses.replace(TINY, scan_layers=True))
+        path = _export(runs, tmp_path, source, format_name)
+    reimported, _ = _reimport(path, target)
+    original_spec = SPECS[source]
+    np.testing.assert_allclose(
+        _logits(target, reimported), _logits(original_spec, runs[source][1]), rtol=1e-5, atol=1e-5
+    )
 
 
 # --- The targets' conventions, from their own loaders. ---

@@ -2,6 +2,7 @@
 model is compiled, never what it computes; and bf16 compute reaches every matmul but the
 router's."""
 
+import dataclasses
 import re
 from typing import Any
 
@@ -9,10 +10,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import traverse_util
 from praxis import base_layer
 
-from models import builders, specs
-from models.stats import STATS, layers_per_repeat, per_block, unscan_stats
+from harness.runtime import optimizer, steps
+from models import builders, scan_layout, specs
+from models.stats import STATS, flatten_stats, per_block
 
 AUX = base_layer.AUX_LOSS
 EXPERTS = 5  # no other dimension of the tiny model is 5, so a shape with a 5 is the router's
@@ -131,22 +134,155 @@ def test_scanned_stack_gives_the_plain_loss_gradients_and_parameter_count(
                 for i in (1, 3)]  # fmt: skip
         np.testing.assert_allclose(dropped, np.ravel(want), rtol=1e-6)
         # ... which the trainer lays out per block, as the plain stack reports them.
-        unscanned = unscan_stats(cols[STATS], layers_per_repeat(scanned))
+        unscanned = scan_layout.unscan_stats(cols[STATS], scan_layout.tree_segments(stacked))
         got = per_block(unscanned, "dropped_fraction")
         assert sorted(got) == ["block_01", "block_03"]
         for block, value in per_block(want_cols[STATS], "dropped_fraction").items():
             np.testing.assert_allclose(got[block], value, rtol=1e-6)
-    assert layers_per_repeat(plain) == 0
+    assert scan_layout.tree_segments(params) == []
 
 
-def test_scan_is_refused_for_widenet() -> None:
-    with pytest.raises(ValueError, match="scan_layers=True is not supported for WideNet"):
-        builders.build_model(_spec("widenet", scan_layers=True))
+# (family, placement, depth): V-MoE Every-2 scans one (dense, MoE) pair; Last-2 of 8 blocks
+# scans a dense prefix of 4 and then 2 pairs; WideNet scans its shared block over the depth.
+SCANNED_UNITS = {
+    "vmoe_every_2": ("vmoe", "every_2", 4),
+    "vmoe_last_2": ("vmoe", "last_2", 8),
+    "widenet": ("widenet", "every_2", 4),
+}
 
 
-def test_bad_remat_fails_when_the_spec_is_built() -> None:
-    with pytest.raises(ValueError, match=r"VitSpec.remat='some' is unknown"):
-        specs.VitSpec(remat="some")
+def _unit_spec(unit: str, noise: bool = False, **vit: Any) -> specs.ModelSpec:
+    family, placement, depth = SCANNED_UNITS[unit]
+    spec = _spec(family, depth, **vit)
+    moe = dataclasses.replace(spec.moe, placement=placement, noise_std=None if noise else 0)
+    return dataclasses.replace(spec, moe=moe)
+
+
+def _trainer_outputs(model: base_layer.BaseLayer, params: Any, rng: jax.Array | None) -> Any:
+    """Loss, gradients, per-block stats and aux losses as the trainer computes them
+    (harness/runtime/steps.py: its apply_model unscans the stats)."""
+
+    def loss(p: Any) -> tuple[jax.Array, Any]:
+        logits, cols = steps.apply_model(model, p, _images(), rng)
+        aux = steps.aux_losses_by_name(cols)
+        return jnp.sum(jnp.sin(logits)) + sum(aux.values()), (logits, cols[STATS], aux)
+
+    return jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
+
+
+def _flat(tree: Any) -> dict[str, Any]:
+    return traverse_util.flatten_dict(dict(tree), sep="/")
+
+
+def _scanned_params(plain_params: Any, scanned: base_layer.BaseLayer) -> Any:
+    wanted = _flat(jax.eval_shape(lambda: _init(scanned)))
+    tensors, _ = scan_layout.to_layout(_flat(plain_params), wanted)
+    return traverse_util.unflatten_dict(tensors, sep="/")
+
+
+def _per_block_stats(stats: Any) -> dict[str, Any]:
+    """{stat name: {block: value}} for every stat sown."""
+    names = {re.sub(r"/\d+$", "", path).rsplit("/", 1)[-1] for path in flatten_stats(stats)}
+    return {name: per_block(stats, name) for name in sorted(names)}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "unit, remat", [("vmoe_last_2", "full"), ("widenet", "none"), ("widenet", "full")]
+)
+def test_scanned_unit_computes_the_unrolled_stack_on_the_same_weights(unit: str, remat: str):
+    plain = _model(_unit_spec(unit))
+    scanned = _model(_unit_spec(unit, scan_layers=True, remat=remat))
+    params = _init(plain)
+    stacked = _scanned_params(params, scanned)
+    # The conversion fills the scanned model's own tree exactly, weight for weight.
+    shapes = jax.tree_util.tree_map(jnp.shape, _init(scanned))
+    assert shapes == jax.tree_util.tree_map(jnp.shape, stacked)
+    count = lambda tree: sum(x.size for x in jax.tree_util.tree_leaves(tree))
+    assert count(stacked) == count(params)
+
+    # Training mode without router noise or dropout: no random numbers, so exactly equal.
+    (want_loss, (want_logits, want_stats, want_aux)), want_grads = _trainer_outputs(
+        plain, params, jax.random.PRNGKey(3)
+    )
+    (loss, (logits, stats, aux)), grads = _trainer_outputs(scanned, stacked, jax.random.PRNGKey(3))
+    np.testing.assert_allclose(logits, want_logits, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(loss, want_loss, rtol=1e-5, atol=1e-5)
+    _assert_close(scan_layout.to_blocks(_flat(grads)), _flat(want_grads))
+    assert sorted(aux) == sorted(want_aux) and aux
+    for name in aux:
+        np.testing.assert_allclose(aux[name], want_aux[name], rtol=1e-5, atol=1e-6)
+    got, want = _per_block_stats(stats), _per_block_stats(want_stats)
+    assert {n: sorted(b) for n, b in got.items()} == {n: sorted(b) for n, b in want.items()}
+    moe_blocks = sorted(want["dropped_fraction"])
+    family, placement, depth = SCANNED_UNITS[unit]
+    moe_layers = specs.moe_layer_indices(placement, depth) if family == "vmoe" else range(depth)
+    assert moe_blocks == [f"block_{i:02d}" for i in moe_layers]
+    for name in want:
+        _assert_close(got[name], want[name])
+
+
+def _identity_blocks(params: Any) -> Any:
+    """Every block adds zero to its input and the scanned repeats hold the same weights, so
+    every MoE layer routes the same tokens with the same router."""
+    outputs = ("/post/", "ffn_layer2/", "/moe/wo", "/moe/bo")
+    flat = {}
+    for path, value in _flat(params).items():
+        if path.startswith("encoder/") and any(o in path for o in outputs):
+            value = jnp.zeros_like(value)
+        elif "/repeat/sub/" in path:
+            value = jnp.broadcast_to(value[:1], value.shape)
+        flat[path] = value
+    return traverse_util.unflatten_dict(flat, sep="/")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("unit", ["vmoe_every_2", "widenet"])
+def test_each_scanned_repeat_draws_its_own_router_noise(unit: str) -> None:
+    """Training: the scan splits the rng per step, so identical repeats on identical tokens
+    still route with different noise (the unrolled stack differs by layer path). Eval: no
+    noise, so they agree exactly. Which random numbers are drawn differs between the
+    layouts, so with noise they agree in distribution only (module docstring)."""
+    scanned = _model(_unit_spec(unit, noise=True, scan_layers=True))
+    params = _identity_blocks(_init(scanned))
+    forward = jax.jit(lambda rng: steps.apply_model(scanned, params, _images(), rng)[1][STATS])
+    for rng, differ in ((jax.random.PRNGKey(5), True), (None, False)):
+        stats = forward(rng)
+        values = [float(v) for v in per_block(stats, "switch_loss").values()]
+        assert len(values) == (2 if unit.startswith("vmoe") else 4)
+        assert (len(set(values)) == len(values)) if differ else (len(set(values)) == 1), values
+
+
+@pytest.mark.parametrize("unit, remat", [("vmoe_last_2", "full"), ("widenet", "full"),
+                                         ("widenet", "none")])  # fmt: skip
+def test_remat_policy_reaches_inside_the_scan(unit: str, remat: str) -> None:
+    model = _model(_unit_spec(unit, scan_layers=True, remat=remat))
+    params = _init(model)
+
+    def logits(p: Any) -> jax.Array:
+        return steps.apply_model(model, p, _images(), jax.random.PRNGKey(0))[0]
+
+    text = str(jax.make_jaxpr(logits)(params))
+    policies = re.findall(r"policy=<function (\w+)", text)
+    if remat == "none" and unit == "widenet":
+        assert policies == []
+    else:
+        assert policies and set(policies) == {"nothing_saveable"}, policies
+
+
+@pytest.mark.parametrize("unit", ["vmoe_last_2", "widenet"])
+def test_weight_decay_treats_scanned_weights_as_their_blocks(unit: str) -> None:
+    plain = jax.eval_shape(lambda: _init(_model(_unit_spec(unit))))
+    scanned = jax.eval_shape(lambda: _init(_model(_unit_spec(unit, scan_layers=True))))
+    want = {k: np.asarray(v) for k, v in _flat(optimizer.decay_mask(plain)).items()}
+    stacked_want, _ = scan_layout.to_layout(want, _flat(scanned))
+    got = _flat(optimizer.decay_mask(scanned))
+    assert sorted(got) == sorted(stacked_want)
+    for path, decays in got.items():
+        assert np.all(stacked_want[path] == decays), path
+    # Stacked MLP biases and LayerNorms are 2-d, yet not decayed.
+    norms_and_biases = [k for k in got if k.endswith(("bias/b", "/bias", "/scale"))]
+    assert norms_and_biases and not any(got[k] for k in norms_and_biases)
 
 
 _DOT = re.compile(r"stablehlo\.dot_general .*: \((.*)\) -> (tensor<[^>]*>)")

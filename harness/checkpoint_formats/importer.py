@@ -5,8 +5,15 @@ from typing import Any
 
 import numpy as np
 
-from harness.checkpoint_formats import detect, npz_reading, posemb, tree_mapping, weight_checks
+from harness.checkpoint_formats import (
+    detect,
+    npz_reading,
+    posemb,
+    tree_mapping,
+    weight_checks,
+)
 from harness.checkpoint_formats.registry import FORMATS, NPZ
+from models import scan_layout
 
 CLASS_TOKEN = "patch_embedding/prepend_cls_embs"
 POSITION_EMBEDDING = "position_embedding"
@@ -75,6 +82,8 @@ def import_params(
     weight_checks.check_arrays(tensors, path, sources)  # before anything casts them
     wanted = tree_mapping.flat_paths(abstract_params)
     fit_position_embedding(tensors, wanted, log)
+    # Every reader gives per-block tensors; a scanned model stacks them (scan_layout).
+    tensors, sources = scan_layout.to_layout(tensors, wanted, sources)
     params = tree_mapping.fill_tree(
         abstract_params, tensors, checkpoint=path, model=model, source_names=sources
     )

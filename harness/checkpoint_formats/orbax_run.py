@@ -14,6 +14,7 @@ from harness import storage
 from harness.checkpoint_formats import tree_mapping
 from harness.errors import UsageError, one_line
 from harness.run_dir import checkpoint_steps, checksums, names
+from models import scan_layout
 
 # The trainer's layout (harness/run_dir/checkpoint_steps.py and orbax's item name).
 CHECKPOINT_DIR = checkpoint_steps.CHECKPOINT_DIR
@@ -94,6 +95,7 @@ def _tree_map(fn: Any, tree: Any) -> Any:
 
 
 def convert(run_dir: str, step: int | None = None) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """(tensors by our param path, our path -> checkpoint name): our names are already ours."""
+    """(tensors by our per-block param path, our path -> checkpoint name): our names are
+    already ours; a scanned run's stacks are split into blocks (models/scan_layout.py)."""
     params, _ = read_params(run_dir, step)
-    return tree_mapping.flat_paths(params), {}
+    return scan_layout.to_blocks(tree_mapping.flat_paths(params)), {}

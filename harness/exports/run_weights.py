@@ -6,7 +6,6 @@ harness/checkpoint_formats/orbax_run.py, after checking the step's files against
 """
 
 import dataclasses
-import re
 
 import numpy as np
 
@@ -15,11 +14,8 @@ from harness.checkpoint_formats import orbax_run, tree_mapping
 from harness.config.experiment_file import load_experiment
 from harness.errors import UsageError, one_line
 from harness.run_dir import checksums
+from models import scan_layout
 from models.specs import ModelSpec
-
-# praxis's StackedTransformerRepeated: 'encoder/repeat/sub/x_layers_j/...' with a leading
-# repeat axis; repeat r of block j is block r * period + j of the unrolled stack.
-_SCANNED = re.compile(r"^encoder/repeat/sub/x_layers_(\d+)/(.*)$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,19 +46,4 @@ def read_weights(run_dir: str, step: int | None = None) -> RunWeights:
         ) from error
     params, _ = orbax_run.read_params(run_dir, chosen)
     flat = {k: np.asarray(v) for k, v in tree_mapping.flat_paths(params).items()}
-    return RunWeights(run_dir=run_dir, spec=spec, params=unscan(flat), step=chosen)
-
-
-def unscan(params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Splits a scanned stack's [repeats, ...] params into per-block params; others as they are."""
-    period = 1 + max((int(m.group(1)) for m in map(_SCANNED.match, params) if m), default=-1)
-    unscanned = {}
-    for name, value in params.items():
-        match = _SCANNED.match(name)
-        if not match:
-            unscanned[name] = value
-            continue
-        block, rest = int(match.group(1)), match.group(2)
-        for repeat, block_value in enumerate(value):
-            unscanned[f"encoder/x_layers_{repeat * period + block}/{rest}"] = block_value
-    return unscanned
+    return RunWeights(run_dir=run_dir, spec=spec, params=scan_layout.to_blocks(flat), step=chosen)

@@ -40,6 +40,7 @@ from harness.errors import UsageError, one_line
 from harness.run_dir import checkpoint_steps, checksums, names
 from harness.runtime import upcycle
 from harness.runtime.steps import TrainState
+from models import scan_layout
 
 HEAD_PREFIX = "head/"
 RECORD_FILE = names.INIT_FROM_FILE  # what the run started from, for results.json on every attempt
@@ -127,7 +128,10 @@ def load_pretrained(
     chosen = detect.check_format_name(format_name) if format_name else detect.path_format(path)
     upstream, step = _describe_run_dir(path) if chosen == detect.RUN else (None, None)
     chosen, (tensors, sources) = importer.read_checkpoint(path, format_name, step)
-    wanted = tree_mapping.flat_paths(abstract_params)
+    # Everything below works per block whatever the model's layout; a scanned model's
+    # stacks are assembled at the end (models/scan_layout.py).
+    model_wanted = tree_mapping.flat_paths(abstract_params)
+    wanted = scan_layout.to_blocks(model_wanted)
     old_head = {k: v for k, v in tensors.items() if _is_head(k)}
     body = {k: v for k, v in tensors.items() if not _is_head(k)}
     resampled: list[str] = []
@@ -165,7 +169,8 @@ def load_pretrained(
         k: np.asarray(old_head[k], v.dtype) if head_kept else np.zeros(v.shape, v.dtype)
         for k, v in wanted_head.items()
     }
-    params = _unflatten({**tree_mapping.flat_paths(filled), **new_head})
+    blocks = {**tree_mapping.flat_paths(filled), **new_head}
+    params = _unflatten(scan_layout.to_layout(blocks, model_wanted)[0])
     if upcycled is not None:
         kept = "copied" if head_kept else "new and zero"
         log(upcycle.summary(upcycled, storage.absolute(path), kept))

@@ -5,6 +5,7 @@ import jax
 import optax
 
 from harness.config.train_spec import OptimizerSpec
+from models import scan_layout
 
 
 def make_schedule(spec: OptimizerSpec, total_steps: int) -> optax.Schedule:
@@ -23,10 +24,16 @@ def make_schedule(spec: OptimizerSpec, total_steps: int) -> optax.Schedule:
     )
 
 
-def _decay_mask(params):
-    # Weight decay on matrices only, not on biases, LayerNorm scales or position tables'
-    # 1-d relatives, as in the ViT/big_vision recipes.
-    return jax.tree_util.tree_map(lambda p: p.ndim >= 2, params)
+def decay_mask(params):
+    """Weight decay on matrices only, not on biases, LayerNorm scales or position tables'
+    1-d relatives, as in the ViT/big_vision recipes. Judged per block: a scanned stack's
+    depth axis does not make its biases matrices (models/scan_layout.py)."""
+
+    def decays(path, p) -> bool:
+        name = "/".join(str(getattr(key, "key", key)) for key in path)
+        return scan_layout.per_block_ndim(name, p) >= 2
+
+    return jax.tree_util.tree_map_with_path(decays, params)
 
 
 def make_optimizer(spec: OptimizerSpec, total_steps: int) -> optax.GradientTransformation:
@@ -36,7 +43,7 @@ def make_optimizer(spec: OptimizerSpec, total_steps: int) -> optax.GradientTrans
         base = optax.sgd(schedule, momentum=spec.momentum)
     else:
         base = optax.adamw(
-            schedule, b1=spec.b1, b2=spec.b2, weight_decay=spec.weight_decay, mask=_decay_mask
+            schedule, b1=spec.b1, b2=spec.b2, weight_decay=spec.weight_decay, mask=decay_mask
         )
     if spec.grad_clip_norm:
         return optax.chain(optax.clip_by_global_norm(spec.grad_clip_norm), base)

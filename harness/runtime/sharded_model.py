@@ -34,7 +34,7 @@ from harness.runtime.steps import (
     make_eval_step,
     make_train_step,
 )
-from models import builders, specs
+from models import builders, scan_layout, specs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,7 +165,9 @@ class ShardedModel:
         of the init as dead code."""
 
         def chosen(rng: jax.Array) -> dict[str, jax.Array]:
-            flat = traverse_util.flatten_dict(self._init_params(rng), sep="/")
+            # Per block, as upcycling names them (models/scan_layout.py).
+            params = traverse_util.flatten_dict(self._init_params(rng), sep="/")
+            flat = scan_layout.to_blocks(params)
             return {path: flat[path] for path in paths}
 
         with self.mesh, jax.threefry_partitionable(True):

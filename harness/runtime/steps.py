@@ -11,7 +11,8 @@ from praxis import base_layer
 
 from harness.runtime.grad_accumulation import accumulating
 from harness.runtime.losses import classification_loss
-from models.stats import HEALTH_SCALARS, LOAD, STATS, layers_per_repeat, per_block, unscan_stats
+from models import scan_layout
+from models.stats import HEALTH_SCALARS, LOAD, STATS, per_block
 
 # Per-layer routing scalars of the train and eval steps (harness/measure/routing_health.py).
 ROUTING_SCALARS = ("dropped_fraction", "unrouted_fraction", *HEALTH_SCALARS)
@@ -44,7 +45,7 @@ def apply_model(
             mutable=[base_layer.AUX_LOSS, STATS],
         )
     if STATS in collections:
-        stats = unscan_stats(collections[STATS], layers_per_repeat(model))
+        stats = scan_layout.unscan_stats(collections[STATS], scan_layout.tree_segments(params))
         collections = {**collections, STATS: stats}
     return logits, collections
 

@@ -18,7 +18,10 @@ from harness.run_dir import checkpoint_steps, events, run_record
 from harness.runtime.checkpointing import Checkpointer
 from harness.runtime.evaluator import EvalOutput, Evaluator, due
 from harness.runtime.sharded_model import Evaluation, ShardedModel
-from harness.runtime.steps import MAX_METRICS, TrainState
+from harness.runtime.steps import (
+    MAX_METRICS,
+    TrainState,
+)
 from harness.train import profiling
 from harness.train.attempts import AttemptLog
 from harness.train.preemption import Preempted, PreemptionGuard
