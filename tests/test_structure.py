@@ -270,3 +270,16 @@ def test_design_doc_lists_the_layers():
     for floor, package in rows:
         floors.setdefault(int(floor), []).append(package.strip().strip("`"))
     assert [tuple(floors[i]) for i in sorted(floors)] == [tuple(g) for g in LAYERS]
+
+
+def test_any_gin_file_parses_in_a_fresh_process():
+    """gin_config registers every configurable itself: parsing needs no other import first."""
+    probe = (
+        "from harness.config import gin_config\n"
+        "gin_config.parse_gin(['gin/suites/paper_claims.gin'], [])\n"
+        "gin_config.parse_gin(['gin/vit_b16.gin', 'gin/transfer/cifar10_224.gin'], [])\n"
+    )
+    process = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+    assert process.returncode == 0, process.stderr

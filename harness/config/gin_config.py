@@ -19,6 +19,10 @@ GIN_ERRORS = (ValueError, KeyError, SyntaxError, TypeError, ImportError, OSError
 
 def register_configurables() -> None:
     """Imports the modules that declare gin configurables, so any gin file parses anywhere."""
+    import harness.config.suite_spec
+    import harness.config.train_spec
+    import harness.data.fewshot_datasets
+    import harness.data.spec  # noqa: F401
     import models.specs  # noqa: F401
 
 
