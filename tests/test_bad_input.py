@@ -217,7 +217,7 @@ def test_sweep_k_above_the_run_experts_is_one_line(tmp_path):
     gin_config.parse_gin([VMOE.split("=", 1)[1]], [])
     experiment = Experiment.from_gin()
     trained = restore.TrainedRun(
-        run_dir=str(tmp_path), trainer=SimpleNamespace(experiment=experiment), params=None, step=1
+        run_dir=str(tmp_path), sharded=SimpleNamespace(experiment=experiment), params=None, step=1
     )
     with pytest.raises(
         UsageError, match=f"k=99 exceeds the run's E={experiment.model.moe.num_experts}"

@@ -16,7 +16,7 @@ from harness.cli import app
 from harness.measure import energy_tracker
 from harness.runtime import checkpointing
 from harness.train import launch, preemption
-from harness.transfer import ood_eval
+from harness.train import trainer as trainer_lib
 
 SHORT = [
     "VitSpec.num_layers=1",
@@ -88,11 +88,10 @@ def test_a_ctrl_c_during_the_final_evaluation_leaves_a_resumable_run(tmp_path, m
     interrupts.install()
     workdir = tmp_path / "run"
 
-    def swallowing_eval(*args, **kwargs):
+    def swallowing_write(*args, **kwargs):  # right after the final evaluation pass
         _swallowed_ctrl_c()
-        return {}
 
-    monkeypatch.setattr(ood_eval, "evaluate", swallowing_eval)
+    monkeypatch.setattr(trainer_lib, "write_evaluation", swallowing_write)
     with pytest.raises(KeyboardInterrupt):
         _train(workdir)
     assert not (workdir / "results.json").exists()

@@ -216,7 +216,7 @@ def test_a_workdir_in_use_is_refused_before_the_model_is_built(noisy_tensorflow,
         [
             sys.executable,
             "-c",
-            "import time; from harness.train import workdir_lock\n"
+            "import time; from harness.run_dir import lock as workdir_lock\n"
             f"with workdir_lock.locked({str(workdir)!r}):\n"
             "    print('locked', flush=True); time.sleep(600)",
         ],

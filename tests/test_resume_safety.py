@@ -173,7 +173,7 @@ def test_the_lock_of_a_killed_process_is_released(tmp_path):
         [
             sys.executable,
             "-c",
-            "import sys, time; from harness.train import workdir_lock\n"
+            "import sys, time; from harness.run_dir import lock as workdir_lock\n"
             f"with workdir_lock.locked({str(tmp_path)!r}):\n"
             "    print('locked', flush=True); time.sleep(600)",
         ],
