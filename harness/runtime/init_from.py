@@ -191,28 +191,29 @@ def load_pretrained(
     return Pretrained(params=params, record=record)
 
 
-def load_for(trainer: Any) -> Pretrained:
-    """`load_pretrained` for a trainer's experiment and model."""
-    train = trainer.experiment.train
+def load_for(sharded: Any) -> Pretrained:
+    """`load_pretrained` for a ShardedModel's experiment and model (untyped: sharded_model.py
+    imports this module)."""
+    train = sharded.experiment.train
     return load_pretrained(
         train.init_from,
-        trainer.abstract_state().params,
+        sharded.abstract_state().params,
         model="the fine-tuning model (gin)",
         format_name=train.init_from_format,
-        fresh_init=trainer.fresh_params,
+        fresh_init=sharded.fresh_params,
         head=train.init_from_head,
     )
 
 
-def initial_state(trainer: Any, pretrained: Pretrained) -> TrainState:
-    """Step 0 of a fine-tuning run: the pretrained params placed on the trainer's mesh and a
+def initial_state(sharded: Any, pretrained: Pretrained) -> TrainState:
+    """Step 0 of a fine-tuning run: the pretrained params placed on the model's mesh and a
     fresh optimiser state (the pretraining's moments belong to another objective)."""
-    params = jax.device_put(pretrained.params, trainer.state_shardings.params)
-    with trainer.mesh:
-        opt_state = jax.jit(trainer.tx.init, out_shardings=trainer.state_shardings.opt_state)(
+    params = jax.device_put(pretrained.params, sharded.state_shardings.params)
+    with sharded.mesh:
+        opt_state = jax.jit(sharded.tx.init, out_shardings=sharded.state_shardings.opt_state)(
             params
         )
-    step = jax.device_put(jnp.zeros((), jnp.int32), trainer.state_shardings.step)
+    step = jax.device_put(jnp.zeros((), jnp.int32), sharded.state_shardings.step)
     return TrainState(step=step, params=params, opt_state=opt_state)
 
 
