@@ -6,6 +6,8 @@ import json
 import os
 from typing import Any
 
+import gin
+
 MINIMAL_RESULTS: dict[str, Any] = {
     "run": {
         "family": "vit",
@@ -36,3 +38,23 @@ def minimal_run(directory: Any, results: dict[str, Any] | None = None) -> str:
     with open(os.path.join(directory, "results.json"), "w") as f:
         json.dump(minimal_results() if results is None else results, f)
     return str(directory)
+
+
+# A tiny ViT trained for two steps: the run the damaged-run-directory tests break.
+TINY_VIT_BINDINGS = (
+    "VitSpec.num_layers=1",
+    "TrainSpec.num_epochs=None",
+    "TrainSpec.num_steps=2",
+    "DataSpec.eval_split='test[:256]'",
+)
+
+
+def train_tiny_vit(workdir: str, *bindings: str) -> str:
+    """Trains gin/cpu/vit.gin with TINY_VIT_BINDINGS (then `bindings`) into `workdir`."""
+    from harness.train import launch  # JAX and praxis: only for the tests that train
+
+    try:
+        launch.train(["gin/cpu/vit.gin"], [*TINY_VIT_BINDINGS, *bindings], workdir)
+    finally:
+        gin.clear_config()
+    return workdir

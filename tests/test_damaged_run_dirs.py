@@ -17,25 +17,12 @@ from harness.errors import UsageError
 from harness.reporting import runs
 from harness.run_dir import bounded
 from harness.runtime import restore
-from harness.train import launch
 from tests import run_dir_fixtures
-
-SHORT = [
-    "VitSpec.num_layers=1",
-    "TrainSpec.num_epochs=None",
-    "TrainSpec.num_steps=2",
-    "DataSpec.eval_split='test[:256]'",
-]
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    workdir = str(tmp_path_factory.mktemp("runs") / "vit")
-    try:
-        launch.train(["gin/cpu/vit.gin"], SHORT, workdir)
-    finally:
-        gin.clear_config()
-    return workdir
+    return run_dir_fixtures.train_tiny_vit(str(tmp_path_factory.mktemp("runs") / "vit"))
 
 
 @pytest.fixture

@@ -18,25 +18,17 @@ from harness.cli import sweep as sweep_cli
 from harness.errors import UsageError
 from harness.run_dir import lock as workdir_lock
 from harness.train import evaluate_checkpoint as evaluate
-from harness.train import launch
+from tests import run_dir_fixtures
 
-SHORT = [
-    "VitSpec.num_layers=1",
-    "TrainSpec.num_epochs=None",
-    "TrainSpec.num_steps=4",
-    "TrainSpec.checkpoint_every_steps=2",
-    "DataSpec.eval_split='test[:256]'",
-]
+# Four steps, a checkpoint every two: a run with more than one checkpoint to lose.
+EXTRA = ("TrainSpec.num_steps=4", "TrainSpec.checkpoint_every_steps=2")
+SHORT = [*run_dir_fixtures.TINY_VIT_BINDINGS, *EXTRA]
 
 
 @pytest.fixture(scope="module")
 def trained_vit(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("runs") / "vit")
-    try:
-        launch.train(["gin/cpu/vit.gin"], SHORT, workdir)
-    finally:
-        gin.clear_config()
-    return workdir
+    return run_dir_fixtures.train_tiny_vit(workdir, *EXTRA)
 
 
 def _steps(workdir: str) -> list[str]:

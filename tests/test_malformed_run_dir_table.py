@@ -25,25 +25,13 @@ from harness.errors import UsageError
 from harness.reporting import report
 from harness.runtime import init_from
 from harness.train import evaluate_checkpoint as evaluate
-from harness.train import launch
+from tests import run_dir_fixtures
 from tests.test_finetune import _abstract_params
-
-SHORT = [
-    "VitSpec.num_layers=1",
-    "TrainSpec.num_epochs=None",
-    "TrainSpec.num_steps=2",
-    "DataSpec.eval_split='test[:256]'",
-]
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    workdir = str(tmp_path_factory.mktemp("runs") / "vit")
-    try:
-        launch.train(["gin/cpu/vit.gin"], SHORT, workdir)
-    finally:
-        gin.clear_config()
-    return workdir
+    return run_dir_fixtures.train_tiny_vit(str(tmp_path_factory.mktemp("runs") / "vit"))
 
 
 def _edit_experiment(run_dir: str, edit) -> None:
@@ -183,7 +171,9 @@ def _read(command: str, run_dir: str, trained_run: str, tmp_path) -> list[str]:
             _cli(fewshot_cli.main, "fewshot", run_dir)
         elif command == "evaluate":
             workdir = str(tmp_path / "eval")
-            evaluate.evaluate_checkpoint(["gin/cpu/vit.gin"], SHORT, run_dir, workdir)
+            evaluate.evaluate_checkpoint(
+                ["gin/cpu/vit.gin"], list(run_dir_fixtures.TINY_VIT_BINDINGS), run_dir, workdir
+            )
         else:
             vit = experiment_file.load_experiment(trained_run).model.vit
             init_from.load_pretrained(run_dir, _abstract_params(vit), model="tiny")
