@@ -103,8 +103,8 @@ def plan_rows(names: list[str]):
                 f"| {plan.per_device_batch} | {gib(plan, 'params')} | {gib(plan, 'gradients')} "
                 f"| {gib(plan, 'optimizer')} | {gib(plan, 'residuals')} "
                 f"| {gib(plan, 'recompute')} | {gib(plan, 'collectives')} | {plan.total / GIB:.2f} "
-                f"| {'fits' if plan.fits(tpu.memory_bytes) else 'does not fit'} "
-                f"| {'fits' if plan.fits(h100.memory_bytes) else 'does not fit'} | {old} "
+                f"| {plan.verdict(tpu.memory_bytes)} "
+                f"| {plan.verdict(h100.memory_bytes)} | {old} "
                 f"| {time.perf_counter() - start:.0f} |"
             )
             print(lines[-1], file=sys.stderr, flush=True)

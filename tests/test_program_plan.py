@@ -93,10 +93,26 @@ def test_widenet_h_fits_256_tpuv3_cores_and_its_unshared_variant_does_not():
     )
     assert fits.per_device_batch == 16
     assert fits.fits(TPU_V3.memory_bytes) and not fails.fits(TPU_V3.memory_bytes)
+    assert fails.verdict(TPU_V3.memory_bytes) == program_plan.DOES_NOT_FIT
     # The 32 blocks' own weights, with their gradients and Adam moments, alone do not fit.
     held = sum(fails.term(t) for t in ("params", "gradients", "optimizer"))
     assert held > TPU_V3.memory_bytes > 4 * fits.term("params")
     assert fails.term("params") > 25 * fits.term("params")
+
+
+def test_verdict_is_certain_only_from_the_exact_terms():
+    """The activation terms are upper bounds (1.4-1.8x XLA's on an H200): a total over the
+    memory is 'does not fit' only when the exact terms alone are over it."""
+    terms = (
+        ("params", 6, program_plan.EXACT),
+        ("residuals", 8, program_plan.UPPER_BOUND),
+        ("recompute", 2, program_plan.ESTIMATE),
+    )
+    plan = program_plan.ProgramPlan(program_plan.Setting((1, 1, 1), "none"), 1, 1, terms)
+    assert (plan.total, plan.exact_total) == (16, 6)
+    assert plan.verdict(16) == program_plan.FITS
+    assert plan.verdict(15) == plan.verdict(6) == program_plan.MAY_NOT_FIT
+    assert plan.verdict(5) == program_plan.DOES_NOT_FIT
 
 
 def test_all_to_all_buffers_follow_capacity():

@@ -212,7 +212,12 @@ def plan_text(spec, train, fsdp: bool, device, mesh: list[int], batch: int) -> s
         plan = program_plan.plan(spec, setting, batch, train.compute_dtype, train.loss)
         if FLAGS.json:
             return json.dumps(
-                {**plan.as_dict(), "device": device.flag, "fits": plan.fits(device.memory_bytes)}
+                {
+                    **plan.as_dict(),
+                    "device": device.flag,
+                    "fits": plan.fits(device.memory_bytes),
+                    "verdict": plan.verdict(device.memory_bytes),
+                }
             )
         return plan_format.format_program_plan(plan, device)
     found = recommend.recommend(spec, device, FLAGS.devices, batch, train.compute_dtype, train.loss)

@@ -14,7 +14,7 @@ def format_program_plan(plan: program_plan.ProgramPlan, device: PlanDevice) -> s
         "device):"
     ]
     lines += [f"  {name:<12} {value / GIB:9.3f} GiB  ({how})" for name, value, how in plan.terms]
-    verdict = "fits" if plan.fits(device.memory_bytes) else "does not fit"
+    verdict = plan.verdict(device.memory_bytes)
     lines.append(
         f"  {'total':<12} {plan.total / GIB:9.3f} GiB  {verdict} a {device.chip} "
         f"({device.memory_bytes / GIB:.1f} GiB, {100 * plan.total / device.memory_bytes:.0f}%)"
