@@ -2,7 +2,7 @@ r"""Our models against the reference code on the same weights: forward, train st
 
   .venv/bin/python bench/vs_reference.py --big_vision=PATH --vmoe=PATH \
       --vision_transformer=PATH [--sections=vit_tiny,vit_small,vmoe,moe_layer,moe_vs_dense]
-      [--rounds=6] [--steps=10]
+      [--rounds=6] [--steps=10] [--compiles=3]
 
 Each PATH is a checkout of google-research/big_vision, google-research/vmoe and
 google-research/vision_transformer (vmoe's ViT blocks import `vit_jax`); the reference models
@@ -15,9 +15,15 @@ Method, one process, fp32, one CPU device:
   disagree by more than TOLERANCE of the reference's largest value.
 - Train step: value_and_grad of softmax cross-entropy (+ the MoE auxiliary losses), then the
   same optax AdamW (harness/runtime/optimizer.py) on the same batch, jitted with the state
-  donated. Ours is the harness's own step (harness/runtime/steps.py, with its metrics); the
-  reference step returns the loss only, as a minimal loop would.
-- Compile: `jit(...).lower(...).compile()` wall time of each train step, once.
+  donated. Ours is the harness's own step (harness/runtime/steps.py, with its metrics).
+  Each reference runs two steps: a minimal one that returns the loss only, and its own
+  trainer's ('trainer'), which adds what that trainer's step computes for its logs:
+  big_vision's `update_fn` in big_vision/train.py (l2 norms of the gradients, parameters and
+  updates), vmoe's `train_step` in vmoe/train/trainer.py (main, auxiliary and total loss,
+  and vmoe/train/train_state.py's optax.global_norm of the gradients, updates and
+  parameters). The model, loss and optimizer are the same in both.
+- Compile: `jit(...).lower(...).compile()` wall time of each train step, `compiles` times,
+  each of a fresh function so nothing is cached; the median, and the ratio of medians.
 - Timing: `rounds` rounds; in each, every variant runs `steps` calls in turn (each waited
   for). A round's time is its mean call; the ratio ours / reference is taken round by round
   and printed as median [min, max] over rounds, so drift in background load hits both.
@@ -25,6 +31,7 @@ Method, one process, fp32, one CPU device:
 
 import argparse
 import dataclasses
+import functools
 import os
 import statistics
 import sys
@@ -95,32 +102,67 @@ def ms(times: dict[str, list[float]], name: str) -> str:
 
 
 class Stepper:
-    """A jitted step that donates its state, compiled ahead of time; call() runs one step."""
+    """A jitted step that donates its state, compiled ahead of time `compiles` times (each a
+    fresh function, so jax's caches never answer); call() runs one step."""
 
-    def __init__(self, step: Callable, state: Any, batch: Any):
-        start = time.perf_counter()
-        self.compiled = jax.jit(step, donate_argnums=0).lower(state, batch).compile()
-        self.compile_s = time.perf_counter() - start
+    def __init__(self, step: Callable, state: Any, batch: Any, compiles: int = 1):
+        self.compile_times = []
+        for _ in range(compiles):
+            fresh = functools.partial(step)  # a new callable: a new trace, lowering, compile
+            start = time.perf_counter()
+            self.compiled = jax.jit(fresh, donate_argnums=0).lower(state, batch).compile()
+            self.compile_times.append(time.perf_counter() - start)
         self.state, self.batch = state, batch
+
+    @property
+    def compile_s(self) -> float:
+        return statistics.median(self.compile_times)
 
     def __call__(self) -> Any:
         self.state, metrics = self.compiled(self.state, self.batch)
         return metrics
 
 
-def reference_train_step(apply: Callable, tx: optax.GradientTransformation, rng: jax.Array):
-    def loss(params: Any, batch: dict[str, jax.Array], step_rng: jax.Array) -> jax.Array:
+def reference_train_step(
+    apply: Callable, tx: optax.GradientTransformation, rng: jax.Array, logs: str = "loss"
+):
+    """The reference model's train step. logs='loss' returns the loss only; 'big_vision' and
+    'vmoe' also compute what that reference's own trainer step computes for its logs (module
+    docstring)."""
+
+    def loss(params: Any, batch: dict[str, jax.Array], step_rng: jax.Array):
         logits, aux = apply(params, batch["image"], step_rng)
         ce = jnp.mean(classification_loss(logits, batch["label"], "softmax", 0.0))
-        return ce + aux
+        return ce + aux, (ce, aux)
 
     def step(state: TrainState, batch: dict[str, jax.Array]):
-        value, grads = jax.value_and_grad(loss)(
+        (value, (ce, aux)), grads = jax.value_and_grad(loss, has_aux=True)(
             state.params, batch, jax.random.fold_in(rng, state.step)
         )
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        return state.replace(step=state.step + 1, params=params, opt_state=opt_state), value
+        state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+        if logs == "big_vision":  # big_vision/train.py, update_fn's measurements
+
+            def l2(tree: Any) -> jax.Array:
+                return jnp.sqrt(sum([jnp.sum(x * x) for x in jax.tree_util.tree_leaves(tree)]))
+
+            return state, {
+                "training_loss": value,
+                "l2_grads": l2(grads),
+                "l2_params": l2(params),
+                "l2_updates": l2(updates),
+            }
+        if logs == "vmoe":  # vmoe/train/trainer.py train_step; train_state.py's global norms
+            return state, {
+                "main_loss": ce,
+                "auxiliary_loss": aux,
+                "total_loss": value,
+                "global_norm/grads": optax.global_norm(grads),
+                "global_norm/updates": optax.global_norm(updates),
+                "global_norm/params": optax.global_norm(params),
+            }
+        return state, value
 
     return step
 
@@ -179,11 +221,14 @@ def classifier_rows(
     pairs: dict[tuple[str, str], refs.ClassifierPair],
     compare: list[tuple[str, str]],
     args: argparse.Namespace,
+    logs: str,
 ) -> None:
     """Times every pair's forward and train step interleaved; prints one row per comparison.
 
     `pairs` maps (our variant, reference variant) to a pair holding both; their sides are
-    called 'ours VARIANT' and 'ref VARIANT', and `compare` lists the (ours, ref) rows.
+    called 'ours VARIANT', 'ref VARIANT' (the minimal step) and 'ref VARIANT trainer' (the
+    step with what reference `logs`'s trainer computes), and `compare` lists the (ours, ref)
+    rows.
     """
     batch_size = BATCH[name]
     any_pair = next(iter(pairs.values()))
@@ -208,13 +253,18 @@ def classifier_rows(
                 reference_train_step(pair.reference_apply, tx, rng),
                 pair.reference_params,
             ),
+            (
+                f"ref {ref_label} trainer",
+                reference_train_step(pair.reference_apply, tx, rng, logs),
+                pair.reference_params,
+            ),
         ):
             state = TrainState(
                 step=jnp.zeros((), jnp.int32),
                 params=jax.tree_util.tree_map(jnp.copy, params),
                 opt_state=tx.init(params),
             )
-            trains[side] = Stepper(step, state, batch)
+            trains[side] = Stepper(step, state, batch, args.compiles)
         ours_forward = jax.jit(lambda p, x, m=pair.ours: apply_model(m, p, x, None)[0])
         ref_forward = jax.jit(lambda p, x, f=pair.reference_apply: f(p, x, None)[0])
         forwards[f"ours {our_label}"] = lambda f=ours_forward, p=pair.our_params: f(
@@ -228,13 +278,16 @@ def classifier_rows(
     forward_times = timed_rounds(forwards, args.rounds, args.steps)
     train_times = timed_rounds(trains, args.rounds, args.steps)
     for ours, reference in compare:
+        trainer = f"{reference} trainer"
+        compile_s = [trains[side].compile_s for side in (ours, reference, trainer)]
         print(
             f"| {name}: {ours} / {reference} | {ms(forward_times, ours)} / "
             f"{ms(forward_times, reference)} | {ratio_cell(forward_times, ours, reference)} "
-            f"| {ms(train_times, ours)} / {ms(train_times, reference)} "
+            f"| {' / '.join(ms(train_times, side) for side in (ours, reference, trainer))} "
             f"| {ratio_cell(train_times, ours, reference)} "
-            f"| {trains[ours].compile_s:.1f} / {trains[reference].compile_s:.1f} "
-            f"| {trains[ours].compile_s / trains[reference].compile_s:.2f} |",
+            f"| {ratio_cell(train_times, ours, trainer)} "
+            f"| {' / '.join(f'{c:.1f}' for c in compile_s)} "
+            f"| {compile_s[0] / compile_s[1]:.2f} | {compile_s[0] / compile_s[2]:.2f} |",
             flush=True,
         )
 
@@ -343,6 +396,7 @@ def main() -> None:
     parser.add_argument("--sections", default=",".join(SECTIONS))
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--compiles", type=int, default=3, help="compiles of each train step")
     args = parser.parse_args()
     sections = args.sections.split(",")
     unknown = sorted(set(sections) - set(SECTIONS))
@@ -360,16 +414,21 @@ def main() -> None:
         f"{args.rounds} interleaved rounds x {args.steps} calls; ratio = ours / reference, "
         "median [min, max] over rounds"
     )
+    print(
+        f"train step and compile: ours / the reference's minimal step (loss only) / its "
+        f"trainer's step (with its logged norms); compile = median of {args.compiles}"
+    )
     header = (
-        "| model | forward ms | forward ratio | train step ms | train ratio | compile s "
-        "| compile ratio |\n|---|---:|---:|---:|---:|---:|---:|"
+        "| model | forward ms | forward ratio | train step ms | train ratio vs minimal "
+        "| train ratio vs trainer | compile s | compile ratio vs minimal "
+        "| compile ratio vs trainer |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|"
     )
     if {"vit_tiny", "vit_small", "vmoe"} & set(sections):
         print(header)
     for name, vit in (("vit_tiny", VIT_TINY), ("vit_small", VIT_SMALL)):
         if name in sections:
             pairs = {("vit", "big_vision"): refs.vit_pair(vit, BATCH[name])}
-            classifier_rows(name, pairs, [("ours vit", "ref big_vision")], args)
+            classifier_rows(name, pairs, [("ours vit", "ref big_vision")], args, "big_vision")
     if "vmoe" in sections:
         pairs = {
             ("einsum", "einsum"): refs.vmoe_pair(
@@ -387,7 +446,7 @@ def main() -> None:
             ("ours einsum", "ref einsum"),
             ("ours gather", "ref indices"),
         ]
-        classifier_rows("vmoe", pairs, compare, args)
+        classifier_rows("vmoe", pairs, compare, args, "vmoe")
     if "moe_layer" in sections:
         print("\nMoE layer, 4096 tokens in groups of 1024, D=256, H=1024, k=2, C=1.05: our gather")
         print("dispatch / vmoe's indices dispatcher\n")
