@@ -12,11 +12,17 @@ the same FLOPs. fwd+bwd (gradients of weights and inputs), fp32, jitted; variant
 
 import argparse
 import math
+import os
 import statistics
-import time
+import sys
+
+# Run as a script from anywhere: the project's packages live one folder up.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax
 import jax.numpy as jnp
+
+from bench.interleaved import ratio_cell, timed_rounds
 
 DIMS, HIDDEN, GROUPS, GROUP_SIZE, TOP_K = 256, 1024, 4, 1024, 2
 
@@ -55,13 +61,7 @@ def main() -> None:
         )
     for call in calls.values():
         jax.block_until_ready(call())  # compiles
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(args.rounds):
-        for name, call in calls.items():
-            start = time.perf_counter()
-            for _ in range(args.steps):
-                jax.block_until_ready(call())
-            times[name].append((time.perf_counter() - start) / args.steps)
+    times = timed_rounds(calls, args.rounds, args.steps)
     device = jax.devices()[0]
     print(
         f"{device.platform} {device.device_kind}, jax {jax.__version__}, fp32, fwd+bwd; "
@@ -70,10 +70,9 @@ def main() -> None:
     print("| expert MLP buffer | ms | / dense MLP (hidden 2H, 4096 tokens) |")
     print("|---|---:|---:|")
     for name in list(calls)[1:]:
-        ratios = [a / b for a, b in zip(times[name], times["dense"], strict=True)]
         print(
             f"| {name} | {1000 * statistics.median(times[name]):.1f} | "
-            f"{statistics.median(ratios):.3f} [{min(ratios):.3f}, {max(ratios):.3f}] |"
+            f"{ratio_cell(times, name, 'dense')} |"
         )
     print(f"| dense | {1000 * statistics.median(times['dense']):.1f} | 1 |")
 

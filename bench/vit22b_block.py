@@ -14,7 +14,6 @@ import argparse
 import os
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +23,7 @@ import jax
 import jax.numpy as jnp
 from praxis import base_layer, pax_fiddle
 
+from bench.interleaved import timed_rounds
 from harness.measure.round_timing import clearly_faster
 from models import vit22b
 
@@ -65,13 +65,7 @@ def main() -> None:
         "parallel": block_step(True, args.tokens),
         "sequential": block_step(False, args.tokens),
     }
-    times = {name: [] for name in calls}
-    for _ in range(args.rounds):
-        for name, call in calls.items():
-            start = time.perf_counter()
-            for _ in range(args.steps):
-                jax.block_until_ready(call())
-            times[name].append((time.perf_counter() - start) / args.steps)
+    times = timed_rounds(calls, args.rounds, args.steps)
     speedups = [s / p for p, s in zip(times["parallel"], times["sequential"], strict=True)]
     print(
         f"ViT-22B block D={WIDTH} MLP={MLP} heads={HEADS}, {args.tokens} tokens, fwd+bwd fp32, "

@@ -50,6 +50,7 @@ import optax
 import reference_models as refs
 from absl import logging
 
+from bench.interleaved import ratio_cell, timed_rounds
 from harness.config.train_spec import OptimizerSpec
 from harness.runtime import optimizer as optimizers
 from harness.runtime.losses import classification_loss
@@ -76,25 +77,6 @@ VMOE_TINY = MoeSpec(
 BATCH = {"vit_tiny": 128, "vit_small": 64, "vmoe": 128}
 # The MoE layer: 4096 tokens in groups of 1024, D=256, H=1024, k=2.
 LAYER_GROUPS, LAYER_GROUP_SIZE, LAYER_DIMS, LAYER_HIDDEN = 4, 1024, 256, 1024
-
-
-def timed_rounds(
-    calls: dict[str, Callable[[], Any]], rounds: int, steps: int
-) -> dict[str, list[float]]:
-    """Mean seconds per call of each variant, one entry per round, variants interleaved."""
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(rounds):
-        for name, call in calls.items():
-            start = time.perf_counter()
-            for _ in range(steps):
-                jax.block_until_ready(call())
-            times[name].append((time.perf_counter() - start) / steps)
-    return times
-
-
-def ratio_cell(times: dict[str, list[float]], ours: str, reference: str) -> str:
-    ratios = [a / b for a, b in zip(times[ours], times[reference], strict=True)]
-    return f"{statistics.median(ratios):.3f} [{min(ratios):.3f}, {max(ratios):.3f}]"
 
 
 def ms(times: dict[str, list[float]], name: str) -> str:
