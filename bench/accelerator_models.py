@@ -12,10 +12,12 @@ compiling step, each waited for with block_until_ready; images/s = batch / media
 """
 
 import argparse
+import dataclasses
 import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 
 # Run as a script from anywhere: the project's packages live one folder up.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -34,9 +36,22 @@ from models import builders
 from models.specs import ModelSpec
 
 
-def time_config(name: str, layers: int, batch: int, steps: int) -> dict[str, float]:
+@dataclasses.dataclass
+class RandomImageStep:
+    """A config's trainer train step, jitted with the state donated, ready to run on one
+    batch of random images and labels already on the device."""
+
+    spec: ModelSpec
+    train: TrainSpec
+    state: TrainState
+    step: Callable
+    data: dict[str, jax.Array]
+
+
+def random_image_step(name: str, batch: int, bindings: list[str]) -> RandomImageStep:
+    """gin/NAME.gin with `bindings`, its model initialised and its step (optax Adam) jitted."""
     gin_file = os.path.join(REPO_ROOT, "gin", f"{name}.gin")
-    gin_config.parse_gin([gin_file], [f"VitSpec.num_layers={layers}"])
+    gin_config.parse_gin([gin_file], bindings)
     try:
         spec, train = ModelSpec(), TrainSpec()
     finally:
@@ -56,22 +71,26 @@ def time_config(name: str, layers: int, batch: int, steps: int) -> dict[str, flo
         ]
         return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
 
-    state = init(keys[2])
     step = jax.jit(
         make_train_step(model, tx, optax.constant_schedule(1e-4), train.loss, 0.0, keys[2]),
         donate_argnums=(0,),
     )
-    data = {"image": images, "label": labels}
-    state, metrics = step(state, data)  # compiles
+    return RandomImageStep(spec, train, init(keys[2]), step, {"image": images, "label": labels})
+
+
+def time_config(name: str, layers: int, batch: int, steps: int) -> dict[str, float]:
+    run = random_image_step(name, batch, [f"VitSpec.num_layers={layers}"])
+    state, metrics = run.step(run.state, run.data)  # compiles
     jax.block_until_ready(metrics)
     times = []
     for _ in range(steps):
         start = time.perf_counter()
-        state, metrics = step(state, data)
+        state, metrics = run.step(state, run.data)
         jax.block_until_ready(metrics)
         times.append(time.perf_counter() - start)
     median = statistics.median(times)
-    return {"step_ms": 1000 * median, "images_per_s": batch / median, "dtype": train.compute_dtype}
+    dtype = run.train.compute_dtype
+    return {"step_ms": 1000 * median, "images_per_s": batch / median, "dtype": dtype}
 
 
 def main() -> None:

@@ -10,8 +10,8 @@ For each config x remat policy, in a fresh process (the device's peak counter on
             (donated) + temporaries, the buffers XLA assigns for the step;
   measured  the device allocator's peak_bytes_in_use after init and three steps (GPU/TPU
             only; the CPU client reports no memory stats).
-The step is the trainer's own (harness.runtime.steps.make_train_step) with optax Adam, on
-random f32 images already on the device, state donated, as bench/accelerator_models.py.
+The step is bench/accelerator_models.py's: the trainer's own (harness.runtime.steps.
+make_train_step) with optax Adam, on random f32 images already on the device, state donated.
 """
 
 import argparse
@@ -27,51 +27,20 @@ MIB = 2**20
 
 
 def measure(name: str, remat: str, batch: int, layers: int) -> dict:
-    import gin
     import jax
-    import jax.numpy as jnp
-    import optax
-    from praxis import base_layer
 
-    from harness.config import gin_config
-    from harness.config.train_spec import TrainSpec
+    from bench.accelerator_models import random_image_step
     from harness.measure import program_plan
-    from harness.project import REPO_ROOT
-    from harness.runtime.steps import TrainState, make_train_step
-    from models import builders
-    from models.specs import ModelSpec
 
-    gin_file = os.path.join(REPO_ROOT, "gin", f"{name}.gin")
-    gin_config.parse_gin([gin_file], [f"VitSpec.num_layers={layers}", f"VitSpec.remat='{remat}'"])
-    try:
-        spec, train = ModelSpec(), TrainSpec()
-    finally:
-        gin.clear_config()
+    run = random_image_step(
+        name, batch, [f"VitSpec.num_layers={layers}", f"VitSpec.remat='{remat}'"]
+    )
+    spec, train = run.spec, run.train
     plan = program_plan.plan(
         spec, program_plan.Setting((1, 1, 1), remat), batch, train.compute_dtype, train.loss
     )
-    model = base_layer.instantiate(builders.build_model(spec, compute_dtype=train.compute_dtype))
-    v = spec.vit
-    keys = jax.random.split(jax.random.PRNGKey(0), 3)
-    images = jax.random.uniform(keys[0], (batch, v.image_size, v.image_size, v.num_channels))
-    labels = jax.random.randint(keys[1], (batch,), 0, v.num_classes)
-    tx = optax.adam(1e-4)
-
-    @jax.jit
-    def init(rng: jax.Array) -> TrainState:
-        sample = images[: spec.min_batch]
-        params = model.init({base_layer.PARAMS: rng, base_layer.RANDOM: rng}, sample)[
-            base_layer.PARAMS
-        ]
-        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
-
-    state = init(keys[2])
-    step = jax.jit(
-        make_train_step(model, tx, optax.constant_schedule(1e-4), train.loss, 0.0, keys[2]),
-        donate_argnums=(0,),
-    )
-    data = {"image": images, "label": labels}
-    compiled = step.lower(state, data).compile()
+    state, data = run.state, run.data
+    compiled = run.step.lower(state, data).compile()
     analysis = compiled.memory_analysis()
     xla = None
     if analysis is not None:
